@@ -1,0 +1,88 @@
+//! # wasmpool
+//!
+//! A synchronous, embedded WebAssembly workload runtime. It runs untrusted WASI
+//! programs — WASI Preview 1 core modules and WASI Preview 2 command components —
+//! the way a container agent runs containers: create, start, stop, remove,
+//! state, wait, logs and stats, on a fixed pool of worker threads, with a
+//! blocking API and no async runtime in your code.
+//!
+//! It is blocking by design: hosts that are not async (services, CLIs, job
+//! runners, test harnesses) call it from any thread, and a call returns when
+//! its work is done. `wait_container` and [`WaitHandle`] block on a condition
+//! variable, never by polling.
+//!
+//! ```
+//! use wasmpool::{ContainerId, Runtime, ServiceSpec, WasmConfig, WasmRuntime};
+//!
+//! let dir = tempfile::tempdir()?;
+//! let runtime = WasmRuntime::new(WasmConfig { cache_dir: dir.path().into(), ..Default::default() })?;
+//! let hello = wat::parse_str(r#"
+//!     (module
+//!         (import "wasi_snapshot_preview1" "fd_write" (func $write (param i32 i32 i32 i32) (result i32)))
+//!         (memory (export "memory") 1)
+//!         (data (i32.const 16) "hello\n")
+//!         (func (export "_start")
+//!             (i32.store (i32.const 0) (i32.const 16))
+//!             (i32.store (i32.const 4) (i32.const 6))
+//!             (drop (call $write (i32.const 1) (i32.const 0) (i32.const 1) (i32.const 8)))))
+//! "#)?;
+//! let id = ContainerId::new("hello", 1);
+//! runtime.create_container_from_bytes(&id, &ServiceSpec::default(), hello)?;
+//! runtime.start_container(&id)?;
+//! assert_eq!(runtime.wait_container(&id)?, 0);
+//! assert_eq!(runtime.get_logs(&id)?[0].message, "hello");
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+//!
+//! ## About threads
+//! [`WasmRuntime`] is `Send + Sync`: share it behind an `Arc` and call it from
+//! any number of threads. Each worker runs one guest at a time, to its end;
+//! starts beyond the pool queue up to [`WasmConfig::queue_limit`]. Guests are
+//! fuel-metered and yield every [`WasmConfig::fuel_slice`] units of fuel, so a
+//! stop or a deadline ends even a guest that never calls the host. A guest
+//! waiting in a host call (a sleep, stdin) parks its worker until the host
+//! event, a stop or the deadline, whichever comes first. No registry lock is
+//! held while guest code runs, and a panic while running one guest fails that
+//! guest only.
+#![deny(missing_docs)]
+#![deny(unsafe_code)]
+
+mod artifact;
+mod config;
+mod container;
+mod detect;
+mod error;
+mod exec;
+mod handle;
+mod host;
+mod instance;
+mod logs;
+mod outcome;
+mod pool;
+mod runtime;
+mod spec;
+mod stats;
+
+pub use config::WasmConfig;
+pub use container::{ContainerId, ContainerState, ContainerStats};
+pub use detect::{detect_wasm_version_from_binary, WasiVersion};
+pub use error::{Error, Result};
+pub use handle::WaitHandle;
+pub use logs::{LogEntry, LogFollower, MAX_LINE_BYTES};
+pub use outcome::Outcome;
+pub use runtime::{Runtime, WasmRuntime};
+pub use spec::{
+    parse_size, CommandSpec, ImageSpec, LogStream, OutputSink, PullPolicy, ServiceSpec, StdinSpec,
+    StorageSpec, WasmSpec,
+};
+
+pub(crate) use runtime::Shared;
+
+#[allow(dead_code)]
+fn _assert_send_sync() {
+    fn is<T: Send + Sync>() {}
+    is::<WasmRuntime>();
+    is::<WaitHandle>();
+    is::<Box<dyn Runtime>>();
+    is::<Error>();
+}

@@ -1,0 +1,283 @@
+//! A container's output: a bounded line buffer that guests write into and hosts read or follow.
+
+use crate::spec::{LogStream, OutputSink};
+use parking_lot::{Condvar, Mutex};
+use std::collections::VecDeque;
+use std::sync::Arc;
+use std::time::SystemTime;
+
+/// Longest line kept whole; a longer run of bytes without a newline is split here.
+pub const MAX_LINE_BYTES: usize = 16 * 1024;
+
+/// One line the guest wrote, with when and where it wrote it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LogEntry {
+    /// When the line was completed.
+    pub timestamp: SystemTime,
+    /// Which stream it came from.
+    pub stream: LogStream,
+    /// The line, without its newline; invalid UTF-8 is replaced.
+    pub message: String,
+}
+
+/// The lines of one container, bounded in bytes, dropping the oldest first.
+pub(crate) struct LogBuffer {
+    state: Mutex<LogState>,
+    grew: Condvar,
+    limit_bytes: usize,
+}
+
+#[derive(Default)]
+struct LogState {
+    lines: VecDeque<LogEntry>,
+    bytes: usize,
+    /// Sequence number of `lines[0]`; every line ever kept has one.
+    first_seq: u64,
+    dropped: u64,
+    partial: [Vec<u8>; 2],
+    closed: bool,
+}
+
+impl LogBuffer {
+    pub(crate) fn new(limit_bytes: usize) -> Self {
+        LogBuffer {
+            state: Mutex::new(LogState::default()),
+            grew: Condvar::new(),
+            limit_bytes,
+        }
+    }
+
+    /// Appends what the guest wrote; complete lines become entries at once.
+    pub(crate) fn write(&self, stream: LogStream, mut bytes: &[u8]) {
+        let slot = stream_slot(stream);
+        let mut state = self.state.lock();
+        let mut added = false;
+        while !bytes.is_empty() {
+            let room = MAX_LINE_BYTES - state.partial[slot].len();
+            let take = bytes.len().min(room);
+            let (chunk, rest) = bytes.split_at(take);
+            match chunk.iter().position(|&b| b == b'\n') {
+                Some(newline) => {
+                    state.partial[slot].extend_from_slice(&chunk[..newline]);
+                    bytes = &bytes[newline + 1..];
+                }
+                None => {
+                    state.partial[slot].extend_from_slice(chunk);
+                    bytes = rest;
+                    if state.partial[slot].len() < MAX_LINE_BYTES {
+                        continue;
+                    }
+                }
+            }
+            let line = std::mem::take(&mut state.partial[slot]);
+            self.push(&mut state, stream, &line);
+            added = true;
+        }
+        drop(state);
+        if added {
+            self.grew.notify_all();
+        }
+    }
+
+    fn push(&self, state: &mut LogState, stream: LogStream, line: &[u8]) {
+        let line = line.strip_suffix(b"\r").unwrap_or(line);
+        let message = String::from_utf8_lossy(line).into_owned();
+        state.bytes += message.len();
+        state.lines.push_back(LogEntry {
+            timestamp: SystemTime::now(),
+            stream,
+            message,
+        });
+        while state.bytes > self.limit_bytes {
+            let Some(old) = state.lines.pop_front() else {
+                break;
+            };
+            state.bytes -= old.message.len();
+            state.first_seq += 1;
+            state.dropped += 1;
+        }
+    }
+
+    /// Ends the log: unfinished lines become entries and followers see the end.
+    pub(crate) fn close(&self) {
+        let mut state = self.state.lock();
+        for (slot, stream) in [(0, LogStream::Stdout), (1, LogStream::Stderr)] {
+            if !state.partial[slot].is_empty() {
+                let line = std::mem::take(&mut state.partial[slot]);
+                self.push(&mut state, stream, &line);
+            }
+        }
+        state.closed = true;
+        drop(state);
+        self.grew.notify_all();
+    }
+
+    /// The last `tail` lines (all when `tail` is 0), led by a note if lines were dropped.
+    pub(crate) fn tail(&self, tail: usize) -> Vec<LogEntry> {
+        let state = self.state.lock();
+        let skip = if tail == 0 {
+            0
+        } else {
+            state.lines.len().saturating_sub(tail)
+        };
+        let mut out = Vec::with_capacity(state.lines.len() - skip + 1);
+        if state.dropped > 0 {
+            out.push(dropped_note(state.dropped, self.limit_bytes));
+        }
+        out.extend(state.lines.iter().skip(skip).cloned());
+        out
+    }
+
+    pub(crate) fn dropped(&self) -> u64 {
+        self.state.lock().dropped
+    }
+}
+
+fn stream_slot(stream: LogStream) -> usize {
+    match stream {
+        LogStream::Stdout => 0,
+        LogStream::Stderr | LogStream::Runtime => 1,
+    }
+}
+
+fn dropped_note(count: u64, limit_bytes: usize) -> LogEntry {
+    LogEntry {
+        timestamp: SystemTime::now(),
+        stream: LogStream::Runtime,
+        message: format!(
+            "wasmpool: {count} earlier log lines were dropped (the log keeps {limit_bytes} bytes)"
+        ),
+    }
+}
+
+/// Follows a container's log: yields each line as it is written, and ends when
+/// the container has ended and every line was yielded.
+///
+/// Lines dropped before they were read are reported by one
+/// [`LogStream::Runtime`] entry in their place.
+pub struct LogFollower {
+    buffer: Arc<LogBuffer>,
+    next_seq: u64,
+}
+
+impl LogFollower {
+    pub(crate) fn new(buffer: Arc<LogBuffer>) -> Self {
+        LogFollower {
+            buffer,
+            next_seq: 0,
+        }
+    }
+}
+
+impl Iterator for LogFollower {
+    type Item = LogEntry;
+
+    fn next(&mut self) -> Option<LogEntry> {
+        let mut state = self.buffer.state.lock();
+        loop {
+            if self.next_seq < state.first_seq {
+                let missed = state.first_seq - self.next_seq;
+                self.next_seq = state.first_seq;
+                return Some(dropped_note(missed, self.buffer.limit_bytes));
+            }
+            let index = (self.next_seq - state.first_seq) as usize;
+            if let Some(entry) = state.lines.get(index) {
+                self.next_seq += 1;
+                return Some(entry.clone());
+            }
+            if state.closed {
+                return None;
+            }
+            self.buffer.grew.wait(&mut state);
+        }
+    }
+}
+
+/// One of the guest's output streams: writes go to the log buffer and the sink.
+#[derive(Clone)]
+pub(crate) struct GuestOutput {
+    pub(crate) buffer: Arc<LogBuffer>,
+    pub(crate) stream: LogStream,
+    pub(crate) sink: Option<OutputSink>,
+}
+
+impl GuestOutput {
+    fn write(&self, bytes: &[u8]) {
+        if let Some(sink) = &self.sink {
+            (sink.0)(self.stream, bytes);
+        }
+        self.buffer.write(self.stream, bytes);
+    }
+}
+
+mod wasi_stream {
+    //! The WASI side of [`GuestOutput`]: a stream that is always ready and never fails.
+    //!
+    //! wasmtime-wasi's `StdoutStream` names tokio's `AsyncWrite` trait in its
+    //! signature, so this is the one place our code names it; no tokio runtime is
+    //! started or entered here, every write completes at once.
+    use super::GuestOutput;
+    use std::pin::Pin;
+    use std::task::{Context, Poll};
+    use tokio::io::AsyncWrite;
+    use wasmtime_wasi::cli::{IsTerminal, StdoutStream};
+    use wasmtime_wasi::p2::{OutputStream, Pollable, StreamResult};
+
+    /// How much one write may carry; the guest loops for more.
+    const WRITE_BUDGET: usize = 64 * 1024;
+
+    impl IsTerminal for GuestOutput {
+        fn is_terminal(&self) -> bool {
+            false
+        }
+    }
+
+    impl StdoutStream for GuestOutput {
+        fn p2_stream(&self) -> Box<dyn OutputStream> {
+            Box::new(self.clone())
+        }
+
+        fn async_stream(&self) -> Box<dyn AsyncWrite + Send + Sync> {
+            Box::new(self.clone())
+        }
+    }
+
+    impl OutputStream for GuestOutput {
+        fn write(&mut self, bytes: bytes::Bytes) -> StreamResult<()> {
+            GuestOutput::write(self, &bytes);
+            Ok(())
+        }
+
+        fn flush(&mut self) -> StreamResult<()> {
+            Ok(())
+        }
+
+        fn check_write(&mut self) -> StreamResult<usize> {
+            Ok(WRITE_BUDGET)
+        }
+    }
+
+    #[wasmtime_wasi::async_trait]
+    impl Pollable for GuestOutput {
+        async fn ready(&mut self) {}
+    }
+
+    impl AsyncWrite for GuestOutput {
+        fn poll_write(
+            self: Pin<&mut Self>,
+            _cx: &mut Context<'_>,
+            buf: &[u8],
+        ) -> Poll<std::io::Result<usize>> {
+            GuestOutput::write(&self, buf);
+            Poll::Ready(Ok(buf.len()))
+        }
+
+        fn poll_flush(self: Pin<&mut Self>, _cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+            Poll::Ready(Ok(()))
+        }
+
+        fn poll_shutdown(self: Pin<&mut Self>, _cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+            Poll::Ready(Ok(()))
+        }
+    }
+}

@@ -1,0 +1,343 @@
+//! The public facade: `WasmRuntime`, the container registry, and the `Runtime` trait.
+
+use crate::artifact::{ArtifactCache, Linkers};
+use crate::config::WasmConfig;
+use crate::container::{ContainerId, ContainerState, ContainerStats};
+use crate::error::{Error, Result};
+use crate::handle::WaitHandle;
+use crate::instance::{Instance, Phase, RunPlan};
+use crate::logs::{LogEntry, LogFollower};
+use crate::pool::{self, Command};
+use crate::spec::{PullPolicy, ServiceSpec};
+use crossbeam_channel::{Sender, TrySendError};
+use parking_lot::RwLock;
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::Duration;
+use wasmtime::Engine;
+
+/// The container lifecycle, blocking: the same operations as an async container
+/// agent's runtime, each returning when it is done.
+///
+/// The trait is object safe, so hosts can hold a `Box<dyn Runtime>`.
+pub trait Runtime: Send + Sync {
+    /// Reads the spec's image from the cache and registers a container in `Pending`.
+    fn create_container(&self, id: &ContainerId, spec: &ServiceSpec) -> Result<()>;
+    /// Queues a created container for a worker.
+    fn start_container(&self, id: &ContainerId) -> Result<()>;
+    /// Ends the container and waits up to `timeout` for it to have ended.
+    fn stop_container(&self, id: &ContainerId, timeout: Duration) -> Result<()>;
+    /// Stops the container if it runs, then forgets it.
+    fn remove_container(&self, id: &ContainerId) -> Result<()>;
+    /// Where the container is in its life.
+    fn container_state(&self, id: &ContainerId) -> Result<ContainerState>;
+    /// Blocks until the started container ended; its exit code (see [`Outcome`](crate::Outcome)).
+    fn wait_container(&self, id: &ContainerId) -> Result<i32>;
+    /// The last `tail` log lines (all of them when `tail` is 0).
+    fn container_logs(&self, id: &ContainerId, tail: usize) -> Result<Vec<LogEntry>>;
+    /// Every log line kept.
+    fn get_logs(&self, id: &ContainerId) -> Result<Vec<LogEntry>>;
+    /// CPU, memory, fuel and wall time of the container.
+    fn get_container_stats(&self, id: &ContainerId) -> Result<ContainerStats>;
+    /// Refused: a WASM guest has no shell or process table to exec into.
+    fn exec(&self, id: &ContainerId, cmd: &[String]) -> Result<(i32, String, String)>;
+}
+
+/// What the facade and the workers share: the engine, the linkers, the artifacts.
+pub(crate) struct Shared {
+    pub(crate) engine: Engine,
+    pub(crate) linkers: Linkers,
+    pub(crate) config: WasmConfig,
+    artifacts: ArtifactCache,
+    shutting_down: AtomicBool,
+}
+
+impl Shared {
+    pub(crate) fn is_shutting_down(&self) -> bool {
+        self.shutting_down.load(Ordering::Acquire)
+    }
+}
+
+/// Runs WASI workloads as containers on a fixed pool of worker threads.
+///
+/// Every operation blocks the caller only as long as it must: `start` queues
+/// and returns, `wait_container` blocks on a condition variable until the
+/// guest ended. Dropping the runtime stops every guest, gives every waiter an
+/// outcome and joins the workers.
+///
+/// # Examples
+/// ```
+/// use wasmpool::{ContainerId, Runtime, ServiceSpec, WasmConfig, WasmRuntime};
+/// let dir = tempfile::tempdir().unwrap();
+/// let runtime = WasmRuntime::new(WasmConfig { cache_dir: dir.path().into(), workers: 1, ..Default::default() }).unwrap();
+/// let wasm = wat::parse_str(r#"
+///     (module
+///         (import "wasi_snapshot_preview1" "proc_exit" (func $exit (param i32)))
+///         (memory (export "memory") 1)
+///         (func (export "_start") (call $exit (i32.const 7))))
+/// "#).unwrap();
+/// let id = ContainerId::new("doc", 1);
+/// runtime.create_container_from_bytes(&id, &ServiceSpec::default(), wasm).unwrap();
+/// runtime.start_container(&id).unwrap();
+/// assert_eq!(runtime.wait_container(&id).unwrap(), 7);
+/// runtime.remove_container(&id).unwrap();
+/// ```
+pub struct WasmRuntime {
+    shared: Arc<Shared>,
+    containers: RwLock<HashMap<ContainerId, Arc<Instance>>>,
+    commands: Option<Sender<Command>>,
+    workers: Vec<JoinHandle<()>>,
+}
+
+impl WasmRuntime {
+    /// Creates the engine, the cache directory and the worker threads.
+    pub fn new(config: WasmConfig) -> Result<Self> {
+        std::fs::create_dir_all(&config.cache_dir).map_err(|e| {
+            Error::Setup(format!(
+                "cannot create cache directory '{}': {e}",
+                config.cache_dir.display()
+            ))
+        })?;
+        let mut engine_config = wasmtime::Config::new();
+        engine_config.consume_fuel(true);
+        let engine = Engine::new(&engine_config).map_err(|e| Error::Setup(format!("{e:#}")))?;
+        let linkers = Linkers::new(&engine).map_err(|e| Error::Setup(format!("{e:#}")))?;
+        let workers = config.workers.max(1);
+        let (sender, receiver) = crossbeam_channel::bounded(config.queue_limit.max(1));
+        let shared = Arc::new(Shared {
+            engine,
+            linkers,
+            artifacts: ArtifactCache::new(config.artifact_cache_size),
+            config,
+            shutting_down: AtomicBool::new(false),
+        });
+        let workers = pool::spawn_workers(&shared, &receiver, workers)
+            .map_err(|e| Error::Setup(format!("cannot start worker threads: {e}")))?;
+        Ok(WasmRuntime {
+            shared,
+            containers: RwLock::new(HashMap::new()),
+            commands: Some(sender),
+            workers,
+        })
+    }
+
+    /// The settings this runtime was created with.
+    pub fn config(&self) -> &WasmConfig {
+        &self.shared.config
+    }
+
+    /// Registers a container that runs `wasm` (a module, a component or WAT text)
+    /// instead of an image from the cache; the spec's image name becomes argv[0].
+    pub fn create_container_from_bytes(
+        &self,
+        id: &ContainerId,
+        spec: &ServiceSpec,
+        wasm: impl AsRef<[u8]>,
+    ) -> Result<()> {
+        let plan = RunPlan::new(spec, &self.shared.config)?;
+        let artifact = self.shared.artifacts.intern(wasm.as_ref());
+        let mut containers = self.containers.write();
+        if containers.contains_key(id) {
+            return Err(Error::AlreadyExists(id.clone()));
+        }
+        let instance = Instance::new(
+            id.clone(),
+            plan,
+            artifact,
+            self.shared.config.log_limit_bytes,
+        );
+        containers.insert(id.clone(), Arc::new(instance));
+        Ok(())
+    }
+
+    /// Queues a created container and returns a handle on its end.
+    pub fn start(&self, id: &ContainerId) -> Result<WaitHandle> {
+        let instance = self.get(id)?;
+        {
+            let mut phase = instance.phase.lock();
+            if *phase != Phase::Created {
+                return Err(wrong_state(&instance, "start"));
+            }
+            *phase = Phase::Queued;
+        }
+        let commands = self.commands.as_ref().ok_or(Error::ShuttingDown)?;
+        if let Err(error) = commands.try_send(Command::Run(instance.clone())) {
+            let mut phase = instance.phase.lock();
+            if *phase == Phase::Queued {
+                *phase = Phase::Created;
+            }
+            return Err(match error {
+                TrySendError::Full(_) => Error::QueueFull {
+                    id: id.clone(),
+                    limit: self.shared.config.queue_limit,
+                },
+                TrySendError::Disconnected(_) => Error::ShuttingDown,
+            });
+        }
+        Ok(WaitHandle::new(instance.completion.clone()))
+    }
+
+    /// Creates and starts a container in one call.
+    pub fn run(&self, id: &ContainerId, spec: &ServiceSpec) -> Result<WaitHandle> {
+        self.create_container(id, spec)?;
+        self.start(id)
+    }
+
+    /// A handle on the container's end, valid even after the container is removed.
+    pub fn wait_handle(&self, id: &ContainerId) -> Result<WaitHandle> {
+        Ok(WaitHandle::new(self.get(id)?.completion.clone()))
+    }
+
+    /// Follows the container's log from its first kept line until the container ended.
+    pub fn follow_logs(&self, id: &ContainerId) -> Result<LogFollower> {
+        Ok(LogFollower::new(self.get(id)?.logs.clone()))
+    }
+
+    /// The ids of every container, in no particular order.
+    pub fn container_ids(&self) -> Vec<ContainerId> {
+        self.containers.read().keys().cloned().collect()
+    }
+
+    fn get(&self, id: &ContainerId) -> Result<Arc<Instance>> {
+        self.containers
+            .read()
+            .get(id)
+            .cloned()
+            .ok_or_else(|| Error::NotFound(id.clone()))
+    }
+}
+
+fn wrong_state(instance: &Instance, operation: &'static str) -> Error {
+    let state = match *instance.phase.lock() {
+        Phase::Created => "created and not started".to_string(),
+        Phase::Queued => "queued for a worker".to_string(),
+        Phase::Running => "running".to_string(),
+        Phase::Ended => match instance.completion.probe() {
+            Some(outcome) => format!("ended ({outcome})"),
+            None => "ended".to_string(),
+        },
+    };
+    Error::WrongState {
+        id: instance.id.clone(),
+        operation,
+        state,
+    }
+}
+
+/// The cache file of an image name, refusing names that could leave the cache directory.
+pub(crate) fn image_path(cache_dir: &Path, name: &str) -> Result<PathBuf> {
+    let refuse = || Error::InvalidImageName(name.to_string());
+    if name.is_empty()
+        || name.chars().any(|c| c.is_control() || c == '\\')
+        || name.starts_with('/')
+        || name.split(['/', ':', '@']).any(|part| part == "..")
+    {
+        return Err(refuse());
+    }
+    let key = name.replace(['/', ':', '@'], "_");
+    Ok(cache_dir.join(format!("{key}.wasm")))
+}
+
+impl Runtime for WasmRuntime {
+    fn create_container(&self, id: &ContainerId, spec: &ServiceSpec) -> Result<()> {
+        if spec.image.pull_policy == PullPolicy::Always {
+            return Err(Error::unsupported(
+                "pull policy Always",
+                "this runtime has no registry client; put the image in the cache directory",
+            ));
+        }
+        let path = image_path(&self.shared.config.cache_dir, &spec.image.name)?;
+        let bytes = std::fs::read(&path).map_err(|e| Error::UnreadableArtifact {
+            path: path.clone(),
+            reason: e.to_string(),
+        })?;
+        self.create_container_from_bytes(id, spec, bytes)
+    }
+
+    fn start_container(&self, id: &ContainerId) -> Result<()> {
+        self.start(id).map(drop)
+    }
+
+    fn stop_container(&self, id: &ContainerId, timeout: Duration) -> Result<()> {
+        let instance = self.get(id)?;
+        instance.request_stop();
+        match WaitHandle::new(instance.completion.clone()).wait_timeout(timeout) {
+            Some(_) => Ok(()),
+            None => Err(Error::Timeout {
+                id: id.clone(),
+                operation: "stop",
+            }),
+        }
+    }
+
+    fn remove_container(&self, id: &ContainerId) -> Result<()> {
+        let instance = self.get(id)?;
+        instance.request_stop();
+        let handle = WaitHandle::new(instance.completion.clone());
+        if handle
+            .wait_timeout(self.shared.config.stop_timeout)
+            .is_none()
+        {
+            log::warn!("container '{id}' did not stop in time; removing it anyway");
+        }
+        self.containers.write().remove(id);
+        Ok(())
+    }
+
+    fn container_state(&self, id: &ContainerId) -> Result<ContainerState> {
+        Ok(self.get(id)?.state())
+    }
+
+    fn wait_container(&self, id: &ContainerId) -> Result<i32> {
+        let instance = self.get(id)?;
+        if *instance.phase.lock() == Phase::Created {
+            return Err(wrong_state(&instance, "wait for"));
+        }
+        let outcome = WaitHandle::new(instance.completion.clone()).wait();
+        if outcome.ran() {
+            Ok(outcome.exit_code())
+        } else {
+            Err(Error::Failed {
+                id: id.clone(),
+                reason: outcome.to_string(),
+            })
+        }
+    }
+
+    fn container_logs(&self, id: &ContainerId, tail: usize) -> Result<Vec<LogEntry>> {
+        Ok(self.get(id)?.logs.tail(tail))
+    }
+
+    fn get_logs(&self, id: &ContainerId) -> Result<Vec<LogEntry>> {
+        self.container_logs(id, 0)
+    }
+
+    fn get_container_stats(&self, id: &ContainerId) -> Result<ContainerStats> {
+        let instance = self.get(id)?;
+        Ok(instance.stats.snapshot(instance.logs.dropped()))
+    }
+
+    fn exec(&self, _id: &ContainerId, _cmd: &[String]) -> Result<(i32, String, String)> {
+        Err(Error::unsupported(
+            "exec",
+            "a guest has no shell or process table to run a command in",
+        ))
+    }
+}
+
+impl Drop for WasmRuntime {
+    fn drop(&mut self) {
+        self.shared.shutting_down.store(true, Ordering::Release);
+        for instance in self.containers.read().values() {
+            instance.request_stop();
+        }
+        drop(self.commands.take());
+        for worker in self.workers.drain(..) {
+            // A worker that panicked outside a guest run has nothing left to hand over.
+            let _ = worker.join();
+        }
+    }
+}

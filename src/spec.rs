@@ -1,0 +1,201 @@
+//! What a container should run: the parts of a service spec that mean something for WASM.
+
+use crate::error::{Error, Result};
+use std::collections::HashMap;
+use std::fmt;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// Describes one workload: its image, environment, command, mounts and limits.
+///
+/// Build one with struct-update syntax:
+///
+/// ```
+/// use wasmpool::{ImageSpec, ServiceSpec};
+/// let spec = ServiceSpec {
+///     image: ImageSpec::new("localhost/hello:latest"),
+///     ..Default::default()
+/// };
+/// assert!(spec.env.is_empty());
+/// ```
+#[derive(Debug, Clone, Default)]
+pub struct ServiceSpec {
+    /// Which image to run.
+    pub image: ImageSpec,
+    /// The guest's environment, exactly: the host's is never passed through.
+    pub env: HashMap<String, String>,
+    /// Entry point, arguments and working directory.
+    pub command: CommandSpec,
+    /// Host directories and named volumes the guest may open.
+    pub storage: Vec<StorageSpec>,
+    /// Limits and WASM-only settings.
+    pub wasm: Option<WasmSpec>,
+    /// What the guest reads on stdin.
+    pub stdin: StdinSpec,
+    /// A callback that sees every write the guest makes, as it makes it.
+    pub output: Option<OutputSink>,
+    /// Whether the guest may open network sockets (WASIp2 only); off by default.
+    pub network: bool,
+}
+
+/// Names the image: a file `{cache_dir}/{name with '/', ':', '@' as '_'}.wasm`.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ImageSpec {
+    /// The image reference, such as `localhost/hello:latest`.
+    pub name: String,
+    /// When to fetch the image; only the local cache exists here.
+    pub pull_policy: PullPolicy,
+}
+
+impl ImageSpec {
+    /// Names an image in the local cache.
+    pub fn new(name: impl Into<String>) -> Self {
+        ImageSpec {
+            name: name.into(),
+            pull_policy: PullPolicy::Never,
+        }
+    }
+}
+
+/// When to fetch an image from a registry.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum PullPolicy {
+    /// Never: the image must be in the cache directory.
+    #[default]
+    Never,
+    /// Only when missing; there is no registry here, so this reads the cache like `Never`.
+    IfNotPresent,
+    /// Always; refused, as this runtime has no registry client.
+    Always,
+}
+
+/// The guest's command line and working directory.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct CommandSpec {
+    /// Words that come after argv[0] and before `args`.
+    pub entrypoint: Option<Vec<String>>,
+    /// The arguments.
+    pub args: Option<Vec<String>>,
+    /// The guest's initial working directory (a guest path).
+    pub workdir: Option<String>,
+}
+
+/// A directory the guest may open, mounted at a guest path.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StorageSpec {
+    /// A host directory.
+    Bind {
+        /// The host directory.
+        source: PathBuf,
+        /// Where the guest sees it, such as `/data`.
+        target: String,
+        /// Refuse every write through this mount.
+        readonly: bool,
+    },
+    /// A directory the runtime keeps under `{cache_dir}/volumes/{name}`.
+    Named {
+        /// The volume's name: letters, digits, `-`, `_` and `.`.
+        name: String,
+        /// Where the guest sees it.
+        target: String,
+        /// Refuse every write through this mount.
+        readonly: bool,
+    },
+}
+
+/// Limits of one container; a `None` takes the runtime's default.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct WasmSpec {
+    /// The most fuel the guest may consume; it ends as out of fuel past it.
+    pub max_fuel: Option<u64>,
+    /// The most linear memory, such as `"64Mi"`, `"1G"` or `"65536"`.
+    pub max_memory: Option<String>,
+    /// Trap when a `memory.grow` is refused, instead of returning -1 to the guest.
+    pub trap_on_grow_failure: bool,
+    /// A wall-clock deadline for the run, from the moment a worker takes it.
+    pub max_execution_time: Option<Duration>,
+}
+
+/// What the guest reads on stdin.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub enum StdinSpec {
+    /// End of file at once.
+    #[default]
+    Empty,
+    /// These bytes, then end of file.
+    Bytes(Vec<u8>),
+    /// The host process's stdin (for command-line tools).
+    Inherit,
+}
+
+/// Which output stream a write or a log line came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum LogStream {
+    /// The guest's stdout.
+    Stdout,
+    /// The guest's stderr.
+    Stderr,
+    /// A note from the runtime itself, such as how many lines it dropped.
+    Runtime,
+}
+
+/// A callback that sees every chunk the guest writes, as it writes it.
+///
+/// It runs on the worker thread inside the guest's write, so it should be quick.
+/// A panic in it fails that container with a reason; the pool survives.
+#[derive(Clone)]
+pub struct OutputSink(pub Arc<dyn Fn(LogStream, &[u8]) + Send + Sync>);
+
+impl OutputSink {
+    /// Wraps a callback.
+    pub fn new(f: impl Fn(LogStream, &[u8]) + Send + Sync + 'static) -> Self {
+        OutputSink(Arc::new(f))
+    }
+}
+
+impl fmt::Debug for OutputSink {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("OutputSink(..)")
+    }
+}
+
+/// Parses a byte size: a number with an optional suffix `K`, `M`, `G` (powers of
+/// 1000) or `Ki`, `Mi`, `Gi` (powers of 1024), with an optional trailing `B`.
+///
+/// # Examples
+/// ```
+/// assert_eq!(wasmpool::parse_size("64Mi").unwrap(), 64 << 20);
+/// assert_eq!(wasmpool::parse_size("2k").unwrap(), 2000);
+/// assert!(wasmpool::parse_size("lots").is_err());
+/// ```
+pub fn parse_size(text: &str) -> Result<u64> {
+    let invalid = |reason: &str| Error::InvalidSpec {
+        field: "memory size",
+        value: text.to_string(),
+        reason: reason.to_string(),
+    };
+    let trimmed = text.trim();
+    let split = trimmed
+        .find(|c: char| !c.is_ascii_digit())
+        .unwrap_or(trimmed.len());
+    let (digits, suffix) = trimmed.split_at(split);
+    let number: u64 = digits
+        .parse()
+        .map_err(|_| invalid("expected a number such as 64Mi"))?;
+    let suffix = suffix.trim().to_ascii_lowercase();
+    let suffix = suffix.strip_suffix('b').unwrap_or(&suffix);
+    let scale: u64 = match suffix {
+        "" => 1,
+        "k" => 1_000,
+        "m" => 1_000_000,
+        "g" => 1_000_000_000,
+        "ki" => 1 << 10,
+        "mi" => 1 << 20,
+        "gi" => 1 << 30,
+        _ => return Err(invalid("unknown unit; use K, M, G, Ki, Mi or Gi")),
+    };
+    number
+        .checked_mul(scale)
+        .ok_or_else(|| invalid("too large"))
+}

@@ -1,0 +1,262 @@
+//! Fixtures shared by the test modules: WAT guests, component building, runtimes.
+#![allow(dead_code)]
+
+use std::sync::Arc;
+use std::time::Duration;
+use tempfile::TempDir;
+use wasmpool::{ContainerId, ServiceSpec, WasmConfig, WasmRuntime};
+
+/// `_start` → `proc_exit(code)`.
+pub fn exit_module(code: i32) -> String {
+    format!(
+        r#"(module
+            (import "wasi_snapshot_preview1" "proc_exit" (func $exit (param i32)))
+            (memory (export "memory") 1)
+            (func (export "_start") (call $exit (i32.const {code}))))"#
+    )
+}
+
+/// A guest that spins forever without a host call.
+pub const SPIN: &str = r#"(module
+    (memory (export "memory") 1)
+    (func (export "_start") (loop $l (br $l))))"#;
+
+/// A guest that runs `n` loop iterations, then returns.
+pub fn count_module(n: u64) -> String {
+    format!(
+        r#"(module
+            (memory (export "memory") 1)
+            (func (export "_start") (local $i i64)
+                (loop $l
+                    (local.set $i (i64.add (local.get $i) (i64.const 1)))
+                    (br_if $l (i64.lt_u (local.get $i) (i64.const {n}))))))"#
+    )
+}
+
+/// A guest that sleeps `nanos` on the monotonic clock through `poll_oneoff`, then exits 0.
+pub fn sleep_module(nanos: u64) -> String {
+    format!(
+        r#"(module
+            (import "wasi_snapshot_preview1" "poll_oneoff" (func $poll (param i32 i32 i32 i32) (result i32)))
+            (memory (export "memory") 1)
+            (func (export "_start")
+                (i64.store (i32.const 0) (i64.const 7))
+                (i32.store8 (i32.const 8) (i32.const 0))
+                (i32.store (i32.const 16) (i32.const 1))
+                (i64.store (i32.const 24) (i64.const {nanos}))
+                (i64.store (i32.const 32) (i64.const 0))
+                (i32.store16 (i32.const 40) (i32.const 0))
+                (drop (call $poll (i32.const 0) (i32.const 64) (i32.const 1) (i32.const 128)))))"#
+    )
+}
+
+/// The WAT of a `write(fd, text)` helper and a data segment, to splice into a module.
+/// Memory layout: iovec at 0, scratch at 8, texts from 1024.
+pub fn print_module(lines: &[(&str, u32)], exit: Option<i32>) -> String {
+    let mut data = String::new();
+    let mut body = String::new();
+    let mut offset = 1024;
+    for (text, fd) in lines {
+        let escaped: String = text
+            .bytes()
+            .map(|b| format!("\\{b:02x}"))
+            .collect();
+        data.push_str(&format!("(data (i32.const {offset}) \"{escaped}\")\n"));
+        body.push_str(&format!(
+            "(call $print (i32.const {fd}) (i32.const {offset}) (i32.const {}))\n",
+            text.len()
+        ));
+        offset += text.len() + 1;
+    }
+    if let Some(code) = exit {
+        body.push_str(&format!("(call $exit (i32.const {code}))\n"));
+    }
+    format!(
+        r#"(module
+            (import "wasi_snapshot_preview1" "fd_write" (func $write (param i32 i32 i32 i32) (result i32)))
+            (import "wasi_snapshot_preview1" "proc_exit" (func $exit (param i32)))
+            (memory (export "memory") 1)
+            {data}
+            (func $print (param $fd i32) (param $ptr i32) (param $len i32)
+                (i32.store (i32.const 0) (local.get $ptr))
+                (i32.store (i32.const 4) (local.get $len))
+                (drop (call $write (local.get $fd) (i32.const 0) (i32.const 1) (i32.const 8))))
+            (func (export "_start") {body}))"#
+    )
+}
+
+/// A guest that prints its argv then its environment, one entry a line, then exits 0.
+pub const PRINT_ARGS_AND_ENV: &str = r#"(module
+    (import "wasi_snapshot_preview1" "fd_write" (func $write (param i32 i32 i32 i32) (result i32)))
+    (import "wasi_snapshot_preview1" "args_sizes_get" (func $args_sizes (param i32 i32) (result i32)))
+    (import "wasi_snapshot_preview1" "args_get" (func $args_get (param i32 i32) (result i32)))
+    (import "wasi_snapshot_preview1" "environ_sizes_get" (func $env_sizes (param i32 i32) (result i32)))
+    (import "wasi_snapshot_preview1" "environ_get" (func $env_get (param i32 i32) (result i32)))
+    (memory (export "memory") 2)
+    ;; Turns the NULs of buf[0..len] into newlines and writes it to stdout.
+    (func $dump (param $buf i32) (param $len i32) (local $i i32)
+        (block $done (loop $l
+            (br_if $done (i32.ge_u (local.get $i) (local.get $len)))
+            (if (i32.eqz (i32.load8_u (i32.add (local.get $buf) (local.get $i))))
+                (then (i32.store8 (i32.add (local.get $buf) (local.get $i)) (i32.const 10))))
+            (local.set $i (i32.add (local.get $i) (i32.const 1)))
+            (br $l)))
+        (i32.store (i32.const 0) (local.get $buf))
+        (i32.store (i32.const 4) (local.get $len))
+        (drop (call $write (i32.const 1) (i32.const 0) (i32.const 1) (i32.const 8))))
+    (func (export "_start")
+        (drop (call $args_sizes (i32.const 16) (i32.const 20)))
+        (drop (call $args_get (i32.const 4096) (i32.const 8192)))
+        (call $dump (i32.const 8192) (i32.load (i32.const 20)))
+        (drop (call $env_sizes (i32.const 16) (i32.const 20)))
+        (drop (call $env_get (i32.const 4096) (i32.const 16384)))
+        (call $dump (i32.const 16384) (i32.load (i32.const 20)))))"#;
+
+/// A guest that copies stdin to stdout until end of file, then exits 0.
+pub const CAT: &str = r#"(module
+    (import "wasi_snapshot_preview1" "fd_read" (func $read (param i32 i32 i32 i32) (result i32)))
+    (import "wasi_snapshot_preview1" "fd_write" (func $write (param i32 i32 i32 i32) (result i32)))
+    (memory (export "memory") 1)
+    (func (export "_start")
+        (loop $l
+            (i32.store (i32.const 0) (i32.const 1024))
+            (i32.store (i32.const 4) (i32.const 4096))
+            (drop (call $read (i32.const 0) (i32.const 0) (i32.const 1) (i32.const 16)))
+            (if (i32.gt_u (i32.load (i32.const 16)) (i32.const 0))
+                (then
+                    (i32.store (i32.const 4) (i32.load (i32.const 16)))
+                    (drop (call $write (i32.const 1) (i32.const 0) (i32.const 1) (i32.const 16)))
+                    (br $l))))))"#;
+
+/// A guest that opens `path` under the first preopen (fd 3), reads it and prints it;
+/// exits 0 if it could, else with the errno of the failing call + 100.
+pub fn read_file_module(path: &str) -> String {
+    let len = path.len();
+    format!(
+        r#"(module
+            (import "wasi_snapshot_preview1" "path_open" (func $open (param i32 i32 i32 i32 i32 i64 i64 i32 i32) (result i32)))
+            (import "wasi_snapshot_preview1" "fd_read" (func $read (param i32 i32 i32 i32) (result i32)))
+            (import "wasi_snapshot_preview1" "fd_write" (func $write (param i32 i32 i32 i32) (result i32)))
+            (import "wasi_snapshot_preview1" "proc_exit" (func $exit (param i32)))
+            (memory (export "memory") 1)
+            (data (i32.const 512) "{path}")
+            (func (export "_start") (local $errno i32)
+                (local.set $errno (call $open (i32.const 3) (i32.const 1) (i32.const 512) (i32.const {len})
+                    (i32.const 0) (i64.const 2) (i64.const 0) (i32.const 0) (i32.const 32)))
+                (if (local.get $errno) (then (call $exit (i32.add (i32.const 100) (local.get $errno)))))
+                (i32.store (i32.const 0) (i32.const 1024))
+                (i32.store (i32.const 4) (i32.const 4096))
+                (local.set $errno (call $read (i32.load (i32.const 32)) (i32.const 0) (i32.const 1) (i32.const 16)))
+                (if (local.get $errno) (then (call $exit (i32.add (i32.const 100) (local.get $errno)))))
+                (i32.store (i32.const 4) (i32.load (i32.const 16)))
+                (drop (call $write (i32.const 1) (i32.const 0) (i32.const 1) (i32.const 16)))
+                (call $exit (i32.const 0))))"#
+    )
+}
+
+/// A guest that creates and writes `path` under the first preopen (fd 3);
+/// exits 0 if it could, else with the errno of the failing call + 100.
+pub fn write_file_module(path: &str) -> String {
+    let len = path.len();
+    format!(
+        r#"(module
+            (import "wasi_snapshot_preview1" "path_open" (func $open (param i32 i32 i32 i32 i32 i64 i64 i32 i32) (result i32)))
+            (import "wasi_snapshot_preview1" "fd_write" (func $write (param i32 i32 i32 i32) (result i32)))
+            (import "wasi_snapshot_preview1" "proc_exit" (func $exit (param i32)))
+            (memory (export "memory") 1)
+            (data (i32.const 512) "{path}")
+            (data (i32.const 1024) "written")
+            (func (export "_start") (local $errno i32)
+                ;; oflags: CREAT|TRUNC (1|8); rights: FD_WRITE (1 << 6)
+                (local.set $errno (call $open (i32.const 3) (i32.const 0) (i32.const 512) (i32.const {len})
+                    (i32.const 9) (i64.const 64) (i64.const 0) (i32.const 0) (i32.const 32)))
+                (if (local.get $errno) (then (call $exit (i32.add (i32.const 100) (local.get $errno)))))
+                (i32.store (i32.const 0) (i32.const 1024))
+                (i32.store (i32.const 4) (i32.const 7))
+                (local.set $errno (call $write (i32.load (i32.const 32)) (i32.const 0) (i32.const 1) (i32.const 16)))
+                (if (local.get $errno) (then (call $exit (i32.add (i32.const 100) (local.get $errno)))))
+                (call $exit (i32.const 0))))"#
+    )
+}
+
+/// A guest that grows its memory by `pages` and exits 0 if that worked, 1 if refused.
+pub fn grow_module(initial: u32, pages: u32) -> String {
+    format!(
+        r#"(module
+            (import "wasi_snapshot_preview1" "proc_exit" (func $exit (param i32)))
+            (memory (export "memory") {initial})
+            (func (export "_start")
+                (call $exit (i32.eq (memory.grow (i32.const {pages})) (i32.const -1)))))"#
+    )
+}
+
+/// A guest that executes `unreachable`.
+pub const UNREACHABLE: &str = r#"(module
+    (memory (export "memory") 1)
+    (func (export "_start") unreachable))"#;
+
+pub fn wasm(wat: &str) -> Vec<u8> {
+    wat::parse_str(wat).expect("valid WAT")
+}
+
+/// Builds a WASIp2 command component from a WASIp1 core module with the preview1 command adapter.
+pub fn component(wat: &str) -> Vec<u8> {
+    use wasi_preview1_component_adapter_provider::{
+        WASI_SNAPSHOT_PREVIEW1_ADAPTER_NAME, WASI_SNAPSHOT_PREVIEW1_COMMAND_ADAPTER,
+    };
+    wit_component::ComponentEncoder::default()
+        .module(&wasm(wat))
+        .expect("core module accepted")
+        .adapter(
+            WASI_SNAPSHOT_PREVIEW1_ADAPTER_NAME,
+            WASI_SNAPSHOT_PREVIEW1_COMMAND_ADAPTER,
+        )
+        .expect("adapter accepted")
+        .validate(true)
+        .encode()
+        .expect("component encodes")
+}
+
+/// A runtime on a fresh cache directory with `workers` workers.
+pub fn runtime_with(workers: usize, tweak: impl FnOnce(&mut WasmConfig)) -> (TempDir, Arc<WasmRuntime>) {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let mut config = WasmConfig {
+        cache_dir: dir.path().to_path_buf(),
+        workers,
+        max_execution_time: Duration::from_secs(60),
+        ..Default::default()
+    };
+    tweak(&mut config);
+    let runtime = WasmRuntime::new(config).expect("runtime");
+    (dir, Arc::new(runtime))
+}
+
+pub fn runtime(workers: usize) -> (TempDir, Arc<WasmRuntime>) {
+    runtime_with(workers, |_| {})
+}
+
+pub fn id(name: &str) -> ContainerId {
+    ContainerId::new(name, 1)
+}
+
+/// Creates and starts a container of `wasm` with `spec`.
+pub fn launch(runtime: &WasmRuntime, name: &str, spec: &ServiceSpec, wasm: &[u8]) -> (ContainerId, wasmpool::WaitHandle) {
+    let id = id(name);
+    runtime
+        .create_container_from_bytes(&id, spec, wasm)
+        .expect("create");
+    let handle = runtime.start(&id).expect("start");
+    (id, handle)
+}
+
+/// The messages of a container's stdout lines.
+pub fn stdout_lines(runtime: &WasmRuntime, id: &ContainerId) -> Vec<String> {
+    use wasmpool::{LogStream, Runtime};
+    runtime
+        .get_logs(id)
+        .expect("logs")
+        .into_iter()
+        .filter(|e| e.stream == LogStream::Stdout)
+        .map(|e| e.message)
+        .collect()
+}

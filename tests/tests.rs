@@ -1,0 +1,8 @@
+//! The integration tests, in one binary so wasmtime links once.
+
+mod common;
+
+mod components;
+mod control;
+mod engine;
+mod seed;
