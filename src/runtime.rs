@@ -159,7 +159,7 @@ impl WasmRuntime {
         {
             let mut phase = instance.phase.lock();
             if *phase != Phase::Created {
-                return Err(wrong_state(&instance, "start"));
+                return Err(wrong_state(&instance, *phase, "start"));
             }
             *phase = Phase::Queued;
         }
@@ -210,8 +210,8 @@ impl WasmRuntime {
     }
 }
 
-fn wrong_state(instance: &Instance, operation: &'static str) -> Error {
-    let state = match *instance.phase.lock() {
+fn wrong_state(instance: &Instance, phase: Phase, operation: &'static str) -> Error {
+    let state = match phase {
         Phase::Created => "created and not started".to_string(),
         Phase::Queued => "queued for a worker".to_string(),
         Phase::Running => "running".to_string(),
@@ -293,8 +293,9 @@ impl Runtime for WasmRuntime {
 
     fn wait_container(&self, id: &ContainerId) -> Result<i32> {
         let instance = self.get(id)?;
-        if *instance.phase.lock() == Phase::Created {
-            return Err(wrong_state(&instance, "wait for"));
+        let phase = *instance.phase.lock();
+        if phase == Phase::Created {
+            return Err(wrong_state(&instance, phase, "wait for"));
         }
         let outcome = WaitHandle::new(instance.completion.clone()).wait();
         if outcome.ran() {

@@ -6,3 +6,5 @@ mod components;
 mod control;
 mod engine;
 mod seed;
+mod limits;
+mod logs;
