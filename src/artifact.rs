@@ -77,7 +77,7 @@ impl Artifact {
 }
 
 fn compile(engine: &Engine, linkers: &Linkers, bytes: &[u8]) -> Result<Compiled, String> {
-    if detect_wasm_version_from_binary(bytes) == WasiVersion::Preview2 {
+    if is_component(bytes) {
         let component = Component::new(engine, bytes)
             .map_err(|e| format!("invalid WASIp2 component: {e:#}"))?;
         let run = find_run_export(engine, &component)?;
@@ -95,6 +95,13 @@ fn compile(engine: &Engine, linkers: &Linkers, bytes: &[u8]) -> Result<Compiled,
         .instantiate_pre(&module)
         .map_err(|e| format!("cannot link module: {e:#}"))?;
     Ok(Compiled::Module { pre, entry })
+}
+
+/// A component by its header: the seed's detection, or the component layer
+/// field (bytes 6–7 = 1) for binaries too short for it, such as an empty component.
+fn is_component(bytes: &[u8]) -> bool {
+    detect_wasm_version_from_binary(bytes) == WasiVersion::Preview2
+        || (bytes.len() >= 8 && bytes[..4] == *b"\0asm" && bytes[6..8] == [1, 0])
 }
 
 fn find_entry(module: &Module) -> Result<Entry, String> {

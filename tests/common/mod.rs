@@ -129,7 +129,7 @@ pub const CAT: &str = r#"(module
                     (br $l))))))"#;
 
 /// A guest that opens `path` under the first preopen (fd 3), reads it and prints it;
-/// exits 0 if it could, else with the errno of the failing call + 100.
+/// exits 0 if it could, else with the errno of the failing call.
 pub fn read_file_module(path: &str) -> String {
     let len = path.len();
     format!(
@@ -143,11 +143,11 @@ pub fn read_file_module(path: &str) -> String {
             (func (export "_start") (local $errno i32)
                 (local.set $errno (call $open (i32.const 3) (i32.const 1) (i32.const 512) (i32.const {len})
                     (i32.const 0) (i64.const 2) (i64.const 0) (i32.const 0) (i32.const 32)))
-                (if (local.get $errno) (then (call $exit (i32.add (i32.const 100) (local.get $errno)))))
+                (if (local.get $errno) (then (call $exit (local.get $errno))))
                 (i32.store (i32.const 0) (i32.const 1024))
                 (i32.store (i32.const 4) (i32.const 4096))
                 (local.set $errno (call $read (i32.load (i32.const 32)) (i32.const 0) (i32.const 1) (i32.const 16)))
-                (if (local.get $errno) (then (call $exit (i32.add (i32.const 100) (local.get $errno)))))
+                (if (local.get $errno) (then (call $exit (local.get $errno))))
                 (i32.store (i32.const 4) (i32.load (i32.const 16)))
                 (drop (call $write (i32.const 1) (i32.const 0) (i32.const 1) (i32.const 16)))
                 (call $exit (i32.const 0))))"#
@@ -155,7 +155,7 @@ pub fn read_file_module(path: &str) -> String {
 }
 
 /// A guest that creates and writes `path` under the first preopen (fd 3);
-/// exits 0 if it could, else with the errno of the failing call + 100.
+/// exits 0 if it could, else with the errno of the failing call.
 pub fn write_file_module(path: &str) -> String {
     let len = path.len();
     format!(
@@ -170,11 +170,11 @@ pub fn write_file_module(path: &str) -> String {
                 ;; oflags: CREAT|TRUNC (1|8); rights: FD_WRITE (1 << 6)
                 (local.set $errno (call $open (i32.const 3) (i32.const 0) (i32.const 512) (i32.const {len})
                     (i32.const 9) (i64.const 64) (i64.const 0) (i32.const 0) (i32.const 32)))
-                (if (local.get $errno) (then (call $exit (i32.add (i32.const 100) (local.get $errno)))))
+                (if (local.get $errno) (then (call $exit (local.get $errno))))
                 (i32.store (i32.const 0) (i32.const 1024))
                 (i32.store (i32.const 4) (i32.const 7))
                 (local.set $errno (call $write (i32.load (i32.const 32)) (i32.const 0) (i32.const 1) (i32.const 16)))
-                (if (local.get $errno) (then (call $exit (i32.add (i32.const 100) (local.get $errno)))))
+                (if (local.get $errno) (then (call $exit (local.get $errno))))
                 (call $exit (i32.const 0))))"#
     )
 }
