@@ -76,7 +76,7 @@ impl Artifact {
     }
 }
 
-fn compile(engine: &Engine, linkers: &Linkers, bytes: &[u8]) -> Result<Compiled, String> {
+pub(crate) fn compile(engine: &Engine, linkers: &Linkers, bytes: &[u8]) -> Result<Compiled, String> {
     if is_component(bytes) {
         let component = Component::new(engine, bytes)
             .map_err(|e| format!("invalid WASIp2 component: {e:#}"))?;
@@ -87,8 +87,18 @@ fn compile(engine: &Engine, linkers: &Linkers, bytes: &[u8]) -> Result<Compiled,
             .map_err(|e| format!("cannot link component: {e:#}"))?;
         return Ok(Compiled::Component { pre, run });
     }
-    let module =
-        Module::new(engine, bytes).map_err(|e| format!("invalid WebAssembly module: {e:#}"))?;
+    let module = if bytes.starts_with(b"\0asm") {
+        Module::from_binary(engine, bytes)
+    } else if looks_like_text(bytes) {
+        Module::new(engine, bytes)
+    } else {
+        let head: Vec<String> = bytes.iter().take(4).map(|b| format!("{b:02x}")).collect();
+        return Err(format!(
+            "invalid WebAssembly module: not a WebAssembly binary (expected the magic bytes 00 61 73 6d, found '{}')",
+            head.join(" ")
+        ));
+    }
+    .map_err(|e| format!("invalid WebAssembly module: {e:#}"))?;
     let entry = find_entry(&module)?;
     let pre = linkers
         .preview1
@@ -99,7 +109,13 @@ fn compile(engine: &Engine, linkers: &Linkers, bytes: &[u8]) -> Result<Compiled,
 
 /// A component by its header: the seed's detection, or the component layer
 /// field (bytes 6–7 = 1) for binaries too short for it, such as an empty component.
-fn is_component(bytes: &[u8]) -> bool {
+/// WAT text starts, after white space, with `(` or a `;;` comment.
+fn looks_like_text(bytes: &[u8]) -> bool {
+    let text = bytes.trim_ascii_start();
+    text.starts_with(b"(") || text.starts_with(b";;")
+}
+
+pub(crate) fn is_component(bytes: &[u8]) -> bool {
     detect_wasm_version_from_binary(bytes) == WasiVersion::Preview2
         || (bytes.len() >= 8 && bytes[..4] == *b"\0asm" && bytes[6..8] == [1, 0])
 }

@@ -1,1 +1,359 @@
-fn main(){}
+//! `wasmpool`: run, benchmark and inspect WASI workloads from the command line.
+
+use anyhow::{bail, Context, Result};
+use clap::{Args, Parser, Subcommand};
+use std::collections::HashMap;
+use std::io::{IsTerminal, Write};
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use wasmpool::{
+    ContainerId, ImageSpec, LogStream, Outcome, OutputSink, ServiceSpec, StdinSpec, StorageSpec,
+    WasmConfig, WasmRuntime, WasmSpec,
+};
+
+/// Exit code when wasmpool itself fails (a missing file, a bad option value).
+const EXIT_WASMPOOL_ERROR: u8 = 125;
+/// Exit code after Ctrl-C stopped the guest, as a shell reports SIGINT.
+const EXIT_INTERRUPTED: u8 = 130;
+
+/// Run WASI programs (Preview 1 modules, Preview 2 command components, or WAT text)
+/// the way a container runtime runs containers: bounded, observable, stoppable.
+#[derive(Parser)]
+#[command(name = "wasmpool", version)]
+#[command(after_help = "Exit codes of `run`: the guest's own code; 124 deadline (--timeout); \
+126 cannot run (invalid module, no entry point); 130 stopped by Ctrl-C; 134 trap; \
+137 memory limit; 152 out of fuel; 125 wasmpool error; 2 usage error.")]
+struct Cli {
+    /// Log what the runtime does (same as RUST_LOG=debug)
+    #[arg(short, long, global = true)]
+    verbose: bool,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run one workload, streaming its output, and exit with its exit code
+    Run(RunArgs),
+    /// Run many instances of a workload through the pool and report throughput and latency
+    Bench(BenchArgs),
+    /// Say what a file is, what it imports and exports, and why it would not run
+    Inspect {
+        /// A .wasm module or component, or a .wat file
+        file: PathBuf,
+    },
+}
+
+#[derive(Args)]
+struct RunArgs {
+    /// A .wasm module or component, or a .wat file
+    file: PathBuf,
+    /// Arguments passed to the guest after its name
+    #[arg(last = true)]
+    args: Vec<String>,
+    /// Set NAME=VAL in the guest's environment, or pass the host's NAME (repeatable)
+    #[arg(short, long = "env", value_name = "NAME[=VAL]")]
+    env: Vec<String>,
+    /// Mount a host directory, at GUEST or at the same path (repeatable)
+    #[arg(long = "dir", value_name = "HOST[::GUEST]")]
+    dirs: Vec<String>,
+    /// Mount a host directory read-only (repeatable)
+    #[arg(long = "ro-dir", value_name = "HOST[::GUEST]")]
+    ro_dirs: Vec<String>,
+    /// Fuel budget: the guest ends (152) once it has consumed this much
+    #[arg(long, value_name = "N")]
+    fuel: Option<u64>,
+    /// Linear memory limit, such as 64Mi or 1G
+    #[arg(long, value_name = "SIZE")]
+    max_memory: Option<String>,
+    /// Wall-clock limit, such as 500ms, 5s or 2m; the guest ends (124) past it
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
+    timeout: Option<Duration>,
+    /// Let the guest open network sockets (WASIp2 only)
+    #[arg(long)]
+    network: bool,
+}
+
+#[derive(Args)]
+struct BenchArgs {
+    /// A .wasm module or component, or a .wat file
+    file: PathBuf,
+    /// How many instances to run
+    #[arg(short = 'n', long, default_value_t = 10_000)]
+    instances: usize,
+    /// Worker threads in the pool (default: one per core)
+    #[arg(short, long)]
+    workers: Option<usize>,
+    /// Threads that create, start and wait on instances
+    #[arg(long, default_value_t = 4)]
+    callers: usize,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let level = if cli.verbose { "debug" } else { "warn" };
+    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or(level)).init();
+    let result = match cli.command {
+        Command::Run(args) => run(args),
+        Command::Bench(args) => bench(args),
+        Command::Inspect { file } => inspect(&file),
+    };
+    result.unwrap_or_else(|error| {
+        eprintln!("wasmpool: {error:#}");
+        ExitCode::from(EXIT_WASMPOOL_ERROR)
+    })
+}
+
+/// Reads a workload; `.wat` files (and WAT text in any file) become binary.
+fn load(file: &Path) -> Result<Vec<u8>> {
+    let bytes = std::fs::read(file).with_context(|| format!("cannot read '{}'", file.display()))?;
+    if file.extension().is_some_and(|e| e == "wat") || bytes.first().is_some_and(|b| *b == b'(') {
+        return wat::parse_bytes(&bytes)
+            .map(|b| b.into_owned())
+            .with_context(|| format!("invalid WAT in '{}'", file.display()));
+    }
+    Ok(bytes)
+}
+
+fn parse_duration(text: &str) -> Result<Duration, String> {
+    let split = text.find(|c: char| !c.is_ascii_digit() && c != '.').unwrap_or(text.len());
+    let (number, unit) = text.split_at(split);
+    let value: f64 = number
+        .parse()
+        .map_err(|_| format!("invalid duration '{text}': expected a number and a unit such as 5s"))?;
+    let seconds = match unit {
+        "ms" => value / 1000.0,
+        "s" | "" => value,
+        "m" => value * 60.0,
+        "h" => value * 3600.0,
+        _ => return Err(format!("invalid duration '{text}': unknown unit '{unit}' (use ms, s, m or h)")),
+    };
+    Duration::try_from_secs_f64(seconds).map_err(|_| format!("invalid duration '{text}'"))
+}
+
+fn mounts(specs: &[String], readonly: bool) -> Result<Vec<StorageSpec>> {
+    specs
+        .iter()
+        .map(|spec| {
+            let (host, guest) = match spec.split_once("::") {
+                Some((host, guest)) => (host, guest.to_string()),
+                None => (spec.as_str(), spec.clone()),
+            };
+            if !Path::new(host).is_dir() {
+                bail!("cannot mount '{host}': not a directory");
+            }
+            Ok(StorageSpec::Bind {
+                source: host.into(),
+                target: guest,
+                readonly,
+            })
+        })
+        .collect()
+}
+
+fn environment(vars: &[String]) -> Result<HashMap<String, String>> {
+    vars.iter()
+        .map(|var| match var.split_once('=') {
+            Some((name, value)) if !name.is_empty() => Ok((name.to_string(), value.to_string())),
+            Some(_) => bail!("invalid --env '{var}': expected NAME=VAL or NAME"),
+            None => std::env::var(var)
+                .map(|value| (var.clone(), value))
+                .with_context(|| format!("invalid --env '{var}': the host has no such variable")),
+        })
+        .collect()
+}
+
+fn guest_name(file: &Path) -> String {
+    file.file_name()
+        .map_or_else(|| "guest".into(), |n| n.to_string_lossy().into_owned())
+}
+
+fn run(args: RunArgs) -> Result<ExitCode> {
+    let wasm = load(&args.file)?;
+    let mut storage = mounts(&args.dirs, false)?;
+    storage.extend(mounts(&args.ro_dirs, true)?);
+    let spec = ServiceSpec {
+        image: ImageSpec::new(guest_name(&args.file)),
+        env: environment(&args.env)?,
+        command: wasmpool::CommandSpec {
+            args: Some(args.args),
+            ..Default::default()
+        },
+        storage,
+        wasm: Some(WasmSpec {
+            max_fuel: args.fuel,
+            max_memory: args.max_memory,
+            max_execution_time: Some(args.timeout.unwrap_or(Duration::MAX)),
+            trap_on_grow_failure: false,
+        }),
+        stdin: if std::io::stdin().is_terminal() {
+            StdinSpec::Empty
+        } else {
+            StdinSpec::Inherit
+        },
+        output: Some(OutputSink::new(|stream, bytes| {
+            // A closed terminal must not fail the guest: output is best effort.
+            let _ = match stream {
+                LogStream::Stderr => std::io::stderr().lock().write_all(bytes),
+                _ => {
+                    let mut out = std::io::stdout().lock();
+                    out.write_all(bytes).and_then(|()| out.flush())
+                }
+            };
+        })),
+        network: args.network,
+    };
+    let runtime = Arc::new(WasmRuntime::new(WasmConfig {
+        workers: 1,
+        log_limit_bytes: 64 * 1024,
+        ..Default::default()
+    })?);
+    let id = ContainerId::new(guest_name(&args.file), 1);
+    runtime.create_container_from_bytes(&id, &spec, &wasm)?;
+    let handle = runtime.start(&id)?;
+    let interrupted = Arc::new(AtomicBool::new(false));
+    {
+        let (runtime, id, interrupted) = (runtime.clone(), id.clone(), interrupted.clone());
+        ctrlc::set_handler(move || {
+            interrupted.store(true, Ordering::SeqCst);
+            let _ = wasmpool::Runtime::stop_container(&*runtime, &id, Duration::from_secs(5));
+        })
+        .context("cannot install the Ctrl-C handler")?;
+    }
+    let outcome = handle.wait();
+    log::debug!("guest ended: {outcome}");
+    if interrupted.load(Ordering::SeqCst) && outcome == Outcome::Stopped {
+        eprintln!("wasmpool: interrupted");
+        return Ok(ExitCode::from(EXIT_INTERRUPTED));
+    }
+    if !matches!(outcome, Outcome::Exited(_)) {
+        eprintln!("wasmpool: {outcome}");
+    }
+    Ok(ExitCode::from(outcome.exit_code().clamp(0, 255) as u8))
+}
+
+fn bench(args: BenchArgs) -> Result<ExitCode> {
+    if args.instances == 0 || args.callers == 0 {
+        bail!("--instances and --callers must be at least 1");
+    }
+    let wasm = Arc::new(load(&args.file)?);
+    let dir = std::env::temp_dir().join(format!("wasmpool-bench-{}", std::process::id()));
+    let mut config = WasmConfig {
+        cache_dir: dir.clone(),
+        queue_limit: args.instances.max(1),
+        ..Default::default()
+    };
+    if let Some(workers) = args.workers {
+        config.workers = workers.max(1);
+    }
+    let workers = config.workers;
+    let runtime = Arc::new(WasmRuntime::new(config)?);
+    let next = Arc::new(AtomicUsize::new(0));
+    let done = Arc::new(AtomicUsize::new(0));
+    let failures = Arc::new(AtomicUsize::new(0));
+    let started = Instant::now();
+    let callers: Vec<_> = (0..args.callers)
+        .map(|caller| {
+            let (runtime, wasm, next, done, failures) =
+                (runtime.clone(), wasm.clone(), next.clone(), done.clone(), failures.clone());
+            let total = args.instances;
+            std::thread::spawn(move || -> Result<Vec<Duration>> {
+                let mut latencies = Vec::new();
+                let spec = ServiceSpec::default();
+                loop {
+                    let index = next.fetch_add(1, Ordering::Relaxed);
+                    if index >= total {
+                        return Ok(latencies);
+                    }
+                    let id = ContainerId::new(format!("bench-{caller}"), index as u32);
+                    let begin = Instant::now();
+                    runtime.create_container_from_bytes(&id, &spec, wasm.as_slice())?;
+                    let outcome = runtime.start(&id)?.wait();
+                    wasmpool::Runtime::remove_container(&*runtime, &id)?;
+                    latencies.push(begin.elapsed());
+                    if outcome != Outcome::Exited(0) {
+                        failures.fetch_add(1, Ordering::Relaxed);
+                    }
+                    done.fetch_add(1, Ordering::Relaxed);
+                }
+            })
+        })
+        .collect();
+    let progress = std::io::stderr().is_terminal();
+    while progress && done.load(Ordering::Relaxed) < args.instances {
+        let finished = done.load(Ordering::Relaxed);
+        let width = 40 * finished / args.instances;
+        eprint!(
+            "\r[{}{}] {finished}/{}",
+            "#".repeat(width),
+            " ".repeat(40 - width),
+            args.instances
+        );
+        if callers.iter().all(|c| c.is_finished()) {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let mut latencies = Vec::with_capacity(args.instances);
+    for caller in callers {
+        latencies.extend(
+            caller
+                .join()
+                .map_err(|_| anyhow::anyhow!("a caller thread panicked"))??,
+        );
+    }
+    let elapsed = started.elapsed();
+    if progress {
+        eprintln!();
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+    latencies.sort();
+    let at = |q: f64| latencies[((latencies.len() - 1) as f64 * q).round() as usize];
+    println!(
+        "{} instances of '{}' on {workers} workers from {} callers in {elapsed:.2?}",
+        latencies.len(),
+        args.file.display(),
+        args.callers
+    );
+    println!("throughput: {:.0} instances/s", latencies.len() as f64 / elapsed.as_secs_f64());
+    println!(
+        "latency (create → exit → remove): p50 {:.1?}  p90 {:.1?}  p99 {:.1?}  max {:.1?}",
+        at(0.5),
+        at(0.9),
+        at(0.99),
+        at(1.0)
+    );
+    let failed = failures.load(Ordering::Relaxed);
+    if failed > 0 {
+        println!("{failed} instances did not exit with code 0");
+        return Ok(ExitCode::FAILURE);
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn inspect(file: &Path) -> Result<ExitCode> {
+    let bytes = load(file)?;
+    let report = wasmpool::inspect(&bytes);
+    println!("{}: {}", file.display(), report.kind);
+    println!("imports ({}):", report.imports.len());
+    for import in &report.imports {
+        println!("  {import}");
+    }
+    println!("exports ({}):", report.exports.len());
+    for export in &report.exports {
+        println!("  {export}");
+    }
+    match report.problem {
+        None => {
+            println!("runs: yes");
+            Ok(ExitCode::SUCCESS)
+        }
+        Some(problem) => {
+            println!("runs: no: {problem}");
+            Ok(ExitCode::from(1))
+        }
+    }
+}

@@ -1,0 +1,70 @@
+//! Looking inside an artifact without running it: kind, imports, exports, and whether it would run.
+
+use crate::artifact::{self, Linkers};
+use crate::detect::{detect_wasm_version_from_binary, WasiVersion};
+use wasmtime::component::Component;
+use wasmtime::{Engine, Module};
+
+/// What an artifact is and whether this runtime would run it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Inspection {
+    /// What the header says (the seed's detection rules).
+    pub version: WasiVersion,
+    /// `"WASIp1 core module"`, `"WASIp2 component"` or `"not WebAssembly"`.
+    pub kind: &'static str,
+    /// Imports as `module::name` (core) or interface names (component).
+    pub imports: Vec<String>,
+    /// Export names.
+    pub exports: Vec<String>,
+    /// Why it would not run, or `None` if it would.
+    pub problem: Option<String>,
+}
+
+/// Compiles `bytes` (a module, a component or WAT text) and reports what it is,
+/// what it imports and exports, and why it would not run, if it would not.
+///
+/// # Examples
+/// ```
+/// let wasm = wat::parse_str(r#"(module (memory (export "memory") 1))"#).unwrap();
+/// let report = wasmpool::inspect(&wasm);
+/// assert_eq!(report.kind, "WASIp1 core module");
+/// assert!(report.problem.unwrap().contains("_start"));
+/// ```
+pub fn inspect(bytes: &[u8]) -> Inspection {
+    let mut config = wasmtime::Config::new();
+    config.consume_fuel(true);
+    let mut report = Inspection {
+        version: detect_wasm_version_from_binary(bytes),
+        kind: "not WebAssembly",
+        imports: Vec::new(),
+        exports: Vec::new(),
+        problem: None,
+    };
+    let engine = match Engine::new(&config) {
+        Ok(engine) => engine,
+        Err(e) => {
+            report.problem = Some(format!("cannot create an engine: {e:#}"));
+            return report;
+        }
+    };
+    if artifact::is_component(bytes) {
+        report.kind = "WASIp2 component";
+        if let Ok(component) = Component::new(&engine, bytes) {
+            let ty = component.component_type();
+            report.imports = ty.imports(&engine).map(|(n, _)| n.to_string()).collect();
+            report.exports = ty.exports(&engine).map(|(n, _)| n.to_string()).collect();
+        }
+    } else if let Ok(module) = Module::new(&engine, bytes) {
+        report.kind = "WASIp1 core module";
+        report.imports = module
+            .imports()
+            .map(|i| format!("{}::{}", i.module(), i.name()))
+            .collect();
+        report.exports = module.exports().map(|e| e.name().to_string()).collect();
+    }
+    report.problem = Linkers::new(&engine)
+        .map_err(|e| format!("cannot link WASI: {e:#}"))
+        .and_then(|linkers| artifact::compile(&engine, &linkers, bytes).map(drop))
+        .err();
+    report
+}
