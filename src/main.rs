@@ -213,7 +213,6 @@ fn run(args: RunArgs) -> Result<ExitCode> {
     })?);
     let id = ContainerId::new(guest_name(&args.file), 1);
     runtime.create_container_from_bytes(&id, &spec, &wasm)?;
-    let handle = runtime.start(&id)?;
     let interrupted = Arc::new(AtomicBool::new(false));
     {
         let (runtime, id, interrupted) = (runtime.clone(), id.clone(), interrupted.clone());
@@ -223,6 +222,7 @@ fn run(args: RunArgs) -> Result<ExitCode> {
         })
         .context("cannot install the Ctrl-C handler")?;
     }
+    let handle = runtime.start(&id)?;
     let outcome = handle.wait();
     log::debug!("guest ended: {outcome}");
     if interrupted.load(Ordering::SeqCst) && outcome == Outcome::Stopped {

@@ -8,3 +8,4 @@ mod engine;
 mod seed;
 mod limits;
 mod logs;
+mod cli;

@@ -1,0 +1,228 @@
+//! The `wasmpool` binary, driven as a user would drive it.
+
+use crate::common::*;
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+
+fn bin() -> Command {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_wasmpool"));
+    command.env("WASMPOOL_CACHE_DIR", std::env::temp_dir().join("wasmpool-cli-tests"));
+    command
+}
+
+fn write_wat(dir: &Path, name: &str, wat: &str) -> PathBuf {
+    let path = dir.join(name);
+    std::fs::write(&path, wat).unwrap();
+    path
+}
+
+fn run(args: &[&str]) -> Output {
+    bin().args(args).stdin(Stdio::null()).output().unwrap()
+}
+
+fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
+#[test]
+fn the_readme_first_command_prints_the_greeting() {
+    let out = run(&["run", "examples/hello.wat"]);
+    assert_eq!(text(&out.stdout), "Hello from a WebAssembly guest!\n");
+    assert_eq!(out.status.code(), Some(0));
+}
+
+#[test]
+fn the_guest_exit_code_passes_through() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = write_wat(dir.path(), "exit.wat", &exit_module(17));
+    assert_eq!(run(&["run", file.to_str().unwrap()]).status.code(), Some(17));
+}
+
+#[test]
+fn stdout_and_stderr_stream_in_order_and_args_follow_the_name() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = write_wat(dir.path(), "print.wat", &print_module(&[("a\n", 1), ("b\n", 2), ("c\n", 1)], None));
+    let out = run(&["run", file.to_str().unwrap()]);
+    assert_eq!(text(&out.stdout), "a\nc\n");
+    assert_eq!(text(&out.stderr), "b\n");
+    let args = write_wat(dir.path(), "args.wat", PRINT_ARGS_AND_ENV);
+    let out = run(&["run", args.to_str().unwrap(), "--", "x", "--y"]);
+    assert_eq!(text(&out.stdout), "args.wat\nx\n--y\n");
+}
+
+#[test]
+fn the_host_environment_is_not_visible_unless_passed() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = write_wat(dir.path(), "env.wat", PRINT_ARGS_AND_ENV);
+    let out = bin()
+        .args(["run", "--env", "A=1", "--env", "PASSED", file.to_str().unwrap()])
+        .env("SECRET_HOST_VAR", "hidden")
+        .env("PASSED", "through")
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    let stdout = text(&out.stdout);
+    assert_eq!(stdout, "env.wat\nA=1\nPASSED=through\n");
+    assert!(!stdout.contains("SECRET_HOST_VAR"));
+}
+
+#[test]
+fn a_read_only_dir_refuses_a_write_and_a_dir_allows_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = tempfile::tempdir().unwrap();
+    let file = write_wat(dir.path(), "write.wat", &write_file_module("f.txt"));
+    let mount = format!("{}::/data", data.path().display());
+    let refused = run(&["run", "--ro-dir", &mount, file.to_str().unwrap()]);
+    assert_eq!(refused.status.code(), Some(63), "EPERM from the read-only mount");
+    assert!(!data.path().join("f.txt").exists());
+    let allowed = run(&["run", "--dir", &mount, file.to_str().unwrap()]);
+    assert_eq!(allowed.status.code(), Some(0));
+    assert!(data.path().join("f.txt").exists());
+}
+
+#[test]
+fn timeout_fuel_and_memory_limits_end_the_guest_with_their_codes() {
+    let dir = tempfile::tempdir().unwrap();
+    let spin = write_wat(dir.path(), "spin.wat", SPIN);
+    let out = run(&["run", "--timeout", "300ms", spin.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(124));
+    assert!(text(&out.stderr).contains("deadline exceeded"), "{}", text(&out.stderr));
+    let out = run(&["run", "--fuel", "5000", spin.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(152));
+    assert!(text(&out.stderr).contains("out of fuel"));
+    let grow = write_wat(dir.path(), "grow.wat", &grow_module(1, 4));
+    assert_eq!(run(&["run", "--max-memory", "128Ki", grow.to_str().unwrap()]).status.code(), Some(1));
+    assert_eq!(run(&["run", "--max-memory", "1Mi", grow.to_str().unwrap()]).status.code(), Some(0));
+}
+
+#[test]
+fn usage_errors_exit_2_and_bad_files_exit_with_a_one_line_error() {
+    assert_eq!(run(&["run"]).status.code(), Some(2));
+    assert_eq!(run(&["run", "x.wat", "--timeout", "soon"]).status.code(), Some(2));
+    let missing = run(&["run", "/no/such/file.wasm"]);
+    assert_eq!(missing.status.code(), Some(125));
+    let stderr = text(&missing.stderr);
+    assert!(stderr.starts_with("wasmpool: cannot read '/no/such/file.wasm'"), "{stderr}");
+    assert_eq!(stderr.lines().count(), 1);
+    let dir = tempfile::tempdir().unwrap();
+    let garbage = dir.path().join("garbage.wasm");
+    std::fs::write(&garbage, b"\x7fELF\x02\x01\x01\0\0\0").unwrap();
+    let out = run(&["run", garbage.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(126));
+    assert!(text(&out.stderr).contains("not a WebAssembly binary"), "{}", text(&out.stderr));
+}
+
+#[test]
+fn inspect_tells_modules_from_components_and_says_why_not() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = run(&["inspect", "examples/hello.wat"]);
+    assert!(text(&out.stdout).contains("WASIp1 core module"));
+    assert!(text(&out.stdout).contains("wasi_snapshot_preview1::fd_write"));
+    assert_eq!(out.status.code(), Some(0));
+    let comp = dir.path().join("c.wasm");
+    std::fs::write(&comp, component(&exit_module(0))).unwrap();
+    let out = run(&["inspect", comp.to_str().unwrap()]);
+    assert!(text(&out.stdout).contains("WASIp2 component"));
+    assert!(text(&out.stdout).contains("wasi:cli/run@0.2"));
+    let no_entry = write_wat(dir.path(), "lib.wat", r#"(module (memory (export "memory") 1))"#);
+    let out = run(&["inspect", no_entry.to_str().unwrap()]);
+    assert!(text(&out.stdout).contains("runs: no: entry point not found"), "{}", text(&out.stdout));
+    assert_eq!(out.status.code(), Some(1));
+}
+
+#[test]
+fn bench_reports_throughput_and_percentiles() {
+    let out = run(&["bench", "examples/hello.wat", "-n", "200", "-w", "2"]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let stdout = text(&out.stdout);
+    assert!(stdout.starts_with("200 instances of 'examples/hello.wat' on 2 workers"), "{stdout}");
+    assert!(stdout.contains("instances/s") && stdout.contains("p99"), "{stdout}");
+}
+
+/// Starts `run` on a guest that prints "ready" and then blocks; returns once it printed.
+fn start_until_ready(args: &[&str], stdin: Stdio) -> std::process::Child {
+    let mut child = bin().args(args).stdin(stdin).stdout(Stdio::piped()).spawn().unwrap();
+    let mut line = String::new();
+    BufReader::new(child.stdout.as_mut().unwrap()).read_line(&mut line).unwrap();
+    assert_eq!(line, "ready\n");
+    child
+}
+
+/// A guest that prints "ready", then runs `then` (spin, or copy stdin to stdout).
+fn ready_guest(then: &str) -> String {
+    let body = match then {
+        "spin" => "(loop $l (br $l))",
+        _ => r#"(loop $l
+                (i32.store (i32.const 0) (i32.const 1024))
+                (i32.store (i32.const 4) (i32.const 4096))
+                (drop (call $read (i32.const 0) (i32.const 0) (i32.const 1) (i32.const 16)))
+                (if (i32.gt_u (i32.load (i32.const 16)) (i32.const 0))
+                    (then
+                        (i32.store (i32.const 4) (i32.load (i32.const 16)))
+                        (drop (call $write (i32.const 1) (i32.const 0) (i32.const 1) (i32.const 16)))
+                        (br $l))))"#,
+    };
+    format!(
+        r#"(module
+            (import "wasi_snapshot_preview1" "fd_read" (func $read (param i32 i32 i32 i32) (result i32)))
+            (import "wasi_snapshot_preview1" "fd_write" (func $write (param i32 i32 i32 i32) (result i32)))
+            (memory (export "memory") 1)
+            (data (i32.const 512) "ready\0a")
+            (func (export "_start")
+                (i32.store (i32.const 0) (i32.const 512))
+                (i32.store (i32.const 4) (i32.const 6))
+                (drop (call $write (i32.const 1) (i32.const 0) (i32.const 1) (i32.const 16)))
+                {body}))"#
+    )
+}
+
+#[test]
+fn ctrl_c_stops_a_spinning_guest_and_exits_130() {
+    let dir = tempfile::tempdir().unwrap();
+    let spin = write_wat(dir.path(), "spin.wat", &ready_guest("spin"));
+    let child = start_until_ready(&["run", spin.to_str().unwrap()], Stdio::null());
+    let status = Command::new("kill").args(["-INT", &child.id().to_string()]).status().unwrap();
+    assert!(status.success());
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(out.status.code(), Some(130));
+}
+
+#[test]
+fn a_guest_blocked_on_stdin_is_ended_by_timeout_and_by_ctrl_c() {
+    let dir = tempfile::tempdir().unwrap();
+    let cat = write_wat(dir.path(), "cat.wat", &ready_guest("cat"));
+    // A pipe whose writer stays open: the guest's read blocks.
+    let mut blocked = bin()
+        .args(["run", "--timeout", "300ms", cat.to_str().unwrap()])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let _writer = blocked.stdin.take();
+    let out = blocked.wait_with_output().unwrap();
+    assert_eq!(text(&out.stdout), "ready\n");
+    assert_eq!(out.status.code(), Some(124));
+
+    let mut child = start_until_ready(&["run", cat.to_str().unwrap()], Stdio::piped());
+    let _writer = child.stdin.take();
+    let status = Command::new("kill").args(["-INT", &child.id().to_string()]).status().unwrap();
+    assert!(status.success());
+    assert_eq!(child.wait().unwrap().code(), Some(130));
+}
+
+#[test]
+fn piped_stdin_reaches_the_guest() {
+    use std::io::Write;
+    let dir = tempfile::tempdir().unwrap();
+    let cat = write_wat(dir.path(), "cat.wat", CAT);
+    let mut child = bin()
+        .args(["run", cat.to_str().unwrap()])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child.stdin.take().unwrap().write_all(b"piped line\n").unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(text(&out.stdout), "piped line\n");
+}
