@@ -76,7 +76,11 @@ impl Artifact {
     }
 }
 
-pub(crate) fn compile(engine: &Engine, linkers: &Linkers, bytes: &[u8]) -> Result<Compiled, String> {
+pub(crate) fn compile(
+    engine: &Engine,
+    linkers: &Linkers,
+    bytes: &[u8],
+) -> Result<Compiled, String> {
     if is_component(bytes) {
         let component = Component::new(engine, bytes)
             .map_err(|e| format!("invalid WASIp2 component: {e:#}"))?;
@@ -138,7 +142,10 @@ fn find_entry(module: &Module) -> Result<Entry, String> {
             _ => {}
         }
     }
-    Err("entry point not found: the module exports neither `_start` nor `main` of type [] -> []".into())
+    Err(
+        "entry point not found: the module exports neither `_start` nor `main` of type [] -> []"
+            .into(),
+    )
 }
 
 fn find_run_export(engine: &Engine, component: &Component) -> Result<ComponentExportIndex, String> {

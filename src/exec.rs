@@ -241,9 +241,7 @@ fn build_wasi(plan: &RunPlan, instance: &Instance, compiled: &Compiled) -> Resul
     match &plan.stdin {
         StdinSpec::Empty => {}
         StdinSpec::Bytes(bytes) => {
-            builder.stdin(wasmtime_wasi::p2::pipe::MemoryInputPipe::new(
-                bytes.clone(),
-            ));
+            builder.stdin(wasmtime_wasi::p2::pipe::MemoryInputPipe::new(bytes.clone()));
         }
         StdinSpec::Inherit => {
             builder.inherit_stdin();

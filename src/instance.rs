@@ -51,9 +51,7 @@ impl RunPlan {
             })?),
             None => None,
         };
-        let max_execution_time = wasm
-            .max_execution_time
-            .unwrap_or(config.max_execution_time);
+        let max_execution_time = wasm.max_execution_time.unwrap_or(config.max_execution_time);
         let mut argv = vec![spec.image.name.clone()];
         argv.extend(spec.command.entrypoint.iter().flatten().cloned());
         argv.extend(spec.command.args.iter().flatten().cloned());
@@ -79,8 +77,7 @@ impl RunPlan {
             max_fuel: wasm.max_fuel.or(config.max_fuel),
             memory_limit,
             trap_on_grow_failure: wasm.trap_on_grow_failure,
-            max_execution_time: (max_execution_time != Duration::MAX)
-                .then_some(max_execution_time),
+            max_execution_time: (max_execution_time != Duration::MAX).then_some(max_execution_time),
         })
     }
 }

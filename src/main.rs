@@ -23,9 +23,11 @@ const EXIT_INTERRUPTED: u8 = 130;
 /// the way a container runtime runs containers: bounded, observable, stoppable.
 #[derive(Parser)]
 #[command(name = "wasmpool", version)]
-#[command(after_help = "Exit codes of `run`: the guest's own code; 124 deadline (--timeout); \
+#[command(
+    after_help = "Exit codes of `run`: the guest's own code; 124 deadline (--timeout); \
 126 cannot run (invalid module, no entry point); 130 stopped by Ctrl-C; 134 trap; \
-137 memory limit; 152 out of fuel; 125 wasmpool error; 2 usage error.")]
+137 memory limit; 152 out of fuel; 125 wasmpool error; 2 usage error."
+)]
 struct Cli {
     /// Log what the runtime does (same as RUST_LOG=debug)
     #[arg(short, long, global = true)]
@@ -119,17 +121,23 @@ fn load(file: &Path) -> Result<Vec<u8>> {
 }
 
 fn parse_duration(text: &str) -> Result<Duration, String> {
-    let split = text.find(|c: char| !c.is_ascii_digit() && c != '.').unwrap_or(text.len());
+    let split = text
+        .find(|c: char| !c.is_ascii_digit() && c != '.')
+        .unwrap_or(text.len());
     let (number, unit) = text.split_at(split);
-    let value: f64 = number
-        .parse()
-        .map_err(|_| format!("invalid duration '{text}': expected a number and a unit such as 5s"))?;
+    let value: f64 = number.parse().map_err(|_| {
+        format!("invalid duration '{text}': expected a number and a unit such as 5s")
+    })?;
     let seconds = match unit {
         "ms" => value / 1000.0,
         "s" | "" => value,
         "m" => value * 60.0,
         "h" => value * 3600.0,
-        _ => return Err(format!("invalid duration '{text}': unknown unit '{unit}' (use ms, s, m or h)")),
+        _ => {
+            return Err(format!(
+                "invalid duration '{text}': unknown unit '{unit}' (use ms, s, m or h)"
+            ))
+        }
     };
     Duration::try_from_secs_f64(seconds).map_err(|_| format!("invalid duration '{text}'"))
 }
@@ -257,8 +265,13 @@ fn bench(args: BenchArgs) -> Result<ExitCode> {
     let started = Instant::now();
     let callers: Vec<_> = (0..args.callers)
         .map(|caller| {
-            let (runtime, wasm, next, done, failures) =
-                (runtime.clone(), wasm.clone(), next.clone(), done.clone(), failures.clone());
+            let (runtime, wasm, next, done, failures) = (
+                runtime.clone(),
+                wasm.clone(),
+                next.clone(),
+                done.clone(),
+                failures.clone(),
+            );
             let total = args.instances;
             std::thread::spawn(move || -> Result<Vec<Duration>> {
                 let mut latencies = Vec::new();
@@ -318,7 +331,10 @@ fn bench(args: BenchArgs) -> Result<ExitCode> {
         args.file.display(),
         args.callers
     );
-    println!("throughput: {:.0} instances/s", latencies.len() as f64 / elapsed.as_secs_f64());
+    println!(
+        "throughput: {:.0} instances/s",
+        latencies.len() as f64 / elapsed.as_secs_f64()
+    );
     println!(
         "latency (create → exit → remove): p50 {:.1?}  p90 {:.1?}  p99 {:.1?}  max {:.1?}",
         at(0.5),

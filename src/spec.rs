@@ -145,7 +145,10 @@ pub enum LogStream {
 /// It runs on the worker thread inside the guest's write, so it should be quick.
 /// A panic in it fails that container with a reason; the pool survives.
 #[derive(Clone)]
-pub struct OutputSink(pub Arc<dyn Fn(LogStream, &[u8]) + Send + Sync>);
+pub struct OutputSink(pub Arc<SinkFn>);
+
+/// The callback type of an [`OutputSink`].
+pub type SinkFn = dyn Fn(LogStream, &[u8]) + Send + Sync;
 
 impl OutputSink {
     /// Wraps a callback.

@@ -7,7 +7,10 @@ use std::process::{Command, Output, Stdio};
 
 fn bin() -> Command {
     let mut command = Command::new(env!("CARGO_BIN_EXE_wasmpool"));
-    command.env("WASMPOOL_CACHE_DIR", std::env::temp_dir().join("wasmpool-cli-tests"));
+    command.env(
+        "WASMPOOL_CACHE_DIR",
+        std::env::temp_dir().join("wasmpool-cli-tests"),
+    );
     command
 }
 
@@ -36,13 +39,20 @@ fn the_readme_first_command_prints_the_greeting() {
 fn the_guest_exit_code_passes_through() {
     let dir = tempfile::tempdir().unwrap();
     let file = write_wat(dir.path(), "exit.wat", &exit_module(17));
-    assert_eq!(run(&["run", file.to_str().unwrap()]).status.code(), Some(17));
+    assert_eq!(
+        run(&["run", file.to_str().unwrap()]).status.code(),
+        Some(17)
+    );
 }
 
 #[test]
 fn stdout_and_stderr_stream_in_order_and_args_follow_the_name() {
     let dir = tempfile::tempdir().unwrap();
-    let file = write_wat(dir.path(), "print.wat", &print_module(&[("a\n", 1), ("b\n", 2), ("c\n", 1)], None));
+    let file = write_wat(
+        dir.path(),
+        "print.wat",
+        &print_module(&[("a\n", 1), ("b\n", 2), ("c\n", 1)], None),
+    );
     let out = run(&["run", file.to_str().unwrap()]);
     assert_eq!(text(&out.stdout), "a\nc\n");
     assert_eq!(text(&out.stderr), "b\n");
@@ -56,7 +66,14 @@ fn the_host_environment_is_not_visible_unless_passed() {
     let dir = tempfile::tempdir().unwrap();
     let file = write_wat(dir.path(), "env.wat", PRINT_ARGS_AND_ENV);
     let out = bin()
-        .args(["run", "--env", "A=1", "--env", "PASSED", file.to_str().unwrap()])
+        .args([
+            "run",
+            "--env",
+            "A=1",
+            "--env",
+            "PASSED",
+            file.to_str().unwrap(),
+        ])
         .env("SECRET_HOST_VAR", "hidden")
         .env("PASSED", "through")
         .stdin(Stdio::null())
@@ -74,7 +91,11 @@ fn a_read_only_dir_refuses_a_write_and_a_dir_allows_it() {
     let file = write_wat(dir.path(), "write.wat", &write_file_module("f.txt"));
     let mount = format!("{}::/data", data.path().display());
     let refused = run(&["run", "--ro-dir", &mount, file.to_str().unwrap()]);
-    assert_eq!(refused.status.code(), Some(63), "EPERM from the read-only mount");
+    assert_eq!(
+        refused.status.code(),
+        Some(63),
+        "EPERM from the read-only mount"
+    );
     assert!(!data.path().join("f.txt").exists());
     let allowed = run(&["run", "--dir", &mount, file.to_str().unwrap()]);
     assert_eq!(allowed.status.code(), Some(0));
@@ -87,30 +108,54 @@ fn timeout_fuel_and_memory_limits_end_the_guest_with_their_codes() {
     let spin = write_wat(dir.path(), "spin.wat", SPIN);
     let out = run(&["run", "--timeout", "300ms", spin.to_str().unwrap()]);
     assert_eq!(out.status.code(), Some(124));
-    assert!(text(&out.stderr).contains("deadline exceeded"), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stderr).contains("deadline exceeded"),
+        "{}",
+        text(&out.stderr)
+    );
     let out = run(&["run", "--fuel", "5000", spin.to_str().unwrap()]);
     assert_eq!(out.status.code(), Some(152));
     assert!(text(&out.stderr).contains("out of fuel"));
     let grow = write_wat(dir.path(), "grow.wat", &grow_module(1, 4));
-    assert_eq!(run(&["run", "--max-memory", "128Ki", grow.to_str().unwrap()]).status.code(), Some(1));
-    assert_eq!(run(&["run", "--max-memory", "1Mi", grow.to_str().unwrap()]).status.code(), Some(0));
+    assert_eq!(
+        run(&["run", "--max-memory", "128Ki", grow.to_str().unwrap()])
+            .status
+            .code(),
+        Some(1)
+    );
+    assert_eq!(
+        run(&["run", "--max-memory", "1Mi", grow.to_str().unwrap()])
+            .status
+            .code(),
+        Some(0)
+    );
 }
 
 #[test]
 fn usage_errors_exit_2_and_bad_files_exit_with_a_one_line_error() {
     assert_eq!(run(&["run"]).status.code(), Some(2));
-    assert_eq!(run(&["run", "x.wat", "--timeout", "soon"]).status.code(), Some(2));
+    assert_eq!(
+        run(&["run", "x.wat", "--timeout", "soon"]).status.code(),
+        Some(2)
+    );
     let missing = run(&["run", "/no/such/file.wasm"]);
     assert_eq!(missing.status.code(), Some(125));
     let stderr = text(&missing.stderr);
-    assert!(stderr.starts_with("wasmpool: cannot read '/no/such/file.wasm'"), "{stderr}");
+    assert!(
+        stderr.starts_with("wasmpool: cannot read '/no/such/file.wasm'"),
+        "{stderr}"
+    );
     assert_eq!(stderr.lines().count(), 1);
     let dir = tempfile::tempdir().unwrap();
     let garbage = dir.path().join("garbage.wasm");
     std::fs::write(&garbage, b"\x7fELF\x02\x01\x01\0\0\0").unwrap();
     let out = run(&["run", garbage.to_str().unwrap()]);
     assert_eq!(out.status.code(), Some(126));
-    assert!(text(&out.stderr).contains("not a WebAssembly binary"), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stderr).contains("not a WebAssembly binary"),
+        "{}",
+        text(&out.stderr)
+    );
 }
 
 #[test]
@@ -125,9 +170,17 @@ fn inspect_tells_modules_from_components_and_says_why_not() {
     let out = run(&["inspect", comp.to_str().unwrap()]);
     assert!(text(&out.stdout).contains("WASIp2 component"));
     assert!(text(&out.stdout).contains("wasi:cli/run@0.2"));
-    let no_entry = write_wat(dir.path(), "lib.wat", r#"(module (memory (export "memory") 1))"#);
+    let no_entry = write_wat(
+        dir.path(),
+        "lib.wat",
+        r#"(module (memory (export "memory") 1))"#,
+    );
     let out = run(&["inspect", no_entry.to_str().unwrap()]);
-    assert!(text(&out.stdout).contains("runs: no: entry point not found"), "{}", text(&out.stdout));
+    assert!(
+        text(&out.stdout).contains("runs: no: entry point not found"),
+        "{}",
+        text(&out.stdout)
+    );
     assert_eq!(out.status.code(), Some(1));
 }
 
@@ -136,15 +189,28 @@ fn bench_reports_throughput_and_percentiles() {
     let out = run(&["bench", "examples/hello.wat", "-n", "200", "-w", "2"]);
     assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
     let stdout = text(&out.stdout);
-    assert!(stdout.starts_with("200 instances of 'examples/hello.wat' on 2 workers"), "{stdout}");
-    assert!(stdout.contains("instances/s") && stdout.contains("p99"), "{stdout}");
+    assert!(
+        stdout.starts_with("200 instances of 'examples/hello.wat' on 2 workers"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("instances/s") && stdout.contains("p99"),
+        "{stdout}"
+    );
 }
 
 /// Starts `run` on a guest that prints "ready" and then blocks; returns once it printed.
 fn start_until_ready(args: &[&str], stdin: Stdio) -> std::process::Child {
-    let mut child = bin().args(args).stdin(stdin).stdout(Stdio::piped()).spawn().unwrap();
+    let mut child = bin()
+        .args(args)
+        .stdin(stdin)
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
     let mut line = String::new();
-    BufReader::new(child.stdout.as_mut().unwrap()).read_line(&mut line).unwrap();
+    BufReader::new(child.stdout.as_mut().unwrap())
+        .read_line(&mut line)
+        .unwrap();
     assert_eq!(line, "ready\n");
     child
 }
@@ -153,7 +219,8 @@ fn start_until_ready(args: &[&str], stdin: Stdio) -> std::process::Child {
 fn ready_guest(then: &str) -> String {
     let body = match then {
         "spin" => "(loop $l (br $l))",
-        _ => r#"(loop $l
+        _ => {
+            r#"(loop $l
                 (i32.store (i32.const 0) (i32.const 1024))
                 (i32.store (i32.const 4) (i32.const 4096))
                 (drop (call $read (i32.const 0) (i32.const 0) (i32.const 1) (i32.const 16)))
@@ -161,7 +228,8 @@ fn ready_guest(then: &str) -> String {
                     (then
                         (i32.store (i32.const 4) (i32.load (i32.const 16)))
                         (drop (call $write (i32.const 1) (i32.const 0) (i32.const 1) (i32.const 16)))
-                        (br $l))))"#,
+                        (br $l))))"#
+        }
     };
     format!(
         r#"(module
@@ -182,7 +250,10 @@ fn ctrl_c_stops_a_spinning_guest_and_exits_130() {
     let dir = tempfile::tempdir().unwrap();
     let spin = write_wat(dir.path(), "spin.wat", &ready_guest("spin"));
     let child = start_until_ready(&["run", spin.to_str().unwrap()], Stdio::null());
-    let status = Command::new("kill").args(["-INT", &child.id().to_string()]).status().unwrap();
+    let status = Command::new("kill")
+        .args(["-INT", &child.id().to_string()])
+        .status()
+        .unwrap();
     assert!(status.success());
     let out = child.wait_with_output().unwrap();
     assert_eq!(out.status.code(), Some(130));
@@ -206,7 +277,10 @@ fn a_guest_blocked_on_stdin_is_ended_by_timeout_and_by_ctrl_c() {
 
     let mut child = start_until_ready(&["run", cat.to_str().unwrap()], Stdio::piped());
     let _writer = child.stdin.take();
-    let status = Command::new("kill").args(["-INT", &child.id().to_string()]).status().unwrap();
+    let status = Command::new("kill")
+        .args(["-INT", &child.id().to_string()])
+        .status()
+        .unwrap();
     assert!(status.success());
     assert_eq!(child.wait().unwrap().code(), Some(130));
 }
@@ -222,7 +296,12 @@ fn piped_stdin_reaches_the_guest() {
         .stdout(Stdio::piped())
         .spawn()
         .unwrap();
-    child.stdin.take().unwrap().write_all(b"piped line\n").unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(b"piped line\n")
+        .unwrap();
     let out = child.wait_with_output().unwrap();
     assert_eq!(text(&out.stdout), "piped line\n");
 }

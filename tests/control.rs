@@ -18,27 +18,51 @@ fn a_spinning_guest_is_stopped_and_its_worker_serves_again() {
         }
     );
     assert_eq!(rt.wait_container(&id).unwrap(), 137);
-    let (_, next) = launch(&rt, "after-spin", &ServiceSpec::default(), &wasm(&exit_module(5)));
+    let (_, next) = launch(
+        &rt,
+        "after-spin",
+        &ServiceSpec::default(),
+        &wasm(&exit_module(5)),
+    );
     assert_eq!(next.wait(), Outcome::Exited(5));
 }
 
 #[test]
 fn a_sleeping_guest_is_stopped_within_the_stop_timeout() {
     let (_dir, rt) = runtime(1);
-    let (id, handle) = launch(&rt, "sleep", &ServiceSpec::default(), &wasm(&sleep_module(3_600_000_000_000)));
+    let (id, handle) = launch(
+        &rt,
+        "sleep",
+        &ServiceSpec::default(),
+        &wasm(&sleep_module(3_600_000_000_000)),
+    );
     until_running(&rt, &id);
-    assert_eq!(handle.wait_timeout(Duration::from_millis(50)), None, "a one-hour sleep is still sleeping");
+    assert_eq!(
+        handle.wait_timeout(Duration::from_millis(50)),
+        None,
+        "a one-hour sleep is still sleeping"
+    );
     // stop_container returns Ok only once the guest ended, within its timeout.
     rt.stop_container(&id, Duration::from_secs(5)).unwrap();
     assert_eq!(handle.try_wait(), Some(Outcome::Stopped));
-    let (_, next) = launch(&rt, "after-sleep", &ServiceSpec::default(), &wasm(&exit_module(0)));
+    let (_, next) = launch(
+        &rt,
+        "after-sleep",
+        &ServiceSpec::default(),
+        &wasm(&exit_module(0)),
+    );
     assert_eq!(next.wait(), Outcome::Exited(0));
 }
 
 #[test]
 fn a_short_sleep_completes() {
     let (_dir, rt) = runtime(1);
-    let (_id, handle) = launch(&rt, "nap", &ServiceSpec::default(), &wasm(&sleep_module(10_000_000)));
+    let (_id, handle) = launch(
+        &rt,
+        "nap",
+        &ServiceSpec::default(),
+        &wasm(&sleep_module(10_000_000)),
+    );
     assert_eq!(handle.wait(), Outcome::Exited(0));
 }
 
@@ -56,8 +80,12 @@ fn with_deadline(ms: u64) -> ServiceSpec {
 fn a_deadline_ends_a_spinning_and_a_sleeping_guest() {
     let (_dir, rt) = runtime(2);
     let (spin, spin_handle) = launch(&rt, "deadline-spin", &with_deadline(200), &wasm(SPIN));
-    let (sleep, sleep_handle) =
-        launch(&rt, "deadline-sleep", &with_deadline(200), &wasm(&sleep_module(3_600_000_000_000)));
+    let (sleep, sleep_handle) = launch(
+        &rt,
+        "deadline-sleep",
+        &with_deadline(200),
+        &wasm(&sleep_module(3_600_000_000_000)),
+    );
     let expected = Outcome::DeadlineExceeded(Duration::from_millis(200));
     assert_eq!(spin_handle.wait(), expected);
     assert_eq!(sleep_handle.wait(), expected);
@@ -73,8 +101,16 @@ fn a_deadline_ends_a_spinning_and_a_sleeping_guest() {
 #[test]
 fn the_runtime_default_deadline_applies_when_the_spec_has_none() {
     let (_dir, rt) = runtime_with(1, |c| c.max_execution_time = Duration::from_millis(100));
-    let (_id, handle) = launch(&rt, "default-deadline", &ServiceSpec::default(), &wasm(SPIN));
-    assert_eq!(handle.wait(), Outcome::DeadlineExceeded(Duration::from_millis(100)));
+    let (_id, handle) = launch(
+        &rt,
+        "default-deadline",
+        &ServiceSpec::default(),
+        &wasm(SPIN),
+    );
+    assert_eq!(
+        handle.wait(),
+        Outcome::DeadlineExceeded(Duration::from_millis(100))
+    );
 }
 
 #[test]
@@ -83,9 +119,16 @@ fn stopping_a_queued_or_created_container_ends_it_without_running_it() {
     let (busy, busy_handle) = launch(&rt, "busy", &ServiceSpec::default(), &wasm(SPIN));
     until_running(&rt, &busy);
     // Queued behind the spinning guest.
-    let (queued, queued_handle) =
-        launch(&rt, "queued", &ServiceSpec::default(), &wasm(&print_module(&[("ran\n", 1)], None)));
-    assert_eq!(rt.container_state(&queued).unwrap(), ContainerState::Pending);
+    let (queued, queued_handle) = launch(
+        &rt,
+        "queued",
+        &ServiceSpec::default(),
+        &wasm(&print_module(&[("ran\n", 1)], None)),
+    );
+    assert_eq!(
+        rt.container_state(&queued).unwrap(),
+        ContainerState::Pending
+    );
     rt.stop_container(&queued, Duration::from_secs(1)).unwrap();
     assert_eq!(queued_handle.try_wait(), Some(Outcome::Stopped));
     // Created, never started.
@@ -93,10 +136,16 @@ fn stopping_a_queued_or_created_container_ends_it_without_running_it() {
     rt.create_container_from_bytes(&created, &ServiceSpec::default(), wasm(&exit_module(0)))
         .unwrap();
     rt.stop_container(&created, Duration::from_secs(1)).unwrap();
-    assert_eq!(rt.wait_handle(&created).unwrap().try_wait(), Some(Outcome::Stopped));
+    assert_eq!(
+        rt.wait_handle(&created).unwrap().try_wait(),
+        Some(Outcome::Stopped)
+    );
     assert!(matches!(
         rt.start_container(&created),
-        Err(wasmpool::Error::WrongState { operation: "start", .. })
+        Err(wasmpool::Error::WrongState {
+            operation: "start",
+            ..
+        })
     ));
     rt.stop_container(&busy, Duration::from_secs(5)).unwrap();
     assert_eq!(busy_handle.wait(), Outcome::Stopped);
@@ -110,9 +159,21 @@ fn removing_a_running_guest_stops_it_and_frees_its_worker() {
     let (id, handle) = launch(&rt, "remove-spin", &ServiceSpec::default(), &wasm(SPIN));
     until_running(&rt, &id);
     rt.remove_container(&id).unwrap();
-    assert_eq!(handle.wait(), Outcome::Stopped, "a waiter on a removed container gets its end");
-    assert!(matches!(rt.container_state(&id), Err(wasmpool::Error::NotFound(_))));
-    let (_, next) = launch(&rt, "after-remove", &ServiceSpec::default(), &wasm(&exit_module(9)));
+    assert_eq!(
+        handle.wait(),
+        Outcome::Stopped,
+        "a waiter on a removed container gets its end"
+    );
+    assert!(matches!(
+        rt.container_state(&id),
+        Err(wasmpool::Error::NotFound(_))
+    ));
+    let (_, next) = launch(
+        &rt,
+        "after-remove",
+        &ServiceSpec::default(),
+        &wasm(&exit_module(9)),
+    );
     assert_eq!(next.wait(), Outcome::Exited(9));
 }
 
@@ -121,12 +182,22 @@ fn dropping_the_runtime_gives_every_waiter_an_outcome() {
     let (_dir, rt) = runtime(2);
     let mut handles = Vec::new();
     for i in 0..2 {
-        let (id, handle) = launch(&rt, &format!("drop-spin-{i}"), &ServiceSpec::default(), &wasm(SPIN));
+        let (id, handle) = launch(
+            &rt,
+            &format!("drop-spin-{i}"),
+            &ServiceSpec::default(),
+            &wasm(SPIN),
+        );
         until_running(&rt, &id);
         handles.push(handle);
     }
     for i in 0..3 {
-        let (_, handle) = launch(&rt, &format!("drop-queued-{i}"), &ServiceSpec::default(), &wasm(SPIN));
+        let (_, handle) = launch(
+            &rt,
+            &format!("drop-queued-{i}"),
+            &ServiceSpec::default(),
+            &wasm(SPIN),
+        );
         handles.push(handle);
     }
     let created = id("drop-created");
@@ -138,7 +209,11 @@ fn dropping_the_runtime_gives_every_waiter_an_outcome() {
         std::thread::spawn(move || handle.wait())
     };
     let started = Instant::now();
-    drop(Arc::try_unwrap(rt).ok().expect("the test holds the only reference"));
+    drop(
+        Arc::try_unwrap(rt)
+            .ok()
+            .expect("the test holds the only reference"),
+    );
     for handle in &handles {
         assert_eq!(handle.try_wait(), Some(Outcome::Stopped));
     }

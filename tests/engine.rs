@@ -11,7 +11,12 @@ use wasmpool::{
 fn exit_codes_reach_the_waiter() {
     let (_dir, rt) = runtime(2);
     for code in [0, 3, 42] {
-        let (id, handle) = launch(&rt, &format!("exit-{code}"), &ServiceSpec::default(), &wasm(&exit_module(code)));
+        let (id, handle) = launch(
+            &rt,
+            &format!("exit-{code}"),
+            &ServiceSpec::default(),
+            &wasm(&exit_module(code)),
+        );
         assert_eq!(handle.wait(), Outcome::Exited(code));
         assert_eq!(rt.wait_container(&id).unwrap(), code);
     }
@@ -32,9 +37,20 @@ fn stdout_and_stderr_are_captured_as_lines() {
     let (id, handle) = launch(&rt, "print", &ServiceSpec::default(), &wasm(&guest));
     assert_eq!(handle.wait(), Outcome::Exited(0));
     let logs = rt.get_logs(&id).unwrap();
-    let got: Vec<_> = logs.iter().map(|e| (e.stream, e.message.as_str())).collect();
+    let got: Vec<_> = logs
+        .iter()
+        .map(|e| (e.stream, e.message.as_str()))
+        .collect();
     use wasmpool::LogStream::*;
-    assert_eq!(got, [(Stdout, "one"), (Stdout, "two"), (Stderr, "oops"), (Stdout, "tail")]);
+    assert_eq!(
+        got,
+        [
+            (Stdout, "one"),
+            (Stdout, "two"),
+            (Stderr, "oops"),
+            (Stdout, "tail")
+        ]
+    );
 }
 
 #[test]
@@ -56,7 +72,13 @@ fn env_and_args_are_exactly_the_specs() {
     assert_eq!(handle.wait(), Outcome::Exited(0));
     assert_eq!(
         stdout_lines(&rt, &id),
-        ["localhost/args:1", "--entry", "arg1", "two words", "MY_VAR=my_value"]
+        [
+            "localhost/args:1",
+            "--entry",
+            "arg1",
+            "two words",
+            "MY_VAR=my_value"
+        ]
     );
 }
 
@@ -96,18 +118,36 @@ fn a_bind_mount_is_readable_and_writable_unless_read_only() {
     let data = tempfile::tempdir().unwrap();
     std::fs::write(data.path().join("in.txt"), "hello mount\n").unwrap();
     let (_dir, rt) = runtime(1);
-    let (id, read) = launch(&rt, "mount-read", &bind(data.path(), true), &wasm(&read_file_module("in.txt")));
+    let (id, read) = launch(
+        &rt,
+        "mount-read",
+        &bind(data.path(), true),
+        &wasm(&read_file_module("in.txt")),
+    );
     assert_eq!(read.wait(), Outcome::Exited(0));
     assert_eq!(stdout_lines(&rt, &id), ["hello mount"]);
 
-    let (_, refused) = launch(&rt, "mount-ro", &bind(data.path(), true), &wasm(&write_file_module("out.txt")));
+    let (_, refused) = launch(
+        &rt,
+        "mount-ro",
+        &bind(data.path(), true),
+        &wasm(&write_file_module("out.txt")),
+    );
     // errno 63 is EPERM in WASIp1: the read-only mount refused the open for writing.
     assert_eq!(refused.wait(), Outcome::Exited(63));
     assert!(!data.path().join("out.txt").exists());
 
-    let (_, allowed) = launch(&rt, "mount-rw", &bind(data.path(), false), &wasm(&write_file_module("out.txt")));
+    let (_, allowed) = launch(
+        &rt,
+        "mount-rw",
+        &bind(data.path(), false),
+        &wasm(&write_file_module("out.txt")),
+    );
     assert_eq!(allowed.wait(), Outcome::Exited(0));
-    assert_eq!(std::fs::read_to_string(data.path().join("out.txt")).unwrap(), "written");
+    assert_eq!(
+        std::fs::read_to_string(data.path().join("out.txt")).unwrap(),
+        "written"
+    );
 }
 
 #[test]
@@ -121,16 +161,32 @@ fn a_named_volume_keeps_files_between_containers() {
         }],
         ..Default::default()
     };
-    let (_, writer) = launch(&rt, "vol-write", &volume(false), &wasm(&write_file_module("kept.txt")));
+    let (_, writer) = launch(
+        &rt,
+        "vol-write",
+        &volume(false),
+        &wasm(&write_file_module("kept.txt")),
+    );
     assert_eq!(writer.wait(), Outcome::Exited(0));
-    let (id, reader) = launch(&rt, "vol-read", &volume(true), &wasm(&read_file_module("kept.txt")));
+    let (id, reader) = launch(
+        &rt,
+        "vol-read",
+        &volume(true),
+        &wasm(&read_file_module("kept.txt")),
+    );
     assert_eq!(reader.wait(), Outcome::Exited(0));
     assert_eq!(stdout_lines(&rt, &id), ["written"]);
     assert!(dir.path().join("volumes/shared-vol/kept.txt").exists());
     let bad = volume(false);
     let mut bad = bad;
-    bad.storage = vec![StorageSpec::Named { name: "../escape".into(), target: "/v".into(), readonly: false }];
-    let err = rt.create_container_from_bytes(&id_for("vol-bad"), &bad, wasm(SPIN)).unwrap_err();
+    bad.storage = vec![StorageSpec::Named {
+        name: "../escape".into(),
+        target: "/v".into(),
+        readonly: false,
+    }];
+    let err = rt
+        .create_container_from_bytes(&id_for("vol-bad"), &bad, wasm(SPIN))
+        .unwrap_err();
     assert!(err.to_string().contains("'../escape'"), "{err}");
 }
 
@@ -152,15 +208,26 @@ fn a_missing_image_is_an_error_naming_its_path() {
         other => panic!("expected an unreadable artifact error, got {other:?}"),
     }
     let err = rt.create_container(&id_for("absent"), &spec).unwrap_err();
-    assert!(err.to_string().contains("localhost_absent_v1.wasm"), "{err}");
+    assert!(
+        err.to_string().contains("localhost_absent_v1.wasm"),
+        "{err}"
+    );
 }
 
 #[test]
 fn garbage_is_accepted_at_create_and_fails_at_run_with_a_reason() {
     let (_dir, rt) = runtime(1);
-    let (id, handle) = launch(&rt, "garbage", &ServiceSpec::default(), b"\xde\xad\xbe\xef\0\0\0\0\0");
+    let (id, handle) = launch(
+        &rt,
+        "garbage",
+        &ServiceSpec::default(),
+        b"\xde\xad\xbe\xef\0\0\0\0\0",
+    );
     let outcome = handle.wait();
-    assert!(matches!(&outcome, Outcome::Failed(r) if r.starts_with("invalid WebAssembly module")), "{outcome:?}");
+    assert!(
+        matches!(&outcome, Outcome::Failed(r) if r.starts_with("invalid WebAssembly module")),
+        "{outcome:?}"
+    );
     match rt.container_state(&id).unwrap() {
         ContainerState::Failed { reason } => assert_eq!(reason, outcome.to_string()),
         other => panic!("{other:?}"),
@@ -170,7 +237,15 @@ fn garbage_is_accepted_at_create_and_fails_at_run_with_a_reason() {
 #[test]
 fn image_names_cannot_leave_the_cache_directory() {
     let (_dir, rt) = runtime(1);
-    for name in ["../etc/passwd", "/etc/passwd", "a/../../b", "nul\0byte", "", "back\\slash", "x:..@y"] {
+    for name in [
+        "../etc/passwd",
+        "/etc/passwd",
+        "a/../../b",
+        "nul\0byte",
+        "",
+        "back\\slash",
+        "x:..@y",
+    ] {
         let spec = ServiceSpec {
             image: ImageSpec::new(name),
             ..Default::default()
@@ -206,6 +281,15 @@ fn duplicate_ids_and_wrong_states_are_refused() {
     );
     handle.wait();
     let err = rt.start_container(&id).unwrap_err();
-    assert!(matches!(err, Error::WrongState { operation: "start", .. }));
-    assert!(err.to_string().contains("ended (exited with code 0)"), "{err}");
+    assert!(matches!(
+        err,
+        Error::WrongState {
+            operation: "start",
+            ..
+        }
+    ));
+    assert!(
+        err.to_string().contains("ended (exited with code 0)"),
+        "{err}"
+    );
 }

@@ -19,7 +19,12 @@ fn limited(fuel: Option<u64>, memory: Option<&str>, trap: bool) -> ServiceSpec {
 #[test]
 fn a_guest_past_its_fuel_budget_ends_out_of_fuel() {
     let (_dir, rt) = runtime(1);
-    let (id, handle) = launch(&rt, "fuel-out", &limited(Some(10_000), None, false), &wasm(&count_module(1_000_000)));
+    let (id, handle) = launch(
+        &rt,
+        "fuel-out",
+        &limited(Some(10_000), None, false),
+        &wasm(&count_module(1_000_000)),
+    );
     assert_eq!(handle.wait(), Outcome::OutOfFuel { budget: 10_000 });
     assert_eq!(rt.wait_container(&id).unwrap(), 152);
     assert_eq!(rt.get_container_stats(&id).unwrap().fuel_consumed, 10_000);
@@ -28,7 +33,12 @@ fn a_guest_past_its_fuel_budget_ends_out_of_fuel() {
 #[test]
 fn a_guest_within_its_fuel_budget_completes_and_reports_its_use() {
     let (_dir, rt) = runtime(1);
-    let (id, handle) = launch(&rt, "fuel-ok", &limited(Some(1_000_000), None, false), &wasm(&count_module(1_000)));
+    let (id, handle) = launch(
+        &rt,
+        "fuel-ok",
+        &limited(Some(1_000_000), None, false),
+        &wasm(&count_module(1_000)),
+    );
     assert_eq!(handle.wait(), Outcome::Exited(0));
     let fuel = rt.get_container_stats(&id).unwrap().fuel_consumed;
     assert!(fuel > 1_000 && fuel < 1_000_000, "fuel consumed: {fuel}");
@@ -45,19 +55,41 @@ fn the_runtime_fuel_default_applies_to_specs_without_one() {
 fn memory_growth_past_the_limit_is_refused() {
     let (_dir, rt) = runtime(1);
     // 1 page + 1 page fits in 2 pages; 1 + 2 does not.
-    let (fits, fits_handle) = launch(&rt, "grow-fits", &limited(None, Some("128Ki"), false), &wasm(&grow_module(1, 1)));
-    let (over, over_handle) = launch(&rt, "grow-over", &limited(None, Some("128Ki"), false), &wasm(&grow_module(1, 2)));
+    let (fits, fits_handle) = launch(
+        &rt,
+        "grow-fits",
+        &limited(None, Some("128Ki"), false),
+        &wasm(&grow_module(1, 1)),
+    );
+    let (over, over_handle) = launch(
+        &rt,
+        "grow-over",
+        &limited(None, Some("128Ki"), false),
+        &wasm(&grow_module(1, 2)),
+    );
     assert_eq!(fits_handle.wait(), Outcome::Exited(0));
-    assert_eq!(over_handle.wait(), Outcome::Exited(1), "memory.grow returned -1");
+    assert_eq!(
+        over_handle.wait(),
+        Outcome::Exited(1),
+        "memory.grow returned -1"
+    );
     let stats = rt.get_container_stats(&fits).unwrap();
     assert_eq!((stats.memory_bytes, stats.memory_limit), (131_072, 131_072));
-    assert_eq!(rt.get_container_stats(&over).unwrap().memory_peak_bytes, 65_536);
+    assert_eq!(
+        rt.get_container_stats(&over).unwrap().memory_peak_bytes,
+        65_536
+    );
 }
 
 #[test]
 fn memory_growth_past_the_limit_traps_when_asked() {
     let (_dir, rt) = runtime(1);
-    let (id, handle) = launch(&rt, "grow-trap", &limited(None, Some("64Ki"), true), &wasm(&grow_module(1, 1)));
+    let (id, handle) = launch(
+        &rt,
+        "grow-trap",
+        &limited(None, Some("64Ki"), true),
+        &wasm(&grow_module(1, 1)),
+    );
     assert_eq!(handle.wait(), Outcome::MemoryLimit { limit: 65_536 });
     assert_eq!(rt.wait_container(&id).unwrap(), 137);
 }
@@ -65,9 +97,17 @@ fn memory_growth_past_the_limit_traps_when_asked() {
 #[test]
 fn an_initial_memory_above_the_limit_fails_at_start_with_a_reason() {
     let (_dir, rt) = runtime(1);
-    let (id, handle) = launch(&rt, "too-big", &limited(None, Some("1Mi"), false), &wasm(&grow_module(100, 0)));
+    let (id, handle) = launch(
+        &rt,
+        "too-big",
+        &limited(None, Some("1Mi"), false),
+        &wasm(&grow_module(100, 0)),
+    );
     let outcome = handle.wait();
-    assert!(matches!(&outcome, Outcome::Failed(reason) if reason.contains("memory")), "{outcome:?}");
+    assert!(
+        matches!(&outcome, Outcome::Failed(reason) if reason.contains("memory")),
+        "{outcome:?}"
+    );
     assert!(matches!(rt.wait_container(&id), Err(Error::Failed { .. })));
 }
 
@@ -75,7 +115,11 @@ fn an_initial_memory_above_the_limit_fails_at_start_with_a_reason() {
 fn a_bad_memory_limit_is_refused_at_create_quoting_it() {
     let (_dir, rt) = runtime(1);
     let err = rt
-        .create_container_from_bytes(&id("bad-mem"), &limited(None, Some("lots"), false), wasm(SPIN))
+        .create_container_from_bytes(
+            &id("bad-mem"),
+            &limited(None, Some("lots"), false),
+            wasm(SPIN),
+        )
         .unwrap_err();
     assert!(err.to_string().contains("'lots'"), "{err}");
 }
@@ -92,12 +136,19 @@ fn stats_change_while_running_and_freeze_after_the_end() {
     for _ in 0..1000 {
         std::thread::sleep(Duration::from_millis(5));
         later = rt.get_container_stats(&id).unwrap();
-        if later.fuel_consumed > first.fuel_consumed && later.cpu_usage_usec > first.cpu_usage_usec {
+        if later.fuel_consumed > first.fuel_consumed && later.cpu_usage_usec > first.cpu_usage_usec
+        {
             break;
         }
     }
-    assert!(later.fuel_consumed > first.fuel_consumed, "{first:?} -> {later:?}");
-    assert!(later.cpu_usage_usec > first.cpu_usage_usec, "{first:?} -> {later:?}");
+    assert!(
+        later.fuel_consumed > first.fuel_consumed,
+        "{first:?} -> {later:?}"
+    );
+    assert!(
+        later.cpu_usage_usec > first.cpu_usage_usec,
+        "{first:?} -> {later:?}"
+    );
     rt.stop_container(&id, Duration::from_secs(5)).unwrap();
     assert_eq!(handle.wait(), Outcome::Stopped);
     let ended = rt.get_container_stats(&id).unwrap();
@@ -131,7 +182,8 @@ fn starts_beyond_the_queue_bound_are_refused() {
     let mut refused = 0;
     for i in 0..5 {
         let id = id(&format!("overflow-{i}"));
-        rt.create_container_from_bytes(&id, &ServiceSpec::default(), &spin).unwrap();
+        rt.create_container_from_bytes(&id, &ServiceSpec::default(), &spin)
+            .unwrap();
         match rt.start_container(&id) {
             Ok(()) => {}
             Err(Error::QueueFull { limit: 2, .. }) => {

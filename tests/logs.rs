@@ -16,7 +16,11 @@ fn logs_are_visible_while_the_guest_runs() {
     assert_eq!(handle.try_wait(), None, "the guest is still sleeping");
     assert_eq!(rt.container_logs(&id, 2).unwrap().len(), 2);
     rt.stop_container(&id, Duration::from_secs(5)).unwrap();
-    assert_eq!(follower.next(), None, "the follower ends with the container");
+    assert_eq!(
+        follower.next(),
+        None,
+        "the follower ends with the container"
+    );
 }
 
 #[test]
@@ -27,7 +31,13 @@ fn a_guest_writing_past_the_bound_keeps_the_newest_lines_and_says_so() {
     assert_eq!(handle.wait(), Outcome::Exited(0));
     let logs = rt.get_logs(&id).unwrap();
     assert_eq!(logs[0].stream, LogStream::Runtime);
-    assert!(logs[0].message.contains("40 earlier log lines were dropped"), "{}", logs[0].message);
+    assert!(
+        logs[0]
+            .message
+            .contains("40 earlier log lines were dropped"),
+        "{}",
+        logs[0].message
+    );
     assert_eq!(logs.len(), 11);
     assert!(logs[1..].iter().all(|e| e.message == "0123456789"));
     assert_eq!(rt.get_container_stats(&id).unwrap().log_lines_dropped, 40);
@@ -41,13 +51,21 @@ fn a_long_line_without_newline_is_split_at_the_line_bound() {
     let (id, handle) = launch(&rt, "long-line", &ServiceSpec::default(), &wasm(&guest));
     assert_eq!(handle.wait(), Outcome::Exited(0));
     let lines = stdout_lines(&rt, &id);
-    assert_eq!(lines.iter().map(String::len).collect::<Vec<_>>(), [wasmpool::MAX_LINE_BYTES, 10]);
+    assert_eq!(
+        lines.iter().map(String::len).collect::<Vec<_>>(),
+        [wasmpool::MAX_LINE_BYTES, 10]
+    );
 }
 
 #[test]
 fn two_waiters_on_one_instance_get_the_same_outcome() {
     let (_dir, rt) = runtime(1);
-    let (id, handle) = launch(&rt, "two-waiters", &ServiceSpec::default(), &wasm(&sleep_module(20_000_000)));
+    let (id, handle) = launch(
+        &rt,
+        "two-waiters",
+        &ServiceSpec::default(),
+        &wasm(&sleep_module(20_000_000)),
+    );
     let other = rt.wait_handle(&id).unwrap();
     let a = std::thread::spawn(move || handle.wait());
     let rt2 = rt.clone();
@@ -85,6 +103,9 @@ fn an_output_sink_sees_every_write_as_it_happens() {
     assert_eq!(handle.wait(), Outcome::Exited(0));
     assert_eq!(
         *seen.lock().unwrap(),
-        [(LogStream::Stdout, b"out\n".to_vec()), (LogStream::Stderr, b"err\n".to_vec())]
+        [
+            (LogStream::Stdout, b"out\n".to_vec()),
+            (LogStream::Stderr, b"err\n".to_vec())
+        ]
     );
 }

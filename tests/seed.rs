@@ -171,7 +171,9 @@ impl InstanceGuard {
 
 impl Drop for InstanceGuard {
     fn drop(&mut self) {
-        let _ = self.runtime.stop_container(&self.id, Duration::from_secs(1));
+        let _ = self
+            .runtime
+            .stop_container(&self.id, Duration::from_secs(1));
         let _ = self.runtime.remove_container(&self.id);
     }
 }
@@ -267,10 +269,7 @@ mod component_loading_tests {
     fn test_load_valid_module() {
         let cache_dir = create_test_cache_dir();
         let config = create_test_config(&cache_dir);
-        let runtime = Arc::new(
-            WasmRuntime::new(config)
-                .expect("Failed to create runtime"),
-        );
+        let runtime = Arc::new(WasmRuntime::new(config).expect("Failed to create runtime"));
 
         let wasm_bytes = compile_wat(MINIMAL_P1_MODULE);
         let image = write_wasm_to_cache(&cache_dir, "localhost/test:valid-module", &wasm_bytes);
@@ -287,9 +286,7 @@ mod component_loading_tests {
         );
 
         // State should be Pending
-        let state = runtime
-            .container_state(&id)
-            .expect("Failed to get state");
+        let state = runtime.container_state(&id).expect("Failed to get state");
         assert_eq!(state, ContainerState::Pending);
     }
 
@@ -298,10 +295,7 @@ mod component_loading_tests {
         // A component header without valid component content should fail when executed
         let cache_dir = create_test_cache_dir();
         let config = create_test_config(&cache_dir);
-        let runtime = Arc::new(
-            WasmRuntime::new(config)
-                .expect("Failed to create runtime"),
-        );
+        let runtime = Arc::new(WasmRuntime::new(config).expect("Failed to create runtime"));
 
         let component_bytes = make_invalid_component();
         let image = write_wasm_to_cache(
@@ -388,10 +382,7 @@ mod wasi_interface_tests {
         // Test that proc_exit WASI function is available (via successful exit)
         let cache_dir = create_test_cache_dir();
         let config = create_test_config(&cache_dir);
-        let runtime = Arc::new(
-            WasmRuntime::new(config)
-                .expect("Failed to create runtime"),
-        );
+        let runtime = Arc::new(WasmRuntime::new(config).expect("Failed to create runtime"));
 
         let wasm_bytes = compile_wat(MINIMAL_P1_MODULE);
         let image = write_wasm_to_cache(&cache_dir, "localhost/test:proc-exit", &wasm_bytes);
@@ -415,10 +406,7 @@ mod wasi_interface_tests {
         // Test that exit codes are correctly propagated
         let cache_dir = create_test_cache_dir();
         let config = create_test_config(&cache_dir);
-        let runtime = Arc::new(
-            WasmRuntime::new(config)
-                .expect("Failed to create runtime"),
-        );
+        let runtime = Arc::new(WasmRuntime::new(config).expect("Failed to create runtime"));
 
         let wasm_bytes = compile_wat(EXIT_42_P1_MODULE);
         let image = write_wasm_to_cache(&cache_dir, "localhost/test:exit-42", &wasm_bytes);
@@ -444,10 +432,7 @@ mod wasi_interface_tests {
         // Note: We can't easily verify from outside, but this tests the code path
         let cache_dir = create_test_cache_dir();
         let config = create_test_config(&cache_dir);
-        let runtime = Arc::new(
-            WasmRuntime::new(config)
-                .expect("Failed to create runtime"),
-        );
+        let runtime = Arc::new(WasmRuntime::new(config).expect("Failed to create runtime"));
 
         let wasm_bytes = compile_wat(MINIMAL_P1_MODULE);
         let image = write_wasm_to_cache(&cache_dir, "localhost/test:with-env", &wasm_bytes);
@@ -473,10 +458,7 @@ mod wasi_interface_tests {
         // Test that command line arguments are set up in the WASI context
         let cache_dir = create_test_cache_dir();
         let config = create_test_config(&cache_dir);
-        let runtime = Arc::new(
-            WasmRuntime::new(config)
-                .expect("Failed to create runtime"),
-        );
+        let runtime = Arc::new(WasmRuntime::new(config).expect("Failed to create runtime"));
 
         let wasm_bytes = compile_wat(MINIMAL_P1_MODULE);
         let image = write_wasm_to_cache(&cache_dir, "localhost/test:with-args", &wasm_bytes);
@@ -507,10 +489,7 @@ mod component_execution_tests {
     fn test_module_executes_and_completes() {
         let cache_dir = create_test_cache_dir();
         let config = create_test_config(&cache_dir);
-        let runtime = Arc::new(
-            WasmRuntime::new(config)
-                .expect("Failed to create runtime"),
-        );
+        let runtime = Arc::new(WasmRuntime::new(config).expect("Failed to create runtime"));
 
         let wasm_bytes = compile_wat(MINIMAL_P1_MODULE);
         let image = write_wasm_to_cache(&cache_dir, "localhost/test:execute", &wasm_bytes);
@@ -542,10 +521,7 @@ mod component_execution_tests {
     fn test_module_with_custom_exit_code() {
         let cache_dir = create_test_cache_dir();
         let config = create_test_config(&cache_dir);
-        let runtime = Arc::new(
-            WasmRuntime::new(config)
-                .expect("Failed to create runtime"),
-        );
+        let runtime = Arc::new(WasmRuntime::new(config).expect("Failed to create runtime"));
 
         let wasm_bytes = compile_wat(EXIT_42_P1_MODULE);
         let image = write_wasm_to_cache(&cache_dir, "localhost/test:exit-code", &wasm_bytes);
@@ -565,10 +541,7 @@ mod component_execution_tests {
     fn test_stop_container_during_execution() {
         let cache_dir = create_test_cache_dir();
         let config = create_test_config(&cache_dir);
-        let runtime = Arc::new(
-            WasmRuntime::new(config)
-                .expect("Failed to create runtime"),
-        );
+        let runtime = Arc::new(WasmRuntime::new(config).expect("Failed to create runtime"));
 
         // Use a simple module - it might complete before stop, that's OK
         let wasm_bytes = compile_wat(MINIMAL_P1_MODULE);
@@ -601,10 +574,7 @@ mod component_execution_tests {
     fn test_remove_running_instance() {
         let cache_dir = create_test_cache_dir();
         let config = create_test_config(&cache_dir);
-        let runtime = Arc::new(
-            WasmRuntime::new(config)
-                .expect("Failed to create runtime"),
-        );
+        let runtime = Arc::new(WasmRuntime::new(config).expect("Failed to create runtime"));
 
         let wasm_bytes = compile_wat(MINIMAL_P1_MODULE);
         let image = write_wasm_to_cache(&cache_dir, "localhost/test:remove", &wasm_bytes);
@@ -640,10 +610,7 @@ mod error_handling_tests {
     fn test_error_missing_start_export() {
         let cache_dir = create_test_cache_dir();
         let config = create_test_config(&cache_dir);
-        let runtime = Arc::new(
-            WasmRuntime::new(config)
-                .expect("Failed to create runtime"),
-        );
+        let runtime = Arc::new(WasmRuntime::new(config).expect("Failed to create runtime"));
 
         let wasm_bytes = compile_wat(NO_ENTRY_P1_MODULE);
         let image = write_wasm_to_cache(&cache_dir, "localhost/test:no-entry", &wasm_bytes);
@@ -681,10 +648,7 @@ mod error_handling_tests {
     fn test_error_invalid_wasm_binary() {
         let cache_dir = create_test_cache_dir();
         let config = create_test_config(&cache_dir);
-        let runtime = Arc::new(
-            WasmRuntime::new(config)
-                .expect("Failed to create runtime"),
-        );
+        let runtime = Arc::new(WasmRuntime::new(config).expect("Failed to create runtime"));
 
         // Random garbage bytes
         let invalid_bytes = [0xde, 0xad, 0xbe, 0xef, 0x00, 0x00, 0x00, 0x00, 0x00];
@@ -713,10 +677,7 @@ mod error_handling_tests {
     fn test_error_truncated_wasm_binary() {
         let cache_dir = create_test_cache_dir();
         let config = create_test_config(&cache_dir);
-        let runtime = Arc::new(
-            WasmRuntime::new(config)
-                .expect("Failed to create runtime"),
-        );
+        let runtime = Arc::new(WasmRuntime::new(config).expect("Failed to create runtime"));
 
         // Valid magic but truncated
         let truncated_bytes = [0x00, 0x61, 0x73, 0x6d, 0x01, 0x00];
@@ -746,10 +707,7 @@ mod error_handling_tests {
         // Test that a component header with invalid content fails
         let cache_dir = create_test_cache_dir();
         let config = create_test_config(&cache_dir);
-        let runtime = Arc::new(
-            WasmRuntime::new(config)
-                .expect("Failed to create runtime"),
-        );
+        let runtime = Arc::new(WasmRuntime::new(config).expect("Failed to create runtime"));
 
         let invalid_component = make_invalid_component();
         let image = write_wasm_to_cache(
@@ -781,8 +739,7 @@ mod error_handling_tests {
     fn test_error_nonexistent_container() {
         let cache_dir = create_test_cache_dir();
         let config = create_test_config(&cache_dir);
-        let runtime = WasmRuntime::new(config)
-            .expect("Failed to create runtime");
+        let runtime = WasmRuntime::new(config).expect("Failed to create runtime");
 
         let id = ContainerId {
             service: "nonexistent-service".to_string(),
@@ -819,10 +776,7 @@ mod error_handling_tests {
     fn test_exec_not_supported() {
         let cache_dir = create_test_cache_dir();
         let config = create_test_config(&cache_dir);
-        let runtime = Arc::new(
-            WasmRuntime::new(config)
-                .expect("Failed to create runtime"),
-        );
+        let runtime = Arc::new(WasmRuntime::new(config).expect("Failed to create runtime"));
 
         let wasm_bytes = compile_wat(MINIMAL_P1_MODULE);
         let image = write_wasm_to_cache(&cache_dir, "localhost/test:exec", &wasm_bytes);
@@ -1007,10 +961,7 @@ mod runtime_config_tests {
             ..Default::default()
         };
 
-        let runtime = Arc::new(
-            WasmRuntime::new(config)
-                .expect("Failed to create runtime"),
-        );
+        let runtime = Arc::new(WasmRuntime::new(config).expect("Failed to create runtime"));
 
         // Should still work normally
         let wasm_bytes = compile_wat(MINIMAL_P1_MODULE);
@@ -1078,10 +1029,7 @@ mod container_stats_tests {
     fn test_wasm_stats_returns_stub_values() {
         let cache_dir = create_test_cache_dir();
         let config = create_test_config(&cache_dir);
-        let runtime = Arc::new(
-            WasmRuntime::new(config)
-                .expect("Failed to create runtime"),
-        );
+        let runtime = Arc::new(WasmRuntime::new(config).expect("Failed to create runtime"));
 
         let wasm_bytes = compile_wat(MINIMAL_P1_MODULE);
         let image = write_wasm_to_cache(&cache_dir, "localhost/test:stats", &wasm_bytes);
@@ -1093,9 +1041,7 @@ mod container_stats_tests {
         runtime.create_container(&id, &spec).unwrap();
 
         // Get stats before running
-        let stats = runtime
-            .get_container_stats(&id)
-            .expect("Should get stats");
+        let stats = runtime.get_container_stats(&id).expect("Should get stats");
 
         // Not started yet: nothing used, and no memory limit was set.
         assert_eq!(stats.cpu_usage_usec, 0);
@@ -1108,10 +1054,7 @@ mod container_stats_tests {
     fn test_wasm_stats_after_completion() {
         let cache_dir = create_test_cache_dir();
         let config = create_test_config(&cache_dir);
-        let runtime = Arc::new(
-            WasmRuntime::new(config)
-                .expect("Failed to create runtime"),
-        );
+        let runtime = Arc::new(WasmRuntime::new(config).expect("Failed to create runtime"));
 
         let wasm_bytes = compile_wat(MINIMAL_P1_MODULE);
         let image = write_wasm_to_cache(&cache_dir, "localhost/test:stats-after", &wasm_bytes);
@@ -1136,7 +1079,10 @@ mod container_stats_tests {
         assert!(stats.fuel_consumed > 0, "fuel: {stats:?}");
         assert!(stats.wall_time > Duration::ZERO, "wall time: {stats:?}");
         // Frozen after exit.
-        assert_eq!(runtime.get_container_stats(&id).unwrap().wall_time, stats.wall_time);
+        assert_eq!(
+            runtime.get_container_stats(&id).unwrap().wall_time,
+            stats.wall_time
+        );
     }
 }
 
@@ -1151,10 +1097,7 @@ mod logs_tests {
     fn test_get_logs_before_start() {
         let cache_dir = create_test_cache_dir();
         let config = create_test_config(&cache_dir);
-        let runtime = Arc::new(
-            WasmRuntime::new(config)
-                .expect("Failed to create runtime"),
-        );
+        let runtime = Arc::new(WasmRuntime::new(config).expect("Failed to create runtime"));
 
         let wasm_bytes = compile_wat(MINIMAL_P1_MODULE);
         let image = write_wasm_to_cache(&cache_dir, "localhost/test:logs-before", &wasm_bytes);
@@ -1166,9 +1109,7 @@ mod logs_tests {
         runtime.create_container(&id, &spec).unwrap();
 
         // Logs should be accessible even before start
-        let logs = runtime
-            .container_logs(&id, 100)
-            .expect("Should get logs");
+        let logs = runtime.container_logs(&id, 100).expect("Should get logs");
         // Logs will be empty initially
         assert!(logs.is_empty());
     }
@@ -1177,10 +1118,7 @@ mod logs_tests {
     fn test_get_log_lines() {
         let cache_dir = create_test_cache_dir();
         let config = create_test_config(&cache_dir);
-        let runtime = Arc::new(
-            WasmRuntime::new(config)
-                .expect("Failed to create runtime"),
-        );
+        let runtime = Arc::new(WasmRuntime::new(config).expect("Failed to create runtime"));
 
         let wasm_bytes = compile_wat(MINIMAL_P1_MODULE);
         let image = write_wasm_to_cache(&cache_dir, "localhost/test:log-lines", &wasm_bytes);
@@ -1196,8 +1134,7 @@ mod logs_tests {
             lines.is_empty()
                 || lines.iter().all(|e| matches!(
                     e.stream,
-                    wasmpool::LogStream::Stdout
-                        | wasmpool::LogStream::Stderr
+                    wasmpool::LogStream::Stdout | wasmpool::LogStream::Stderr
                 ))
         );
     }
@@ -1206,8 +1143,7 @@ mod logs_tests {
     fn test_logs_not_found() {
         let cache_dir = create_test_cache_dir();
         let config = create_test_config(&cache_dir);
-        let runtime = WasmRuntime::new(config)
-            .expect("Failed to create runtime");
+        let runtime = WasmRuntime::new(config).expect("Failed to create runtime");
 
         let id = ContainerId {
             service: "ghost".to_string(),
@@ -1233,10 +1169,7 @@ mod concurrent_tests {
     fn test_multiple_instances_concurrent() {
         let cache_dir = create_test_cache_dir();
         let config = create_test_config(&cache_dir);
-        let runtime = Arc::new(
-            WasmRuntime::new(config)
-                .expect("Failed to create runtime"),
-        );
+        let runtime = Arc::new(WasmRuntime::new(config).expect("Failed to create runtime"));
 
         let wasm_bytes = compile_wat(MINIMAL_P1_MODULE);
         let image = write_wasm_to_cache(&cache_dir, "localhost/test:concurrent", &wasm_bytes);
@@ -1282,10 +1215,7 @@ mod concurrent_tests {
     fn test_sequential_reuse_of_service_name() {
         let cache_dir = create_test_cache_dir();
         let config = create_test_config(&cache_dir);
-        let runtime = Arc::new(
-            WasmRuntime::new(config)
-                .expect("Failed to create runtime"),
-        );
+        let runtime = Arc::new(WasmRuntime::new(config).expect("Failed to create runtime"));
 
         let wasm_bytes = compile_wat(MINIMAL_P1_MODULE);
         let image = write_wasm_to_cache(&cache_dir, "localhost/test:sequential", &wasm_bytes);

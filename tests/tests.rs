@@ -2,10 +2,10 @@
 
 mod common;
 
+mod cli;
 mod components;
 mod control;
 mod engine;
-mod seed;
 mod limits;
 mod logs;
-mod cli;
+mod seed;

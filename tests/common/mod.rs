@@ -57,10 +57,7 @@ pub fn print_module(lines: &[(&str, u32)], exit: Option<i32>) -> String {
     let mut body = String::new();
     let mut offset = 1024;
     for (text, fd) in lines {
-        let escaped: String = text
-            .bytes()
-            .map(|b| format!("\\{b:02x}"))
-            .collect();
+        let escaped: String = text.bytes().map(|b| format!("\\{b:02x}")).collect();
         data.push_str(&format!("(data (i32.const {offset}) \"{escaped}\")\n"));
         body.push_str(&format!(
             "(call $print (i32.const {fd}) (i32.const {offset}) (i32.const {}))\n",
@@ -218,7 +215,10 @@ pub fn component(wat: &str) -> Vec<u8> {
 }
 
 /// A runtime on a fresh cache directory with `workers` workers.
-pub fn runtime_with(workers: usize, tweak: impl FnOnce(&mut WasmConfig)) -> (TempDir, Arc<WasmRuntime>) {
+pub fn runtime_with(
+    workers: usize,
+    tweak: impl FnOnce(&mut WasmConfig),
+) -> (TempDir, Arc<WasmRuntime>) {
     let dir = tempfile::tempdir().expect("temp dir");
     let mut config = WasmConfig {
         cache_dir: dir.path().to_path_buf(),
@@ -240,7 +240,12 @@ pub fn id(name: &str) -> ContainerId {
 }
 
 /// Creates and starts a container of `wasm` with `spec`.
-pub fn launch(runtime: &WasmRuntime, name: &str, spec: &ServiceSpec, wasm: &[u8]) -> (ContainerId, wasmpool::WaitHandle) {
+pub fn launch(
+    runtime: &WasmRuntime,
+    name: &str,
+    spec: &ServiceSpec,
+    wasm: &[u8],
+) -> (ContainerId, wasmpool::WaitHandle) {
     let id = id(name);
     runtime
         .create_container_from_bytes(&id, spec, wasm)
