@@ -1,6 +1,8 @@
 //! Compiled artifacts: each distinct image is compiled once and pre-linked for fast instantiation.
 
 use crate::detect::{detect_wasm_version_from_binary, WasiVersion};
+use crate::disk_cache::DiskCache;
+use crate::engine::{misfit, EngineSet, Engines};
 use crate::host::HostState;
 use parking_lot::Mutex;
 use std::collections::hash_map::DefaultHasher;
@@ -68,33 +70,94 @@ impl Linkers {
 
 impl Artifact {
     /// The compiled form, compiling on first use; the error says why it cannot run.
-    pub(crate) fn compiled(&self, engine: &Engine, linkers: &Linkers) -> Result<&Compiled, String> {
+    pub(crate) fn compiled(
+        &self,
+        engines: &Engines,
+        disk: Option<&DiskCache>,
+    ) -> Result<&Compiled, String> {
         self.compiled
-            .get_or_init(|| compile(engine, linkers, &self.bytes))
+            .get_or_init(|| compile(engines, disk, &self.bytes))
             .as_ref()
             .map_err(Clone::clone)
     }
 }
 
+impl Compiled {
+    /// The engine the artifact was compiled for; its stores must use it.
+    pub(crate) fn engine(&self) -> &Engine {
+        match self {
+            Compiled::Module { pre, .. } => pre.module().engine(),
+            Compiled::Component { pre, .. } => pre.engine(),
+        }
+    }
+}
+
+/// Compiles (or loads from `disk`) and pre-links `bytes` on the pooled engine,
+/// or on the on-demand engine when the artifact does not fit a pooling slot.
 pub(crate) fn compile(
-    engine: &Engine,
-    linkers: &Linkers,
+    engines: &Engines,
+    disk: Option<&DiskCache>,
     bytes: &[u8],
 ) -> Result<Compiled, String> {
+    let primary = engines.primary();
+    let fallback = |why: String| {
+        log::info!("artifact does not fit a pooling slot ({why}): allocating it on demand");
+        &engines.on_demand
+    };
     if is_component(bytes) {
-        let component = Component::new(engine, bytes)
-            .map_err(|e| format!("invalid WASIp2 component: {e:#}"))?;
-        let run = find_run_export(engine, &component)?;
-        let pre = linkers
+        let mut set = primary;
+        let mut component = load_component(set, disk, bytes)?;
+        if engines.pooled.is_some() {
+            if let Some(why) = misfit(component.resources_required(), true) {
+                set = fallback(why);
+                component = load_component(set, disk, bytes)?;
+            }
+        }
+        let run = find_run_export(&set.engine, &component)?;
+        let pre = set
+            .linkers
             .preview2
             .instantiate_pre(&component)
             .map_err(|e| format!("cannot link component: {e:#}"))?;
         return Ok(Compiled::Component { pre, run });
     }
+    let mut set = primary;
+    let mut module = load_module(set, disk, bytes)?;
+    if engines.pooled.is_some() {
+        if let Some(why) = misfit(Some(module.resources_required()), false) {
+            set = fallback(why);
+            module = load_module(set, disk, bytes)?;
+        }
+    }
+    let entry = find_entry(&module)?;
+    let pre = set
+        .linkers
+        .preview1
+        .instantiate_pre(&module)
+        .map_err(|e| format!("cannot link module: {e:#}"))?;
+    Ok(Compiled::Module { pre, entry })
+}
+
+fn load_component(set: &EngineSet, disk: Option<&DiskCache>, bytes: &[u8]) -> Result<Component, String> {
+    if let Some(component) = disk.and_then(|d| d.component(&set.engine, bytes)) {
+        return Ok(component);
+    }
+    let component = Component::new(&set.engine, bytes)
+        .map_err(|e| format!("invalid WASIp2 component: {e:#}"))?;
+    if let Some(disk) = disk {
+        disk.store(&set.engine, bytes, component.serialize());
+    }
+    Ok(component)
+}
+
+fn load_module(set: &EngineSet, disk: Option<&DiskCache>, bytes: &[u8]) -> Result<Module, String> {
+    if let Some(module) = disk.and_then(|d| d.module(&set.engine, bytes)) {
+        return Ok(module);
+    }
     let module = if bytes.starts_with(b"\0asm") {
-        Module::from_binary(engine, bytes)
+        Module::from_binary(&set.engine, bytes)
     } else if looks_like_text(bytes) {
-        Module::new(engine, bytes)
+        Module::new(&set.engine, bytes)
     } else {
         let head: Vec<String> = bytes.iter().take(4).map(|b| format!("{b:02x}")).collect();
         return Err(format!(
@@ -103,16 +166,12 @@ pub(crate) fn compile(
         ));
     }
     .map_err(|e| format!("invalid WebAssembly module: {e:#}"))?;
-    let entry = find_entry(&module)?;
-    let pre = linkers
-        .preview1
-        .instantiate_pre(&module)
-        .map_err(|e| format!("cannot link module: {e:#}"))?;
-    Ok(Compiled::Module { pre, entry })
+    if let Some(disk) = disk {
+        disk.store(&set.engine, bytes, module.serialize());
+    }
+    Ok(module)
 }
 
-/// A component by its header: the seed's detection, or the component layer
-/// field (bytes 6–7 = 1) for binaries too short for it, such as an empty component.
 /// WAT text starts, after white space, with `(` or a `;;` comment.
 fn looks_like_text(bytes: &[u8]) -> bool {
     let text = bytes.trim_ascii_start();

@@ -37,6 +37,11 @@ pub struct WasmConfig {
     pub artifact_cache_size: usize,
     /// How long `remove_container` waits for a running guest to stop.
     pub stop_timeout: Duration,
+    /// Pre-allocate instance slots (memories, tables, fiber stacks) for every
+    /// worker; artifacts that do not fit a slot fall back to on-demand allocation.
+    pub pooling: bool,
+    /// Keep compiled artifacts in `{cache_dir}/compiled` so a new runtime skips compiling them.
+    pub compiled_cache: bool,
 }
 
 impl Default for WasmConfig {
@@ -51,6 +56,8 @@ impl Default for WasmConfig {
             log_limit_bytes: 1 << 20,
             artifact_cache_size: 64,
             stop_timeout: Duration::from_secs(10),
+            pooling: true,
+            compiled_cache: true,
         }
     }
 }

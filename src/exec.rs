@@ -155,7 +155,10 @@ async fn instantiate_and_call(
 
 /// Runs `instance` to its end on this thread and says how it ended.
 pub(crate) fn run(shared: &Shared, instance: &Instance, waker: &Arc<WorkerWaker>) -> Outcome {
-    let compiled = match instance.artifact.compiled(&shared.engine, &shared.linkers) {
+    let compiled = match instance
+        .artifact
+        .compiled(&shared.engines, shared.disk.as_ref())
+    {
         Ok(compiled) => compiled,
         Err(reason) => return Outcome::Failed(reason),
     };
@@ -165,7 +168,7 @@ pub(crate) fn run(shared: &Shared, instance: &Instance, waker: &Arc<WorkerWaker>
         Err(reason) => return Outcome::Failed(reason),
     };
     let mut store = Store::new(
-        &shared.engine,
+        compiled.engine(),
         HostState {
             wasi,
             limiter: MemoryLimiter {

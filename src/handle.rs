@@ -2,14 +2,19 @@
 
 use crate::outcome::Outcome;
 use parking_lot::{Condvar, Mutex};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
+
+/// How long `wait` looks for an outcome before it blocks.
+const WAIT_SPIN: Duration = Duration::from_micros(50);
 
 /// Starts empty and is set once with an outcome; waiters block until it is set.
 #[derive(Default)]
 pub(crate) struct Completion {
     outcome: Mutex<Option<Outcome>>,
     done: Condvar,
+    is_set: AtomicBool,
 }
 
 impl Completion {
@@ -20,9 +25,14 @@ impl Completion {
             return false;
         }
         *slot = Some(outcome);
+        self.is_set.store(true, Ordering::Release);
         drop(slot);
         self.done.notify_all();
         true
+    }
+
+    pub(crate) fn is_set(&self) -> bool {
+        self.is_set.load(Ordering::Acquire)
     }
 
     pub(crate) fn probe(&self) -> Option<Outcome> {
@@ -63,6 +73,9 @@ impl WaitHandle {
 
     /// Blocks until the container ended and returns how.
     pub fn wait(&self) -> Outcome {
+        if let Some(outcome) = self.spin_briefly() {
+            return outcome;
+        }
         let mut slot = self.completion.outcome.lock();
         loop {
             if let Some(outcome) = slot.as_ref() {
@@ -95,6 +108,21 @@ impl WaitHandle {
             {
                 return slot.clone();
             }
+        }
+    }
+
+    /// Looks for the outcome for a few microseconds, yielding the CPU, before a
+    /// waiter blocks: a short guest then costs no thread wake-up.
+    fn spin_briefly(&self) -> Option<Outcome> {
+        let give_up = Instant::now() + WAIT_SPIN;
+        loop {
+            if self.completion.is_set() {
+                return self.completion.probe();
+            }
+            if Instant::now() >= give_up {
+                return None;
+            }
+            std::thread::yield_now();
         }
     }
 

@@ -1,9 +1,11 @@
 //! Looking inside an artifact without running it: kind, imports, exports, and whether it would run.
 
-use crate::artifact::{self, Linkers};
+use crate::artifact;
+use crate::config::WasmConfig;
+use crate::engine::Engines;
 use crate::detect::{detect_wasm_version_from_binary, WasiVersion};
 use wasmtime::component::Component;
-use wasmtime::{Engine, Module};
+use wasmtime::Module;
 
 /// What an artifact is and whether this runtime would run it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -31,8 +33,6 @@ pub struct Inspection {
 /// assert!(report.problem.unwrap().contains("_start"));
 /// ```
 pub fn inspect(bytes: &[u8]) -> Inspection {
-    let mut config = wasmtime::Config::new();
-    config.consume_fuel(true);
     let mut report = Inspection {
         version: detect_wasm_version_from_binary(bytes),
         kind: "not WebAssembly",
@@ -40,21 +40,26 @@ pub fn inspect(bytes: &[u8]) -> Inspection {
         exports: Vec::new(),
         problem: None,
     };
-    let engine = match Engine::new(&config) {
-        Ok(engine) => engine,
+    let config = WasmConfig {
+        pooling: false,
+        ..Default::default()
+    };
+    let engines = match Engines::new(&config) {
+        Ok(engines) => engines,
         Err(e) => {
             report.problem = Some(format!("cannot create an engine: {e:#}"));
             return report;
         }
     };
+    let engine = &engines.on_demand.engine;
     if artifact::is_component(bytes) {
         report.kind = "WASIp2 component";
-        if let Ok(component) = Component::new(&engine, bytes) {
+        if let Ok(component) = Component::new(engine, bytes) {
             let ty = component.component_type();
-            report.imports = ty.imports(&engine).map(|(n, _)| n.to_string()).collect();
-            report.exports = ty.exports(&engine).map(|(n, _)| n.to_string()).collect();
+            report.imports = ty.imports(engine).map(|(n, _)| n.to_string()).collect();
+            report.exports = ty.exports(engine).map(|(n, _)| n.to_string()).collect();
         }
-    } else if let Ok(module) = Module::new(&engine, bytes) {
+    } else if let Ok(module) = Module::new(engine, bytes) {
         report.kind = "WASIp1 core module";
         report.imports = module
             .imports()
@@ -62,9 +67,6 @@ pub fn inspect(bytes: &[u8]) -> Inspection {
             .collect();
         report.exports = module.exports().map(|e| e.name().to_string()).collect();
     }
-    report.problem = Linkers::new(&engine)
-        .map_err(|e| format!("cannot link WASI: {e:#}"))
-        .and_then(|linkers| artifact::compile(&engine, &linkers, bytes).map(drop))
-        .err();
+    report.problem = artifact::compile(&engines, None, bytes).err();
     report
 }

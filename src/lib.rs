@@ -51,6 +51,8 @@ mod artifact;
 mod config;
 mod container;
 mod detect;
+mod disk_cache;
+mod engine;
 mod error;
 mod exec;
 mod handle;

@@ -4,11 +4,12 @@ use crate::exec::{self, WorkerWaker};
 use crate::instance::{Instance, Phase};
 use crate::outcome::Outcome;
 use crate::Shared;
-use crossbeam_channel::Receiver;
+use crossbeam_channel::{Receiver, TryRecvError};
 use std::any::Any;
 use std::panic::{self, AssertUnwindSafe};
 use std::sync::Arc;
 use std::thread::{self, JoinHandle};
+use std::time::{Duration, Instant};
 
 /// The set of instructions a worker knows how to process.
 pub(crate) enum Command {
@@ -35,9 +36,26 @@ pub(crate) fn spawn_workers(
 
 fn worker_main(shared: &Shared, commands: &Receiver<Command>) {
     let waker = WorkerWaker::for_current_thread();
-    for command in commands.iter() {
+    while let Some(command) = next_command(commands) {
         match command {
             Command::Run(instance) => run_one(shared, &instance, &waker),
+        }
+    }
+}
+
+/// How long an idle worker keeps looking for work before it blocks.
+const IDLE_SPIN: Duration = Duration::from_micros(50);
+
+/// The next command; spins briefly (yielding the CPU) before blocking, so a
+/// host that starts containers back to back does not pay a thread wake-up each.
+fn next_command(commands: &Receiver<Command>) -> Option<Command> {
+    let give_up = Instant::now() + IDLE_SPIN;
+    loop {
+        match commands.try_recv() {
+            Ok(command) => return Some(command),
+            Err(TryRecvError::Disconnected) => return None,
+            Err(TryRecvError::Empty) if Instant::now() < give_up => thread::yield_now(),
+            Err(TryRecvError::Empty) => return commands.recv().ok(),
         }
     }
 }

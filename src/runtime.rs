@@ -1,6 +1,8 @@
 //! The public facade: `WasmRuntime`, the container registry, and the `Runtime` trait.
 
-use crate::artifact::{ArtifactCache, Linkers};
+use crate::artifact::ArtifactCache;
+use crate::disk_cache::DiskCache;
+use crate::engine::Engines;
 use crate::config::WasmConfig;
 use crate::container::{ContainerId, ContainerState, ContainerStats};
 use crate::error::{Error, Result};
@@ -17,7 +19,6 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::Duration;
-use wasmtime::Engine;
 
 /// The container lifecycle, blocking: the same operations as an async container
 /// agent's runtime, each returning when it is done.
@@ -48,8 +49,8 @@ pub trait Runtime: Send + Sync {
 
 /// What the facade and the workers share: the engine, the linkers, the artifacts.
 pub(crate) struct Shared {
-    pub(crate) engine: Engine,
-    pub(crate) linkers: Linkers,
+    pub(crate) engines: Engines,
+    pub(crate) disk: Option<DiskCache>,
     pub(crate) config: WasmConfig,
     artifacts: ArtifactCache,
     shutting_down: AtomicBool,
@@ -101,15 +102,15 @@ impl WasmRuntime {
                 config.cache_dir.display()
             ))
         })?;
-        let mut engine_config = wasmtime::Config::new();
-        engine_config.consume_fuel(true);
-        let engine = Engine::new(&engine_config).map_err(|e| Error::Setup(format!("{e:#}")))?;
-        let linkers = Linkers::new(&engine).map_err(|e| Error::Setup(format!("{e:#}")))?;
+        let engines = Engines::new(&config).map_err(|e| Error::Setup(format!("{e:#}")))?;
+        let disk = config
+            .compiled_cache
+            .then(|| DiskCache::new(config.cache_dir.join("compiled")));
         let workers = config.workers.max(1);
         let (sender, receiver) = crossbeam_channel::bounded(config.queue_limit.max(1));
         let shared = Arc::new(Shared {
-            engine,
-            linkers,
+            engines,
+            disk,
             artifacts: ArtifactCache::new(config.artifact_cache_size),
             config,
             shutting_down: AtomicBool::new(false),

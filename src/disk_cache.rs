@@ -1,0 +1,128 @@
+//! The on-disk compiled cache: serialized artifacts keyed by the SHA-256 of
+//! their bytes and by the engine's compatibility hash, so a new process runs a
+//! known artifact without compiling it.
+
+use sha2::{Digest, Sha256};
+use std::collections::hash_map::DefaultHasher;
+use std::hash::{Hash, Hasher};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use wasmtime::component::Component;
+use wasmtime::{Engine, Module, Precompiled};
+
+/// A directory of `{sha256}-{engine}.cwasm` files that only this runtime writes.
+pub(crate) struct DiskCache {
+    dir: PathBuf,
+}
+
+impl DiskCache {
+    pub(crate) fn new(dir: PathBuf) -> Self {
+        DiskCache { dir }
+    }
+
+    fn path(&self, engine: &Engine, bytes: &[u8]) -> PathBuf {
+        let digest = Sha256::digest(bytes);
+        let mut compat = DefaultHasher::new();
+        engine.precompile_compatibility_hash().hash(&mut compat);
+        let hex: String = digest.iter().map(|b| format!("{b:02x}")).collect();
+        self.dir
+            .join(format!("{hex}-{:016x}.cwasm", compat.finish()))
+    }
+
+    /// The cached module compiled from exactly `bytes` by a compatible engine, if any.
+    pub(crate) fn module(&self, engine: &Engine, bytes: &[u8]) -> Option<Module> {
+        let path = self.path(engine, bytes);
+        trusted_file(&path, Precompiled::Module)?;
+        load_or_discard(&path, |p| deserialize_module(engine, p))
+    }
+
+    /// The cached component compiled from exactly `bytes` by a compatible engine, if any.
+    pub(crate) fn component(&self, engine: &Engine, bytes: &[u8]) -> Option<Component> {
+        let path = self.path(engine, bytes);
+        trusted_file(&path, Precompiled::Component)?;
+        load_or_discard(&path, |p| deserialize_component(engine, p))
+    }
+
+    /// Saves a serialized artifact; a failure only costs a compile next time.
+    pub(crate) fn store(&self, engine: &Engine, bytes: &[u8], serialized: wasmtime::Result<Vec<u8>>) {
+        let path = self.path(engine, bytes);
+        let result = serialized
+            .map_err(|e| std::io::Error::other(format!("{e:#}")))
+            .and_then(|data| write_atomically(&self.dir, &path, &data));
+        if let Err(e) = result {
+            log::warn!("cannot save compiled artifact '{}': {e}", path.display());
+        }
+    }
+}
+
+/// Whether `path` exists and holds a precompiled artifact of the expected kind.
+///
+/// Files are trusted because of where they are and how they are named: the
+/// cache directory is the runtime's own (the host must keep it writable only
+/// by itself), every file in it was written by `store` from wasmtime's own
+/// serializer, and its name carries the SHA-256 of the exact source bytes and
+/// the engine's compatibility hash, so a file is only ever loaded for the
+/// bytes and engine it was compiled from.
+fn trusted_file(path: &Path, kind: Precompiled) -> Option<()> {
+    match Engine::detect_precompiled_file(path) {
+        Ok(Some(found)) if found == kind => Some(()),
+        Ok(_) => None,
+        Err(e) if e.downcast_ref::<std::io::Error>().map(|e| e.kind()) == Some(std::io::ErrorKind::NotFound) => None,
+        Err(e) => {
+            log::warn!("ignoring unreadable cached artifact '{}': {e:#}", path.display());
+            None
+        }
+    }
+}
+
+/// Loads with `load`; a stale or corrupt file is removed and reads as a miss.
+fn load_or_discard<T>(path: &Path, load: impl FnOnce(&Path) -> wasmtime::Result<T>) -> Option<T> {
+    match load(path) {
+        Ok(artifact) => Some(artifact),
+        Err(e) => {
+            log::warn!("discarding cached artifact '{}': {e:#}", path.display());
+            let _ = std::fs::remove_file(path);
+            None
+        }
+    }
+}
+
+#[allow(unsafe_code)]
+fn deserialize_module(engine: &Engine, path: &Path) -> wasmtime::Result<Module> {
+    // SAFETY: `path` passed `trusted_file`: written by `DiskCache::store` from
+    // `Module::serialize` into the runtime's own cache directory, named by the
+    // SHA-256 of its source and the engine's compatibility hash; wasmtime
+    // itself refuses files from other versions or settings.
+    unsafe { Module::deserialize_file(engine, path) }
+}
+
+#[allow(unsafe_code)]
+fn deserialize_component(engine: &Engine, path: &Path) -> wasmtime::Result<Component> {
+    // SAFETY: as for `deserialize_module`, for `Component::serialize`.
+    unsafe { Component::deserialize_file(engine, path) }
+}
+
+fn write_atomically(dir: &Path, path: &Path, data: &[u8]) -> std::io::Result<()> {
+    std::fs::create_dir_all(dir)?;
+    let mut temp = tempfile_in(dir)?;
+    temp.1.write_all(data)?;
+    // Renamed only once whole: a reader sees the old file, the new one, or none.
+    std::fs::rename(&temp.0, path)
+}
+
+/// A new file in `dir` with a name no other writer uses.
+fn tempfile_in(dir: &Path) -> std::io::Result<(PathBuf, std::fs::File)> {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static NEXT: AtomicU64 = AtomicU64::new(0);
+    let name = format!(
+        ".tmp-{}-{}",
+        std::process::id(),
+        NEXT.fetch_add(1, Ordering::Relaxed)
+    );
+    let path = dir.join(name);
+    let file = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .open(&path)?;
+    Ok((path, file))
+}

@@ -1,0 +1,106 @@
+//! The wasmtime engines: a pooling one sized from the worker pool, and an
+//! on-demand one for artifacts that do not fit the pool's slots.
+
+use crate::artifact::Linkers;
+use crate::config::WasmConfig;
+use wasmtime::{Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig, ResourcesRequired};
+
+/// An engine and the WASI linkers built for it.
+pub(crate) struct EngineSet {
+    pub(crate) engine: Engine,
+    pub(crate) linkers: Linkers,
+}
+
+impl EngineSet {
+    fn new(config: &Config) -> wasmtime::Result<Self> {
+        let engine = Engine::new(config)?;
+        let linkers = Linkers::new(&engine)?;
+        Ok(EngineSet { engine, linkers })
+    }
+}
+
+/// Per-module limits of a pooling slot; an artifact over any of them runs on demand.
+const MEMORIES_PER_MODULE: u32 = 2;
+const TABLES_PER_MODULE: u32 = 4;
+const TABLE_ELEMENTS: usize = 100_000;
+const CORE_INSTANCES_PER_COMPONENT: u32 = 16;
+const MEMORIES_PER_COMPONENT: u32 = 8;
+const TABLES_PER_COMPONENT: u32 = 16;
+
+/// Both engines of a runtime. Every store is fuel-metered; none uses epochs.
+pub(crate) struct Engines {
+    pub(crate) pooled: Option<EngineSet>,
+    pub(crate) on_demand: EngineSet,
+}
+
+impl Engines {
+    pub(crate) fn new(config: &WasmConfig) -> wasmtime::Result<Self> {
+        let on_demand = EngineSet::new(&base_config())?;
+        let pooled = if config.pooling {
+            let mut engine_config = base_config();
+            engine_config.allocation_strategy(InstanceAllocationStrategy::Pooling(pooling(
+                config.workers.max(1) as u32,
+            )));
+            Some(EngineSet::new(&engine_config)?)
+        } else {
+            None
+        };
+        Ok(Engines { pooled, on_demand })
+    }
+
+    /// The engine that compiles first: the pooled one when there is one.
+    pub(crate) fn primary(&self) -> &EngineSet {
+        self.pooled.as_ref().unwrap_or(&self.on_demand)
+    }
+}
+
+/// The configuration both engines share.
+pub(crate) fn base_config() -> Config {
+    let mut config = Config::new();
+    config.consume_fuel(true);
+    config
+}
+
+/// Slots for every worker's one running store: a store lives only while its
+/// worker runs it, so `workers` stores exist at once at most.
+fn pooling(workers: u32) -> PoolingAllocationConfig {
+    let mut pool = PoolingAllocationConfig::new();
+    pool.total_component_instances(workers)
+        .total_core_instances(workers * CORE_INSTANCES_PER_COMPONENT)
+        .total_memories(workers * MEMORIES_PER_COMPONENT)
+        .total_tables(workers * TABLES_PER_COMPONENT)
+        .total_stacks(workers)
+        .max_core_instances_per_component(CORE_INSTANCES_PER_COMPONENT)
+        .max_memories_per_component(MEMORIES_PER_COMPONENT)
+        .max_tables_per_component(TABLES_PER_COMPONENT)
+        .max_memories_per_module(MEMORIES_PER_MODULE)
+        .max_tables_per_module(TABLES_PER_MODULE)
+        .table_elements(TABLE_ELEMENTS)
+        .linear_memory_keep_resident(64 * 1024)
+        .table_keep_resident(16 * 1024);
+    pool
+}
+
+/// Why an artifact needing `needs` does not fit a pooling slot, if it does not.
+pub(crate) fn misfit(needs: Option<ResourcesRequired>, component: bool) -> Option<String> {
+    let Some(needs) = needs else {
+        return Some("its resource needs cannot be computed ahead of time".into());
+    };
+    let (memories, tables) = if component {
+        (MEMORIES_PER_COMPONENT, TABLES_PER_COMPONENT)
+    } else {
+        (MEMORIES_PER_MODULE, TABLES_PER_MODULE)
+    };
+    if needs.num_memories > memories {
+        return Some(format!("{} memories > {memories}", needs.num_memories));
+    }
+    if needs.num_tables > tables {
+        return Some(format!("{} tables > {tables}", needs.num_tables));
+    }
+    if let Some(elements) = needs.max_initial_table_size {
+        if elements > TABLE_ELEMENTS as u64 {
+            return Some(format!("a table of {elements} elements > {TABLE_ELEMENTS}"));
+        }
+    }
+    None
+}
