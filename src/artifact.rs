@@ -100,19 +100,26 @@ pub(crate) fn compile(
     bytes: &[u8],
 ) -> Result<Compiled, String> {
     let primary = engines.primary();
-    let fallback = |why: String| {
+    let on_demand = |why: &str| {
         log::info!("artifact does not fit a pooling slot ({why}): allocating it on demand");
         &engines.on_demand
     };
+    let pooled = engines.pooled.is_some();
     if is_component(bytes) {
-        let mut set = primary;
-        let mut component = load_component(set, disk, bytes)?;
-        if engines.pooled.is_some() {
-            if let Some(why) = misfit(component.resources_required(), true) {
-                set = fallback(why);
-                component = load_component(set, disk, bytes)?;
-            }
-        }
+        // A pooled engine refuses what its slots cannot hold already at compile
+        // time; an artifact that only the on-demand engine takes runs there.
+        let (set, component) = match load_component(primary, disk, bytes) {
+            Ok(c) => match misfit(c.resources_required(), true).filter(|_| pooled) {
+                Some(why) => (on_demand(&why), None),
+                None => (primary, Some(c)),
+            },
+            Err(why) if pooled => (on_demand(&why), None),
+            Err(why) => return Err(why),
+        };
+        let component = match component {
+            Some(component) => component,
+            None => load_component(set, disk, bytes)?,
+        };
         let run = find_run_export(&set.engine, &component)?;
         let pre = set
             .linkers
@@ -121,14 +128,18 @@ pub(crate) fn compile(
             .map_err(|e| format!("cannot link component: {e:#}"))?;
         return Ok(Compiled::Component { pre, run });
     }
-    let mut set = primary;
-    let mut module = load_module(set, disk, bytes)?;
-    if engines.pooled.is_some() {
-        if let Some(why) = misfit(Some(module.resources_required()), false) {
-            set = fallback(why);
-            module = load_module(set, disk, bytes)?;
-        }
-    }
+    let (set, module) = match load_module(primary, disk, bytes) {
+        Ok(m) => match misfit(Some(m.resources_required()), false).filter(|_| pooled) {
+            Some(why) => (on_demand(&why), None),
+            None => (primary, Some(m)),
+        },
+        Err(why) if pooled && bytes_are_wasm(bytes) => (on_demand(&why), None),
+        Err(why) => return Err(why),
+    };
+    let module = match module {
+        Some(module) => module,
+        None => load_module(set, disk, bytes)?,
+    };
     let entry = find_entry(&module)?;
     let pre = set
         .linkers
@@ -138,7 +149,16 @@ pub(crate) fn compile(
     Ok(Compiled::Module { pre, entry })
 }
 
-fn load_component(set: &EngineSet, disk: Option<&DiskCache>, bytes: &[u8]) -> Result<Component, String> {
+/// Whether the bytes could be a module at all, so a failed compile is worth a second try.
+fn bytes_are_wasm(bytes: &[u8]) -> bool {
+    bytes.starts_with(b"\0asm") || looks_like_text(bytes)
+}
+
+fn load_component(
+    set: &EngineSet,
+    disk: Option<&DiskCache>,
+    bytes: &[u8],
+) -> Result<Component, String> {
     if let Some(component) = disk.and_then(|d| d.component(&set.engine, bytes)) {
         return Ok(component);
     }

@@ -44,7 +44,12 @@ impl DiskCache {
     }
 
     /// Saves a serialized artifact; a failure only costs a compile next time.
-    pub(crate) fn store(&self, engine: &Engine, bytes: &[u8], serialized: wasmtime::Result<Vec<u8>>) {
+    pub(crate) fn store(
+        &self,
+        engine: &Engine,
+        bytes: &[u8],
+        serialized: wasmtime::Result<Vec<u8>>,
+    ) {
         let path = self.path(engine, bytes);
         let result = serialized
             .map_err(|e| std::io::Error::other(format!("{e:#}")))
@@ -67,9 +72,17 @@ fn trusted_file(path: &Path, kind: Precompiled) -> Option<()> {
     match Engine::detect_precompiled_file(path) {
         Ok(Some(found)) if found == kind => Some(()),
         Ok(_) => None,
-        Err(e) if e.downcast_ref::<std::io::Error>().map(|e| e.kind()) == Some(std::io::ErrorKind::NotFound) => None,
+        Err(e)
+            if e.downcast_ref::<std::io::Error>().map(|e| e.kind())
+                == Some(std::io::ErrorKind::NotFound) =>
+        {
+            None
+        }
         Err(e) => {
-            log::warn!("ignoring unreadable cached artifact '{}': {e:#}", path.display());
+            log::warn!(
+                "ignoring unreadable cached artifact '{}': {e:#}",
+                path.display()
+            );
             None
         }
     }

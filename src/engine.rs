@@ -3,7 +3,9 @@
 
 use crate::artifact::Linkers;
 use crate::config::WasmConfig;
-use wasmtime::{Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig, ResourcesRequired};
+use wasmtime::{
+    Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig, ResourcesRequired,
+};
 
 /// An engine and the WASI linkers built for it.
 pub(crate) struct EngineSet {

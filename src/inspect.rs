@@ -2,8 +2,8 @@
 
 use crate::artifact;
 use crate::config::WasmConfig;
-use crate::engine::Engines;
 use crate::detect::{detect_wasm_version_from_binary, WasiVersion};
+use crate::engine::Engines;
 use wasmtime::component::Component;
 use wasmtime::Module;
 

@@ -1,10 +1,10 @@
 //! The public facade: `WasmRuntime`, the container registry, and the `Runtime` trait.
 
 use crate::artifact::ArtifactCache;
-use crate::disk_cache::DiskCache;
-use crate::engine::Engines;
 use crate::config::WasmConfig;
 use crate::container::{ContainerId, ContainerState, ContainerStats};
+use crate::disk_cache::DiskCache;
+use crate::engine::Engines;
 use crate::error::{Error, Result};
 use crate::handle::WaitHandle;
 use crate::instance::{Instance, Phase, RunPlan};

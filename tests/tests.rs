@@ -2,6 +2,7 @@
 
 mod common;
 
+mod caching;
 mod cli;
 mod components;
 mod control;

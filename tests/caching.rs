@@ -1,0 +1,132 @@
+//! Compile once: the in-memory artifact cache, the on-disk compiled cache, pooling fallback.
+
+use crate::common::*;
+use std::path::Path;
+use wasmpool::{Outcome, ServiceSpec, WasmConfig, WasmRuntime};
+
+fn cached_files(cache: &Path) -> Vec<std::path::PathBuf> {
+    match std::fs::read_dir(cache.join("compiled")) {
+        Ok(dir) => dir
+            .map(|e| e.unwrap().path())
+            .filter(|p| p.extension().is_some_and(|e| e == "cwasm"))
+            .collect(),
+        Err(_) => Vec::new(),
+    }
+}
+
+fn runtime_on(cache: &Path) -> WasmRuntime {
+    WasmRuntime::new(WasmConfig {
+        cache_dir: cache.into(),
+        workers: 1,
+        ..Default::default()
+    })
+    .unwrap()
+}
+
+#[test]
+fn a_compiled_artifact_is_saved_once_and_reused_by_a_new_runtime() {
+    let cache = tempfile::tempdir().unwrap();
+    let bytes = wasm(&exit_module(4));
+    {
+        let rt = runtime_on(cache.path());
+        for i in 0..3 {
+            let (_, handle) = launch(&rt, &format!("first-{i}"), &ServiceSpec::default(), &bytes);
+            assert_eq!(handle.wait(), Outcome::Exited(4));
+        }
+    }
+    let files = cached_files(cache.path());
+    assert_eq!(files.len(), 1, "one artifact, one file: {files:?}");
+    let saved = std::fs::metadata(&files[0]).unwrap().modified().unwrap();
+    let rt = runtime_on(cache.path());
+    let (_, handle) = launch(&rt, "second", &ServiceSpec::default(), &bytes);
+    assert_eq!(handle.wait(), Outcome::Exited(4));
+    // A hit loads the file; it is not written again.
+    assert_eq!(
+        std::fs::metadata(&files[0]).unwrap().modified().unwrap(),
+        saved
+    );
+}
+
+#[test]
+fn a_corrupt_cached_artifact_is_discarded_and_recompiled() {
+    let cache = tempfile::tempdir().unwrap();
+    let bytes = wasm(&exit_module(6));
+    {
+        let rt = runtime_on(cache.path());
+        let (_, handle) = launch(&rt, "seed", &ServiceSpec::default(), &bytes);
+        assert_eq!(handle.wait(), Outcome::Exited(6));
+    }
+    let file = cached_files(cache.path()).pop().unwrap();
+    let good = std::fs::read(&file).unwrap();
+    // Keep wasmtime's header but corrupt the rest, then try a truncated file.
+    for corrupt in [
+        [&good[..good.len() / 2], &vec![0xAB; good.len() / 2][..]].concat(),
+        good[..good.len() / 3].to_vec(),
+        b"not an artifact at all".to_vec(),
+    ] {
+        std::fs::write(&file, &corrupt).unwrap();
+        let rt = runtime_on(cache.path());
+        let (_, handle) = launch(&rt, "after-corruption", &ServiceSpec::default(), &bytes);
+        assert_eq!(handle.wait(), Outcome::Exited(6));
+        drop(rt);
+        assert_eq!(
+            std::fs::read(&file).unwrap(),
+            good,
+            "the recompiled artifact replaced the corrupt one"
+        );
+    }
+}
+
+#[test]
+fn the_compiled_cache_can_be_turned_off() {
+    let cache = tempfile::tempdir().unwrap();
+    let rt = WasmRuntime::new(WasmConfig {
+        cache_dir: cache.path().into(),
+        workers: 1,
+        compiled_cache: false,
+        ..Default::default()
+    })
+    .unwrap();
+    let (_, handle) = launch(
+        &rt,
+        "no-disk",
+        &ServiceSpec::default(),
+        &wasm(&exit_module(0)),
+    );
+    assert_eq!(handle.wait(), Outcome::Exited(0));
+    assert!(cached_files(cache.path()).is_empty());
+}
+
+#[test]
+fn an_artifact_too_big_for_a_pooling_slot_runs_on_demand() {
+    // Three memories and a large table: more than a pooling slot holds.
+    let guest = r#"(module
+        (import "wasi_snapshot_preview1" "proc_exit" (func $exit (param i32)))
+        (memory (export "memory") 1)
+        (memory $b 1)
+        (memory $c 1)
+        (table 200000 funcref)
+        (func (export "_start") (call $exit (i32.const 8))))"#;
+    let (_dir, rt) = runtime(1);
+    let (_, handle) = launch(&rt, "misfit", &ServiceSpec::default(), &wasm(guest));
+    assert_eq!(handle.wait(), Outcome::Exited(8));
+}
+
+#[test]
+fn pooling_and_on_demand_runtimes_agree() {
+    for pooling in [true, false] {
+        let (_dir, rt) = runtime_with(2, |c| c.pooling = pooling);
+        let (_, a) = launch(&rt, "p1", &ServiceSpec::default(), &wasm(&exit_module(2)));
+        let (_, b) = launch(
+            &rt,
+            "p2",
+            &ServiceSpec::default(),
+            &component(&exit_module(0)),
+        );
+        assert_eq!(
+            (a.wait(), b.wait()),
+            (Outcome::Exited(2), Outcome::Exited(0)),
+            "pooling {pooling}"
+        );
+    }
+}
