@@ -1,0 +1,320 @@
+//! Criterion benchmarks of wasmpool against raw wasmtime on the same machine.
+//!
+//! Run with `cargo bench --bench runtime`; `cargo bench --bench runtime -- lifecycle`
+//! runs one group. The README's table reports ratios of one run.
+
+use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
+use std::future::Future;
+use std::pin::pin;
+use std::sync::Arc;
+use std::task::{Context, Poll, Waker};
+use std::time::{Duration, Instant};
+use wasmpool::{ContainerId, ContainerState, Outcome, Runtime, ServiceSpec, WasmConfig, WasmRuntime};
+
+const TRIVIAL: &str = r#"(module
+    (import "wasi_snapshot_preview1" "proc_exit" (func $exit (param i32)))
+    (memory (export "memory") 1)
+    (func (export "_start") (call $exit (i32.const 0))))"#;
+
+const SPIN: &str = r#"(module (memory (export "memory") 1) (func (export "_start") (loop $l (br $l))))"#;
+
+fn count_loop(n: u64) -> String {
+    format!(
+        r#"(module (memory (export "memory") 1)
+            (func (export "_start") (local $i i64) (local $acc i64)
+                (loop $l
+                    (local.set $acc (i64.add (local.get $acc) (i64.mul (local.get $i) (i64.const 3))))
+                    (local.set $i (i64.add (local.get $i) (i64.const 1)))
+                    (br_if $l (i64.lt_u (local.get $i) (i64.const {n}))))
+                (if (i64.eq (local.get $acc) (i64.const 42)) (then unreachable))))"#
+    )
+}
+
+fn sleeper() -> String {
+    r#"(module
+        (import "wasi_snapshot_preview1" "poll_oneoff" (func $poll (param i32 i32 i32 i32) (result i32)))
+        (memory (export "memory") 1)
+        (func (export "_start")
+            (i32.store8 (i32.const 8) (i32.const 0))
+            (i32.store (i32.const 16) (i32.const 1))
+            (i64.store (i32.const 24) (i64.const 3600000000000))
+            (drop (call $poll (i32.const 0) (i32.const 64) (i32.const 1) (i32.const 128)))))"#
+        .to_string()
+}
+
+fn hello_lines(n: u32) -> String {
+    format!(
+        r#"(module
+            (import "wasi_snapshot_preview1" "fd_write" (func $write (param i32 i32 i32 i32) (result i32)))
+            (memory (export "memory") 1)
+            (data (i32.const 64) "hello, world\0a")
+            (func (export "_start") (local $i i32)
+                (loop $l
+                    (i32.store (i32.const 0) (i32.const 64))
+                    (i32.store (i32.const 4) (i32.const 13))
+                    (drop (call $write (i32.const 1) (i32.const 0) (i32.const 1) (i32.const 8)))
+                    (local.set $i (i32.add (local.get $i) (i32.const 1)))
+                    (br_if $l (i32.lt_u (local.get $i) (i32.const {n}))))))"#
+    )
+}
+
+/// A module of about 195 KiB: many small functions, so compiling it takes real work.
+fn big_module() -> Vec<u8> {
+    let mut wat = String::from("(module (memory (export \"memory\") 1)\n");
+    for i in 0..2700 {
+        wat.push_str(&format!(
+            "(func $f{i} (param $x i32) (result i32) (local $y i32)
+               (local.set $y (i32.mul (local.get $x) (i32.const {i})))
+               (if (i32.gt_s (local.get $y) (i32.const 1000))
+                 (then (local.set $y (i32.sub (local.get $y) (i32.load (i32.const {m})))))
+                 (else (local.set $y (i32.add (local.get $y) (i32.const 7)))))
+               (i32.store (i32.const {m}) (local.get $y))
+               (i32.xor (local.get $y) (i32.rotl (local.get $x) (i32.const 3))))\n",
+            m = (i % 1000) * 4
+        ));
+    }
+    wat.push_str("(func (export \"_start\") (drop (call $f1 (i32.const 5)))))");
+    wat::parse_str(&wat).unwrap()
+}
+
+fn component(wat: &str) -> Vec<u8> {
+    use wasi_preview1_component_adapter_provider::{
+        WASI_SNAPSHOT_PREVIEW1_ADAPTER_NAME, WASI_SNAPSHOT_PREVIEW1_COMMAND_ADAPTER,
+    };
+    wit_component::ComponentEncoder::default()
+        .module(&wat::parse_str(wat).unwrap())
+        .unwrap()
+        .adapter(WASI_SNAPSHOT_PREVIEW1_ADAPTER_NAME, WASI_SNAPSHOT_PREVIEW1_COMMAND_ADAPTER)
+        .unwrap()
+        .validate(true)
+        .encode()
+        .unwrap()
+}
+
+fn runtime(cache: &std::path::Path, workers: usize, tweak: impl FnOnce(&mut WasmConfig)) -> Arc<WasmRuntime> {
+    let mut config = WasmConfig {
+        cache_dir: cache.into(),
+        workers,
+        queue_limit: 20_000,
+        ..Default::default()
+    };
+    tweak(&mut config);
+    Arc::new(WasmRuntime::new(config).unwrap())
+}
+
+/// create + start + wait + remove, checking the outcome.
+fn lifecycle(rt: &WasmRuntime, id: &ContainerId, spec: &ServiceSpec, wasm: &[u8]) {
+    rt.create_container_from_bytes(id, spec, wasm).unwrap();
+    assert_eq!(rt.start(id).unwrap().wait(), Outcome::Exited(0));
+    rt.remove_container(id).unwrap();
+}
+
+fn bench_lifecycle(c: &mut Criterion) {
+    let dir = tempfile::tempdir().unwrap();
+    let rt = runtime(dir.path(), 2, |_| {});
+    let spec = ServiceSpec::default();
+    let id = ContainerId::new("bench", 0);
+    let mut group = c.benchmark_group("lifecycle");
+    for (name, wasm) in [("p1_module", wat::parse_str(TRIVIAL).unwrap()), ("p2_component", component(TRIVIAL))] {
+        lifecycle(&rt, &id, &spec, &wasm);
+        group.bench_function(name, |b| b.iter(|| lifecycle(&rt, &id, &spec, &wasm)));
+    }
+    group.finish();
+}
+
+/// Raw wasmtime: a pooled engine, fuel with the same slice, `InstancePre`,
+/// WASIp1 async linker, a fresh store and context per run, polled on this thread.
+fn bench_baseline(c: &mut Criterion) {
+    use wasmtime::*;
+    let mut pool = PoolingAllocationConfig::new();
+    pool.total_stacks(2).total_core_instances(32).total_memories(16).total_tables(32).total_component_instances(2);
+    let mut config = Config::new();
+    config.consume_fuel(true);
+    config.allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
+    let engine = Engine::new(&config).unwrap();
+    let mut linker: Linker<wasmtime_wasi::p1::WasiP1Ctx> = Linker::new(&engine);
+    wasmtime_wasi::p1::add_to_linker_async(&mut linker, |cx| cx).unwrap();
+    let module = Module::new(&engine, TRIVIAL).unwrap();
+    let pre = linker.instantiate_pre(&module).unwrap();
+    c.bench_function("baseline/raw_wasmtime_instance_pre", |b| {
+        b.iter(|| {
+            let mut store = Store::new(&engine, wasmtime_wasi::WasiCtxBuilder::new().build_p1());
+            store.set_fuel(u64::MAX).unwrap();
+            store.fuel_async_yield_interval(Some(100_000)).unwrap();
+            let mut run = pin!(async {
+                let instance = pre.instantiate_async(&mut store).await?;
+                let start = instance.get_typed_func::<(), ()>(&mut store, "_start")?;
+                start.call_async(&mut store, ()).await
+            });
+            let mut cx = Context::from_waker(Waker::noop());
+            loop {
+                let polled = wasmtime_wasi::runtime::with_ambient_tokio_runtime(|| run.as_mut().poll(&mut cx));
+                if let Poll::Ready(result) = polled {
+                    let exit = result.unwrap_err();
+                    assert_eq!(exit.downcast_ref::<wasmtime_wasi::I32Exit>().unwrap().0, 0);
+                    break;
+                }
+            }
+        })
+    });
+}
+
+/// `total` instances through a pool of 2 workers from 4 caller threads.
+fn run_many(rt: &Arc<WasmRuntime>, wasm: &Arc<Vec<u8>>, total: usize) {
+    let callers = 4;
+    let threads: Vec<_> = (0..callers)
+        .map(|caller| {
+            let (rt, wasm) = (rt.clone(), wasm.clone());
+            std::thread::spawn(move || {
+                let spec = ServiceSpec::default();
+                for i in 0..total / callers {
+                    let id = ContainerId::new(format!("many-{caller}"), i as u32);
+                    lifecycle(&rt, &id, &spec, &wasm);
+                }
+            })
+        })
+        .collect();
+    for thread in threads {
+        thread.join().unwrap();
+    }
+}
+
+fn bench_throughput(c: &mut Criterion) {
+    let dir = tempfile::tempdir().unwrap();
+    let rt = runtime(dir.path(), 2, |_| {});
+    let mut group = c.benchmark_group("throughput");
+    group.sample_size(10);
+    for (name, wasm, total) in [
+        ("p1_module_10k", wat::parse_str(TRIVIAL).unwrap(), 10_000),
+        ("p2_component_2k", component(TRIVIAL), 2_000),
+    ] {
+        let wasm = Arc::new(wasm);
+        run_many(&rt, &wasm, 100);
+        group.throughput(Throughput::Elements(total as u64));
+        group.bench_function(name, |b| b.iter(|| run_many(&rt, &wasm, total)));
+    }
+    group.finish();
+}
+
+fn bench_cold_start(c: &mut Criterion) {
+    let wasm = big_module();
+    eprintln!("cold start module: {} KiB", wasm.len() / 1024);
+    let spec = ServiceSpec::default();
+    let id = ContainerId::new("cold", 0);
+    let mut group = c.benchmark_group("cold_start_195k");
+    group.sample_size(10);
+    for (name, use_disk) in [("compile", false), ("disk_cache_hit", true)] {
+        let dir = tempfile::tempdir().unwrap();
+        if use_disk {
+            // Warm the on-disk cache once.
+            lifecycle(&runtime(dir.path(), 1, |_| {}), &id, &spec, &wasm);
+        }
+        group.bench_function(name, |b| {
+            b.iter_custom(|iters| {
+                let mut total = Duration::ZERO;
+                for _ in 0..iters {
+                    // A fresh runtime each time: only the first run of the artifact is timed.
+                    let rt = runtime(dir.path(), 1, |c| c.compiled_cache = use_disk);
+                    let begin = Instant::now();
+                    lifecycle(&rt, &id, &spec, &wasm);
+                    total += begin.elapsed();
+                }
+                total
+            })
+        });
+    }
+    group.finish();
+}
+
+fn bench_hello_1000_lines(c: &mut Criterion) {
+    let dir = tempfile::tempdir().unwrap();
+    let rt = runtime(dir.path(), 2, |_| {});
+    let wasm = wat::parse_str(hello_lines(1000)).unwrap();
+    let id = ContainerId::new("hello", 0);
+    c.bench_function("hello_1000_lines", |b| {
+        b.iter(|| {
+            rt.create_container_from_bytes(&id, &ServiceSpec::default(), &wasm).unwrap();
+            assert_eq!(rt.start(&id).unwrap().wait(), Outcome::Exited(0));
+            assert_eq!(rt.get_logs(&id).unwrap().len(), 1000, "every line arrived");
+            rt.remove_container(&id).unwrap();
+        })
+    });
+}
+
+fn bench_stop_latency(c: &mut Criterion) {
+    let dir = tempfile::tempdir().unwrap();
+    let rt = runtime(dir.path(), 1, |_| {});
+    let mut group = c.benchmark_group("stop_latency");
+    group.sample_size(30);
+    for (name, wasm) in [("spinning", wat::parse_str(SPIN).unwrap()), ("sleeping", wat::parse_str(sleeper()).unwrap())] {
+        group.bench_function(name, |b| {
+            b.iter_custom(|iters| {
+                let mut total = Duration::ZERO;
+                for i in 0..iters {
+                    let id = ContainerId::new(name, i as u32);
+                    rt.create_container_from_bytes(&id, &ServiceSpec::default(), &wasm).unwrap();
+                    let handle = rt.start(&id).unwrap();
+                    while rt.container_state(&id).unwrap() == ContainerState::Pending {
+                        std::thread::yield_now();
+                    }
+                    // Let the guest settle into its loop or its sleep.
+                    std::thread::sleep(Duration::from_millis(2));
+                    let begin = Instant::now();
+                    rt.stop_container(&id, Duration::from_secs(5)).unwrap();
+                    total += begin.elapsed();
+                    assert_eq!(handle.try_wait(), Some(Outcome::Stopped));
+                    rt.remove_container(&id).unwrap();
+                }
+                total
+            })
+        });
+    }
+    group.finish();
+}
+
+/// A CPU-bound guest: unmetered raw wasmtime, raw wasmtime with plain fuel,
+/// and wasmpool at several fuel slices.
+fn bench_metering(c: &mut Criterion) {
+    use wasmtime::*;
+    let guest = count_loop(20_000_000);
+    let mut group = c.benchmark_group("metering_cpu_bound");
+    group.sample_size(10);
+    for fuel in [false, true] {
+        let mut config = Config::new();
+        config.consume_fuel(fuel);
+        let engine = Engine::new(&config).unwrap();
+        let module = Module::new(&engine, &guest).unwrap();
+        let name = if fuel { "raw_plain_fuel" } else { "raw_unmetered" };
+        group.bench_function(name, |b| {
+            b.iter(|| {
+                let mut store = Store::new(&engine, ());
+                if fuel {
+                    store.set_fuel(u64::MAX).unwrap();
+                }
+                let instance = Instance::new(&mut store, &module, &[]).unwrap();
+                let start = instance.get_typed_func::<(), ()>(&mut store, "_start").unwrap();
+                start.call(&mut store, ()).unwrap();
+            })
+        });
+    }
+    let wasm = wat::parse_str(&guest).unwrap();
+    for slice in [10_000u64, 100_000, 1_000_000] {
+        let dir = tempfile::tempdir().unwrap();
+        let rt = runtime(dir.path(), 1, |c| c.fuel_slice = slice);
+        let id = ContainerId::new("meter", 0);
+        group.bench_with_input(BenchmarkId::new("wasmpool_slice", slice), &slice, |b, _| {
+            b.iter(|| lifecycle(&rt, &id, &ServiceSpec::default(), &wasm))
+        });
+    }
+    group.finish();
+}
+
+criterion_group! {
+    name = benches;
+    config = Criterion::default()
+        .warm_up_time(Duration::from_millis(500))
+        .measurement_time(Duration::from_secs(3));
+    targets = bench_lifecycle, bench_baseline, bench_throughput, bench_cold_start,
+        bench_hello_1000_lines, bench_stop_latency, bench_metering
+}
+criterion_main!(benches);
