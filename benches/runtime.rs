@@ -9,14 +9,17 @@ use std::pin::pin;
 use std::sync::Arc;
 use std::task::{Context, Poll, Waker};
 use std::time::{Duration, Instant};
-use wasmpool::{ContainerId, ContainerState, Outcome, Runtime, ServiceSpec, WasmConfig, WasmRuntime};
+use wasmpool::{
+    ContainerId, ContainerState, Outcome, Runtime, ServiceSpec, WasmConfig, WasmRuntime,
+};
 
 const TRIVIAL: &str = r#"(module
     (import "wasi_snapshot_preview1" "proc_exit" (func $exit (param i32)))
     (memory (export "memory") 1)
     (func (export "_start") (call $exit (i32.const 0))))"#;
 
-const SPIN: &str = r#"(module (memory (export "memory") 1) (func (export "_start") (loop $l (br $l))))"#;
+const SPIN: &str =
+    r#"(module (memory (export "memory") 1) (func (export "_start") (loop $l (br $l))))"#;
 
 fn count_loop(n: u64) -> String {
     format!(
@@ -84,14 +87,21 @@ fn component(wat: &str) -> Vec<u8> {
     wit_component::ComponentEncoder::default()
         .module(&wat::parse_str(wat).unwrap())
         .unwrap()
-        .adapter(WASI_SNAPSHOT_PREVIEW1_ADAPTER_NAME, WASI_SNAPSHOT_PREVIEW1_COMMAND_ADAPTER)
+        .adapter(
+            WASI_SNAPSHOT_PREVIEW1_ADAPTER_NAME,
+            WASI_SNAPSHOT_PREVIEW1_COMMAND_ADAPTER,
+        )
         .unwrap()
         .validate(true)
         .encode()
         .unwrap()
 }
 
-fn runtime(cache: &std::path::Path, workers: usize, tweak: impl FnOnce(&mut WasmConfig)) -> Arc<WasmRuntime> {
+fn runtime(
+    cache: &std::path::Path,
+    workers: usize,
+    tweak: impl FnOnce(&mut WasmConfig),
+) -> Arc<WasmRuntime> {
     let mut config = WasmConfig {
         cache_dir: cache.into(),
         workers,
@@ -115,7 +125,10 @@ fn bench_lifecycle(c: &mut Criterion) {
     let spec = ServiceSpec::default();
     let id = ContainerId::new("bench", 0);
     let mut group = c.benchmark_group("lifecycle");
-    for (name, wasm) in [("p1_module", wat::parse_str(TRIVIAL).unwrap()), ("p2_component", component(TRIVIAL))] {
+    for (name, wasm) in [
+        ("p1_module", wat::parse_str(TRIVIAL).unwrap()),
+        ("p2_component", component(TRIVIAL)),
+    ] {
         lifecycle(&rt, &id, &spec, &wasm);
         group.bench_function(name, |b| b.iter(|| lifecycle(&rt, &id, &spec, &wasm)));
     }
@@ -127,7 +140,11 @@ fn bench_lifecycle(c: &mut Criterion) {
 fn bench_baseline(c: &mut Criterion) {
     use wasmtime::*;
     let mut pool = PoolingAllocationConfig::new();
-    pool.total_stacks(2).total_core_instances(32).total_memories(16).total_tables(32).total_component_instances(2);
+    pool.total_stacks(2)
+        .total_core_instances(32)
+        .total_memories(16)
+        .total_tables(32)
+        .total_component_instances(2);
     let mut config = Config::new();
     config.consume_fuel(true);
     config.allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
@@ -148,7 +165,9 @@ fn bench_baseline(c: &mut Criterion) {
             });
             let mut cx = Context::from_waker(Waker::noop());
             loop {
-                let polled = wasmtime_wasi::runtime::with_ambient_tokio_runtime(|| run.as_mut().poll(&mut cx));
+                let polled = wasmtime_wasi::runtime::with_ambient_tokio_runtime(|| {
+                    run.as_mut().poll(&mut cx)
+                });
                 if let Poll::Ready(result) = polled {
                     let exit = result.unwrap_err();
                     assert_eq!(exit.downcast_ref::<wasmtime_wasi::I32Exit>().unwrap().0, 0);
@@ -233,7 +252,8 @@ fn bench_hello_1000_lines(c: &mut Criterion) {
     let id = ContainerId::new("hello", 0);
     c.bench_function("hello_1000_lines", |b| {
         b.iter(|| {
-            rt.create_container_from_bytes(&id, &ServiceSpec::default(), &wasm).unwrap();
+            rt.create_container_from_bytes(&id, &ServiceSpec::default(), &wasm)
+                .unwrap();
             assert_eq!(rt.start(&id).unwrap().wait(), Outcome::Exited(0));
             assert_eq!(rt.get_logs(&id).unwrap().len(), 1000, "every line arrived");
             rt.remove_container(&id).unwrap();
@@ -246,13 +266,17 @@ fn bench_stop_latency(c: &mut Criterion) {
     let rt = runtime(dir.path(), 1, |_| {});
     let mut group = c.benchmark_group("stop_latency");
     group.sample_size(30);
-    for (name, wasm) in [("spinning", wat::parse_str(SPIN).unwrap()), ("sleeping", wat::parse_str(sleeper()).unwrap())] {
+    for (name, wasm) in [
+        ("spinning", wat::parse_str(SPIN).unwrap()),
+        ("sleeping", wat::parse_str(sleeper()).unwrap()),
+    ] {
         group.bench_function(name, |b| {
             b.iter_custom(|iters| {
                 let mut total = Duration::ZERO;
                 for i in 0..iters {
                     let id = ContainerId::new(name, i as u32);
-                    rt.create_container_from_bytes(&id, &ServiceSpec::default(), &wasm).unwrap();
+                    rt.create_container_from_bytes(&id, &ServiceSpec::default(), &wasm)
+                        .unwrap();
                     let handle = rt.start(&id).unwrap();
                     while rt.container_state(&id).unwrap() == ContainerState::Pending {
                         std::thread::yield_now();
@@ -284,7 +308,11 @@ fn bench_metering(c: &mut Criterion) {
         config.consume_fuel(fuel);
         let engine = Engine::new(&config).unwrap();
         let module = Module::new(&engine, &guest).unwrap();
-        let name = if fuel { "raw_plain_fuel" } else { "raw_unmetered" };
+        let name = if fuel {
+            "raw_plain_fuel"
+        } else {
+            "raw_unmetered"
+        };
         group.bench_function(name, |b| {
             b.iter(|| {
                 let mut store = Store::new(&engine, ());
@@ -292,7 +320,9 @@ fn bench_metering(c: &mut Criterion) {
                     store.set_fuel(u64::MAX).unwrap();
                 }
                 let instance = Instance::new(&mut store, &module, &[]).unwrap();
-                let start = instance.get_typed_func::<(), ()>(&mut store, "_start").unwrap();
+                let start = instance
+                    .get_typed_func::<(), ()>(&mut store, "_start")
+                    .unwrap();
                 start.call(&mut store, ()).unwrap();
             })
         });

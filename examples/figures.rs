@@ -7,14 +7,19 @@
 use anyhow::Result;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-use wasmpool::{ContainerId, ContainerState, Outcome, Runtime, ServiceSpec, WasmConfig, WasmRuntime};
+use wasmpool::{
+    ContainerId, ContainerState, Outcome, Runtime, ServiceSpec, WasmConfig, WasmRuntime,
+};
 
 const TRIVIAL: &str = r#"(module
     (import "wasi_snapshot_preview1" "proc_exit" (func $exit (param i32)))
     (memory (export "memory") 1)
     (func (export "_start") (call $exit (i32.const 0))))"#;
 
-fn runtime(workers: usize, tweak: impl FnOnce(&mut WasmConfig)) -> Result<(tempfile::TempDir, Arc<WasmRuntime>)> {
+fn runtime(
+    workers: usize,
+    tweak: impl FnOnce(&mut WasmConfig),
+) -> Result<(tempfile::TempDir, Arc<WasmRuntime>)> {
     let dir = tempfile::tempdir()?;
     let mut config = WasmConfig {
         cache_dir: dir.path().into(),
@@ -32,7 +37,11 @@ fn percentile(sorted: &[Duration], q: f64) -> Duration {
 
 fn resident_bytes() -> u64 {
     let statm = std::fs::read_to_string("/proc/self/statm").unwrap_or_default();
-    let pages: u64 = statm.split_whitespace().nth(1).and_then(|p| p.parse().ok()).unwrap_or(0);
+    let pages: u64 = statm
+        .split_whitespace()
+        .nth(1)
+        .and_then(|p| p.parse().ok())
+        .unwrap_or(0);
     pages * 4096
 }
 
@@ -77,19 +86,28 @@ fn main() -> Result<()> {
     for caller in callers {
         caller.join().expect("caller thread")?;
     }
-    println!("throughput: {:.0} instances/s (10,000 on 2 workers from 4 callers)", 10_000.0 / begin.elapsed().as_secs_f64());
+    println!(
+        "throughput: {:.0} instances/s (10,000 on 2 workers from 4 callers)",
+        10_000.0 / begin.elapsed().as_secs_f64()
+    );
 
     // 3. Stop latency, spinning and sleeping guests.
     let (_dir, rt1) = runtime(1, |_| {})?;
     for (name, wat) in [
-        ("spinning", r#"(module (memory (export "memory") 1) (func (export "_start") (loop $l (br $l))))"#),
-        ("sleeping", r#"(module
+        (
+            "spinning",
+            r#"(module (memory (export "memory") 1) (func (export "_start") (loop $l (br $l))))"#,
+        ),
+        (
+            "sleeping",
+            r#"(module
             (import "wasi_snapshot_preview1" "poll_oneoff" (func $poll (param i32 i32 i32 i32) (result i32)))
             (memory (export "memory") 1)
             (func (export "_start")
                 (i32.store (i32.const 16) (i32.const 1))
                 (i64.store (i32.const 24) (i64.const 3600000000000))
-                (drop (call $poll (i32.const 0) (i32.const 64) (i32.const 1) (i32.const 128)))))"#),
+                (drop (call $poll (i32.const 0) (i32.const 64) (i32.const 1) (i32.const 128)))))"#,
+        ),
     ] {
         let wasm = wat::parse_str(wat)?;
         let mut stops = Vec::new();

@@ -7,6 +7,8 @@ mod cli;
 mod components;
 mod control;
 mod engine;
+mod isolation;
 mod limits;
 mod logs;
+mod reliability;
 mod seed;
