@@ -263,8 +263,14 @@ fn build_wasi(plan: &RunPlan, instance: &Instance, compiled: &Compiled) -> Resul
     if let Some(dir) = &plan.workdir {
         builder.initial_cwd(dir);
     }
+    // Off unless the spec asks: wasmtime-wasi refuses TCP, UDP and name lookups
+    // by default, and no address passes its default check.
     if plan.network {
-        builder.inherit_network().allow_ip_name_lookup(true);
+        builder
+            .inherit_network()
+            .allow_tcp(true)
+            .allow_udp(true)
+            .allow_ip_name_lookup(true);
     }
     Ok(match compiled {
         Compiled::Module { .. } => Wasi::Preview1(builder.build_p1()),
