@@ -260,17 +260,17 @@ fn bench(args: BenchArgs) -> Result<ExitCode> {
     let workers = config.workers;
     let runtime = Arc::new(WasmRuntime::new(config)?);
     let next = Arc::new(AtomicUsize::new(0));
-    let done = Arc::new(AtomicUsize::new(0));
     let failures = Arc::new(AtomicUsize::new(0));
+    let (finished_tx, finished) = crossbeam_channel::unbounded::<()>();
     let started = Instant::now();
     let callers: Vec<_> = (0..args.callers)
         .map(|caller| {
-            let (runtime, wasm, next, done, failures) = (
+            let (runtime, wasm, next, failures, finished_tx) = (
                 runtime.clone(),
                 wasm.clone(),
                 next.clone(),
-                done.clone(),
                 failures.clone(),
+                finished_tx.clone(),
             );
             let total = args.instances;
             std::thread::spawn(move || -> Result<Vec<Duration>> {
@@ -290,25 +290,28 @@ fn bench(args: BenchArgs) -> Result<ExitCode> {
                     if outcome != Outcome::Exited(0) {
                         failures.fetch_add(1, Ordering::Relaxed);
                     }
-                    done.fetch_add(1, Ordering::Relaxed);
+                    let _ = finished_tx.send(());
                 }
             })
         })
         .collect();
+    drop(finished_tx);
+    // One message per finished instance; the channel closes when every caller returned.
     let progress = std::io::stderr().is_terminal();
-    while progress && done.load(Ordering::Relaxed) < args.instances {
-        let finished = done.load(Ordering::Relaxed);
-        let width = 40 * finished / args.instances;
-        eprint!(
-            "\r[{}{}] {finished}/{}",
-            "#".repeat(width),
-            " ".repeat(40 - width),
-            args.instances
-        );
-        if callers.iter().all(|c| c.is_finished()) {
+    let step = (args.instances / 100).max(1);
+    for done in 1.. {
+        if finished.recv().is_err() {
             break;
         }
-        std::thread::sleep(Duration::from_millis(100));
+        if progress && (done % step == 0 || done == args.instances) {
+            let width = 40 * done / args.instances;
+            eprint!(
+                "\r[{}{}] {done}/{}",
+                "#".repeat(width),
+                " ".repeat(40 - width),
+                args.instances
+            );
+        }
     }
     let mut latencies = Vec::with_capacity(args.instances);
     for caller in callers {
