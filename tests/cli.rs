@@ -215,40 +215,15 @@ fn start_until_ready(args: &[&str], stdin: Stdio) -> std::process::Child {
     child
 }
 
-/// A guest that prints "ready", then runs `then` (spin, or copy stdin to stdout).
-fn ready_guest(then: &str) -> String {
-    let body = match then {
-        "spin" => "(loop $l (br $l))",
-        _ => {
-            r#"(loop $l
-                (i32.store (i32.const 0) (i32.const 1024))
-                (i32.store (i32.const 4) (i32.const 4096))
-                (drop (call $read (i32.const 0) (i32.const 0) (i32.const 1) (i32.const 16)))
-                (if (i32.gt_u (i32.load (i32.const 16)) (i32.const 0))
-                    (then
-                        (i32.store (i32.const 4) (i32.load (i32.const 16)))
-                        (drop (call $write (i32.const 1) (i32.const 0) (i32.const 1) (i32.const 16)))
-                        (br $l))))"#
-        }
-    };
-    format!(
-        r#"(module
-            (import "wasi_snapshot_preview1" "fd_read" (func $read (param i32 i32 i32 i32) (result i32)))
-            (import "wasi_snapshot_preview1" "fd_write" (func $write (param i32 i32 i32 i32) (result i32)))
-            (memory (export "memory") 1)
-            (data (i32.const 512) "ready\0a")
-            (func (export "_start")
-                (i32.store (i32.const 0) (i32.const 512))
-                (i32.store (i32.const 4) (i32.const 6))
-                (drop (call $write (i32.const 1) (i32.const 0) (i32.const 1) (i32.const 16)))
-                {body}))"#
-    )
+/// A guest that prints "ready", then spins.
+fn ready_spin() -> String {
+    cat_module(true).replace(CAT_LOOP, "(loop $spin (br $spin))")
 }
 
 #[test]
 fn ctrl_c_stops_a_spinning_guest_and_exits_130() {
     let dir = tempfile::tempdir().unwrap();
-    let spin = write_wat(dir.path(), "spin.wat", &ready_guest("spin"));
+    let spin = write_wat(dir.path(), "spin.wat", &ready_spin());
     let child = start_until_ready(&["run", spin.to_str().unwrap()], Stdio::null());
     let status = Command::new("kill")
         .args(["-INT", &child.id().to_string()])
@@ -262,7 +237,7 @@ fn ctrl_c_stops_a_spinning_guest_and_exits_130() {
 #[test]
 fn a_guest_blocked_on_stdin_is_ended_by_timeout_and_by_ctrl_c() {
     let dir = tempfile::tempdir().unwrap();
-    let cat = write_wat(dir.path(), "cat.wat", &ready_guest("cat"));
+    let cat = write_wat(dir.path(), "cat.wat", &cat_module(true));
     // A pipe whose writer stays open: the guest's read blocks.
     let mut blocked = bin()
         .args(["run", "--timeout", "300ms", cat.to_str().unwrap()])
@@ -289,7 +264,7 @@ fn a_guest_blocked_on_stdin_is_ended_by_timeout_and_by_ctrl_c() {
 fn piped_stdin_reaches_the_guest() {
     use std::io::Write;
     let dir = tempfile::tempdir().unwrap();
-    let cat = write_wat(dir.path(), "cat.wat", CAT);
+    let cat = write_wat(dir.path(), "cat.wat", &cat_module(false));
     let mut child = bin()
         .args(["run", cat.to_str().unwrap()])
         .stdin(Stdio::piped())

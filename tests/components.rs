@@ -4,7 +4,7 @@ use crate::common::*;
 use std::collections::HashMap;
 use wasmpool::{
     detect_wasm_version_from_binary, CommandSpec, ImageSpec, Outcome, Runtime, ServiceSpec,
-    StorageSpec, WasiVersion,
+    WasiVersion,
 };
 
 #[test]
@@ -73,14 +73,7 @@ fn a_component_sees_exactly_the_specs_env_and_args() {
 fn a_component_reads_a_file_from_a_read_only_mount_and_cannot_write_there() {
     let data = tempfile::tempdir().unwrap();
     std::fs::write(data.path().join("note.txt"), "from the host\n").unwrap();
-    let spec = ServiceSpec {
-        storage: vec![StorageSpec::Bind {
-            source: data.path().into(),
-            target: "/data".into(),
-            readonly: true,
-        }],
-        ..Default::default()
-    };
+    let spec = mounted(data.path(), true);
     let (_dir, rt) = runtime(1);
     let (id, handle) = launch(
         &rt,

@@ -89,7 +89,7 @@ fn stdin_bytes_are_read_then_end_of_file() {
         stdin: StdinSpec::Bytes(b"first\nsecond\n".to_vec()),
         ..Default::default()
     };
-    let (id, handle) = launch(&rt, "cat", &spec, &wasm(CAT));
+    let (id, handle) = launch(&rt, "cat", &spec, &wasm(&cat_module(false)));
     assert_eq!(handle.wait(), Outcome::Exited(0));
     assert_eq!(stdout_lines(&rt, &id), ["first", "second"]);
 }
@@ -97,20 +97,14 @@ fn stdin_bytes_are_read_then_end_of_file() {
 #[test]
 fn stdin_is_empty_by_default() {
     let (_dir, rt) = runtime(1);
-    let (id, handle) = launch(&rt, "cat-empty", &ServiceSpec::default(), &wasm(CAT));
+    let (id, handle) = launch(
+        &rt,
+        "cat-empty",
+        &ServiceSpec::default(),
+        &wasm(&cat_module(false)),
+    );
     assert_eq!(handle.wait(), Outcome::Exited(0));
     assert!(stdout_lines(&rt, &id).is_empty());
-}
-
-fn bind(source: &std::path::Path, readonly: bool) -> ServiceSpec {
-    ServiceSpec {
-        storage: vec![StorageSpec::Bind {
-            source: source.into(),
-            target: "/data".into(),
-            readonly,
-        }],
-        ..Default::default()
-    }
 }
 
 #[test]
@@ -121,7 +115,7 @@ fn a_bind_mount_is_readable_and_writable_unless_read_only() {
     let (id, read) = launch(
         &rt,
         "mount-read",
-        &bind(data.path(), true),
+        &mounted(data.path(), true),
         &wasm(&read_file_module("in.txt")),
     );
     assert_eq!(read.wait(), Outcome::Exited(0));
@@ -130,7 +124,7 @@ fn a_bind_mount_is_readable_and_writable_unless_read_only() {
     let (_, refused) = launch(
         &rt,
         "mount-ro",
-        &bind(data.path(), true),
+        &mounted(data.path(), true),
         &wasm(&write_file_module("out.txt")),
     );
     // errno 63 is EPERM in WASIp1: the read-only mount refused the open for writing.
@@ -140,7 +134,7 @@ fn a_bind_mount_is_readable_and_writable_unless_read_only() {
     let (_, allowed) = launch(
         &rt,
         "mount-rw",
-        &bind(data.path(), false),
+        &mounted(data.path(), false),
         &wasm(&write_file_module("out.txt")),
     );
     assert_eq!(allowed.wait(), Outcome::Exited(0));

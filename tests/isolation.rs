@@ -2,18 +2,7 @@
 
 use crate::common::*;
 use std::time::Duration;
-use wasmpool::{Outcome, OutputSink, Runtime, ServiceSpec, StorageSpec};
-
-fn mounted(dir: &std::path::Path, readonly: bool) -> ServiceSpec {
-    ServiceSpec {
-        storage: vec![StorageSpec::Bind {
-            source: dir.into(),
-            target: "/data".into(),
-            readonly,
-        }],
-        ..Default::default()
-    }
-}
+use wasmpool::{Outcome, OutputSink, Runtime, ServiceSpec};
 
 #[test]
 fn a_guest_cannot_read_outside_its_mount() {

@@ -109,21 +109,49 @@ pub const PRINT_ARGS_AND_ENV: &str = r#"(module
         (drop (call $env_get (i32.const 4096) (i32.const 16384)))
         (call $dump (i32.const 16384) (i32.load (i32.const 20)))))"#;
 
-/// A guest that copies stdin to stdout until end of file, then exits 0.
-pub const CAT: &str = r#"(module
-    (import "wasi_snapshot_preview1" "fd_read" (func $read (param i32 i32 i32 i32) (result i32)))
-    (import "wasi_snapshot_preview1" "fd_write" (func $write (param i32 i32 i32 i32) (result i32)))
-    (memory (export "memory") 1)
-    (func (export "_start")
-        (loop $l
-            (i32.store (i32.const 0) (i32.const 1024))
-            (i32.store (i32.const 4) (i32.const 4096))
-            (drop (call $read (i32.const 0) (i32.const 0) (i32.const 1) (i32.const 16)))
-            (if (i32.gt_u (i32.load (i32.const 16)) (i32.const 0))
-                (then
-                    (i32.store (i32.const 4) (i32.load (i32.const 16)))
-                    (drop (call $write (i32.const 1) (i32.const 0) (i32.const 1) (i32.const 16)))
-                    (br $l))))))"#;
+/// The body of a loop that copies stdin to stdout until end of file
+/// (iovec at 0, buffer at 1024, counts at 16; needs `$read` and `$write`).
+pub const CAT_LOOP: &str = r#"(loop $l
+        (i32.store (i32.const 0) (i32.const 1024))
+        (i32.store (i32.const 4) (i32.const 4096))
+        (drop (call $read (i32.const 0) (i32.const 0) (i32.const 1) (i32.const 16)))
+        (if (i32.gt_u (i32.load (i32.const 16)) (i32.const 0))
+            (then
+                (i32.store (i32.const 4) (i32.load (i32.const 16)))
+                (drop (call $write (i32.const 1) (i32.const 0) (i32.const 1) (i32.const 16)))
+                (br $l))))"#;
+
+/// A guest that copies stdin to stdout until end of file, then exits 0;
+/// with `ready`, it first prints "ready".
+pub fn cat_module(ready: bool) -> String {
+    let ready = if ready {
+        r#"(i32.store (i32.const 0) (i32.const 512))
+           (i32.store (i32.const 4) (i32.const 6))
+           (drop (call $write (i32.const 1) (i32.const 0) (i32.const 1) (i32.const 16)))"#
+    } else {
+        ""
+    };
+    format!(
+        r#"(module
+            (import "wasi_snapshot_preview1" "fd_read" (func $read (param i32 i32 i32 i32) (result i32)))
+            (import "wasi_snapshot_preview1" "fd_write" (func $write (param i32 i32 i32 i32) (result i32)))
+            (memory (export "memory") 1)
+            (data (i32.const 512) "ready\0a")
+            (func (export "_start") {ready} {CAT_LOOP}))"#
+    )
+}
+
+/// A spec with `dir` mounted at `/data`.
+pub fn mounted(dir: &std::path::Path, readonly: bool) -> ServiceSpec {
+    ServiceSpec {
+        storage: vec![wasmpool::StorageSpec::Bind {
+            source: dir.into(),
+            target: "/data".into(),
+            readonly,
+        }],
+        ..Default::default()
+    }
+}
 
 /// A guest that opens `path` under the first preopen (fd 3), reads it and prints it;
 /// exits 0 if it could, else with the errno of the failing call.
