@@ -136,3 +136,94 @@ fn a_guest_stays_within_its_memory_limit_while_neighbours_run() {
     );
     assert!(rt.get_container_stats(&hog).unwrap().memory_peak_bytes <= 1 << 20);
 }
+
+/// A WASIp2 command component that tries to create a TCP socket and exits 0
+/// if it could, 1 (after printing "denied") if it could not.
+fn socket_component() -> Vec<u8> {
+    use wasi_preview1_component_adapter_provider::{
+        WASI_SNAPSHOT_PREVIEW1_ADAPTER_NAME, WASI_SNAPSHOT_PREVIEW1_COMMAND_ADAPTER,
+    };
+    const WIT: &str = r#"
+        package wasi:sockets@0.2.0;
+        interface network {
+            enum error-code {
+                unknown, access-denied, not-supported, invalid-argument, out-of-memory,
+                timeout, concurrency-conflict, not-in-progress, would-block, invalid-state,
+                new-socket-limit, address-not-bindable, address-in-use, remote-unreachable,
+                connection-refused, connection-reset, connection-aborted, datagram-too-large,
+                name-unresolvable, temporary-resolver-failure, permanent-resolver-failure,
+            }
+            enum ip-address-family { ipv4, ipv6 }
+        }
+        interface tcp {
+            resource tcp-socket;
+        }
+        interface tcp-create-socket {
+            use network.{error-code, ip-address-family};
+            use tcp.{tcp-socket};
+            create-tcp-socket: func(address-family: ip-address-family) -> result<tcp-socket, error-code>;
+        }
+        world socket-user {
+            import tcp-create-socket;
+        }
+    "#;
+    let core = r#"(module
+        (import "wasi:sockets/tcp-create-socket@0.2.0" "create-tcp-socket" (func $create (param i32 i32)))
+        (import "wasi_snapshot_preview1" "fd_write" (func $write (param i32 i32 i32 i32) (result i32)))
+        (import "wasi_snapshot_preview1" "proc_exit" (func $exit (param i32)))
+        (memory (export "memory") 1)
+        (data (i32.const 512) "denied\0a")
+        (func (export "_start")
+            ;; ipv4; the result<tcp-socket, error-code> lands at 256.
+            (call $create (i32.const 0) (i32.const 256))
+            (if (i32.load8_u (i32.const 256)) (then
+                (i32.store (i32.const 0) (i32.const 512))
+                (i32.store (i32.const 4) (i32.const 7))
+                (drop (call $write (i32.const 1) (i32.const 0) (i32.const 1) (i32.const 16)))
+                (call $exit (i32.const 1))))
+            (call $exit (i32.const 0))))"#;
+    let mut resolve = wit_parser::Resolve::default();
+    let package = resolve.push_str("socket.wit", WIT).expect("WIT parses");
+    let world = resolve
+        .select_world(&[package], Some("socket-user"))
+        .expect("world");
+    let mut module = wasm(core);
+    wit_component::embed_component_metadata(
+        &mut module,
+        &resolve,
+        world,
+        wit_component::StringEncoding::UTF8,
+    )
+    .expect("metadata embeds");
+    wit_component::ComponentEncoder::default()
+        .module(&module)
+        .expect("module accepted")
+        .adapter(
+            WASI_SNAPSHOT_PREVIEW1_ADAPTER_NAME,
+            WASI_SNAPSHOT_PREVIEW1_COMMAND_ADAPTER,
+        )
+        .expect("adapter accepted")
+        .validate(true)
+        .encode()
+        .expect("component encodes")
+}
+
+#[test]
+fn a_guest_cannot_open_a_socket_unless_the_spec_grants_network() {
+    let guest = socket_component();
+    let (_dir, rt) = runtime(1);
+    let (denied, handle) = launch(&rt, "no-network", &ServiceSpec::default(), &guest);
+    assert_eq!(handle.wait(), Outcome::Exited(1));
+    assert_eq!(stdout_lines(&rt, &denied), ["denied"]);
+    let granted = ServiceSpec {
+        network: true,
+        ..Default::default()
+    };
+    let (allowed, handle) = launch(&rt, "network", &granted, &guest);
+    assert_eq!(
+        handle.wait(),
+        Outcome::Exited(0),
+        "{:?}",
+        stdout_lines(&rt, &allowed)
+    );
+}
