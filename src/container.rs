@@ -60,7 +60,7 @@ pub enum ContainerState {
 /// Resource use of one container, live while it runs and frozen after it ends.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct ContainerStats {
-    /// CPU time the worker thread spent on this container (instantiation and run), in µs.
+    /// CPU time the worker thread spent on this container (instantiation and run, not compiling), in µs.
     pub cpu_usage_usec: u64,
     /// Bytes of linear memory the guest has now (at its end, once it ended).
     pub memory_bytes: u64,
@@ -70,7 +70,7 @@ pub struct ContainerStats {
     pub memory_limit: u64,
     /// Fuel the guest consumed. While it runs this counts whole fuel slices; it is exact once it ended.
     pub fuel_consumed: u64,
-    /// Wall-clock time since a worker took the container, up to its end.
+    /// Wall-clock time from instantiation to the end (compiling not included).
     pub wall_time: Duration,
     /// Log lines dropped because the container's log buffer was full.
     pub log_lines_dropped: u64,

@@ -162,6 +162,8 @@ pub(crate) fn run(shared: &Shared, instance: &Instance, waker: &Arc<WorkerWaker>
         Ok(compiled) => compiled,
         Err(reason) => return Outcome::Failed(reason),
     };
+    // The run's CPU and wall time start here: an artifact's first compile is not the guest's.
+    instance.stats.begin();
     let plan = &instance.plan;
     let wasi = match build_wasi(plan, instance, compiled) {
         Ok(wasi) => wasi,

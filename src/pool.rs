@@ -75,7 +75,6 @@ fn run_one(shared: &Shared, instance: &Instance, waker: &Arc<WorkerWaker>) {
         *phase = Phase::Running;
     }
     instance.control.attach(thread::current());
-    instance.stats.begin();
     let outcome = panic::catch_unwind(AssertUnwindSafe(|| exec::run(shared, instance, waker)))
         .unwrap_or_else(|payload| Outcome::Panicked(panic_message(payload.as_ref())));
     instance.control.detach();

@@ -113,7 +113,7 @@ pub struct WasmSpec {
     pub max_memory: Option<String>,
     /// Trap when a `memory.grow` is refused, instead of returning -1 to the guest.
     pub trap_on_grow_failure: bool,
-    /// A wall-clock deadline for the run, from the moment a worker takes it.
+    /// A wall-clock deadline for the run, from instantiation (compiling is not counted).
     pub max_execution_time: Option<Duration>,
 }
 
