@@ -131,7 +131,7 @@ impl WasmRuntime {
     }
 
     /// Registers a container that runs `wasm` (a module, a component or WAT text)
-    /// instead of an image from the cache; the spec's image name becomes argv[0].
+    /// instead of an image from the cache; the spec's image name becomes `argv[0]`.
     pub fn create_container_from_bytes(
         &self,
         id: &ContainerId,

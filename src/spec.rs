@@ -73,7 +73,7 @@ pub enum PullPolicy {
 /// The guest's command line and working directory.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct CommandSpec {
-    /// Words that come after argv[0] and before `args`.
+    /// Words that come after `argv[0]` and before `args`.
     pub entrypoint: Option<Vec<String>>,
     /// The arguments.
     pub args: Option<Vec<String>>,
