@@ -159,19 +159,27 @@ fn load_component(
     disk: Option<&DiskCache>,
     bytes: &[u8],
 ) -> Result<Component, String> {
-    if let Some(component) = disk.and_then(|d| d.component(&set.engine, bytes)) {
+    let path = disk.map(|d| d.path(set.compat, bytes));
+    if let Some(component) = disk
+        .zip(path.as_deref())
+        .and_then(|(d, p)| d.component(&set.engine, p))
+    {
         return Ok(component);
     }
     let component = Component::new(&set.engine, bytes)
         .map_err(|e| format!("invalid WASIp2 component: {e:#}"))?;
-    if let Some(disk) = disk {
-        disk.store(&set.engine, bytes, component.serialize());
+    if let Some((disk, path)) = disk.zip(path.as_deref()) {
+        disk.store(path, component.serialize());
     }
     Ok(component)
 }
 
 fn load_module(set: &EngineSet, disk: Option<&DiskCache>, bytes: &[u8]) -> Result<Module, String> {
-    if let Some(module) = disk.and_then(|d| d.module(&set.engine, bytes)) {
+    let path = disk.map(|d| d.path(set.compat, bytes));
+    if let Some(module) = disk
+        .zip(path.as_deref())
+        .and_then(|(d, p)| d.module(&set.engine, p))
+    {
         return Ok(module);
     }
     let module = if bytes.starts_with(b"\0asm") {
@@ -186,8 +194,8 @@ fn load_module(set: &EngineSet, disk: Option<&DiskCache>, bytes: &[u8]) -> Resul
         ));
     }
     .map_err(|e| format!("invalid WebAssembly module: {e:#}"))?;
-    if let Some(disk) = disk {
-        disk.store(&set.engine, bytes, module.serialize());
+    if let Some((disk, path)) = disk.zip(path.as_deref()) {
+        disk.store(path, module.serialize());
     }
     Ok(module)
 }

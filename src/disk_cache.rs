@@ -20,40 +20,31 @@ impl DiskCache {
         DiskCache { dir }
     }
 
-    fn path(&self, engine: &Engine, bytes: &[u8]) -> PathBuf {
+    /// Where the artifact compiled from `bytes` by an engine with compatibility
+    /// hash `compat` lives: `{sha256 of bytes}-{compat}.cwasm`.
+    pub(crate) fn path(&self, compat: u64, bytes: &[u8]) -> PathBuf {
         let digest = Sha256::digest(bytes);
-        let mut compat = DefaultHasher::new();
-        engine.precompile_compatibility_hash().hash(&mut compat);
         let hex: String = digest.iter().map(|b| format!("{b:02x}")).collect();
-        self.dir
-            .join(format!("{hex}-{:016x}.cwasm", compat.finish()))
+        self.dir.join(format!("{hex}-{compat:016x}.cwasm"))
     }
 
-    /// The cached module compiled from exactly `bytes` by a compatible engine, if any.
-    pub(crate) fn module(&self, engine: &Engine, bytes: &[u8]) -> Option<Module> {
-        let path = self.path(engine, bytes);
-        trusted_file(&path, Precompiled::Module)?;
-        load_or_discard(&path, |p| deserialize_module(engine, p))
+    /// The cached module at `path`, if there is one and it loads.
+    pub(crate) fn module(&self, engine: &Engine, path: &Path) -> Option<Module> {
+        trusted_file(path, Precompiled::Module)?;
+        load_or_discard(path, |p| deserialize_module(engine, p))
     }
 
-    /// The cached component compiled from exactly `bytes` by a compatible engine, if any.
-    pub(crate) fn component(&self, engine: &Engine, bytes: &[u8]) -> Option<Component> {
-        let path = self.path(engine, bytes);
-        trusted_file(&path, Precompiled::Component)?;
-        load_or_discard(&path, |p| deserialize_component(engine, p))
+    /// The cached component at `path`, if there is one and it loads.
+    pub(crate) fn component(&self, engine: &Engine, path: &Path) -> Option<Component> {
+        trusted_file(path, Precompiled::Component)?;
+        load_or_discard(path, |p| deserialize_component(engine, p))
     }
 
-    /// Saves a serialized artifact; a failure only costs a compile next time.
-    pub(crate) fn store(
-        &self,
-        engine: &Engine,
-        bytes: &[u8],
-        serialized: wasmtime::Result<Vec<u8>>,
-    ) {
-        let path = self.path(engine, bytes);
+    /// Saves a serialized artifact at `path`; a failure only costs a compile next time.
+    pub(crate) fn store(&self, path: &Path, serialized: wasmtime::Result<Vec<u8>>) {
         let result = serialized
             .map_err(|e| std::io::Error::other(format!("{e:#}")))
-            .and_then(|data| write_atomically(&self.dir, &path, &data));
+            .and_then(|data| write_atomically(&self.dir, path, &data));
         if let Err(e) = result {
             log::warn!("cannot save compiled artifact '{}': {e}", path.display());
         }
@@ -138,4 +129,11 @@ fn tempfile_in(dir: &Path) -> std::io::Result<(PathBuf, std::fs::File)> {
         .create_new(true)
         .open(&path)?;
     Ok((path, file))
+}
+
+/// The engine's compatibility hash: which compiled artifacts it can load.
+pub(crate) fn compatibility(engine: &Engine) -> u64 {
+    let mut hasher = DefaultHasher::new();
+    engine.precompile_compatibility_hash().hash(&mut hasher);
+    hasher.finish()
 }

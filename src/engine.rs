@@ -11,13 +11,20 @@ use wasmtime::{
 pub(crate) struct EngineSet {
     pub(crate) engine: Engine,
     pub(crate) linkers: Linkers,
+    /// The engine's compatibility hash, computed once: it names cache files.
+    pub(crate) compat: u64,
 }
 
 impl EngineSet {
     fn new(config: &Config) -> wasmtime::Result<Self> {
         let engine = Engine::new(config)?;
         let linkers = Linkers::new(&engine)?;
-        Ok(EngineSet { engine, linkers })
+        let compat = crate::disk_cache::compatibility(&engine);
+        Ok(EngineSet {
+            engine,
+            linkers,
+            compat,
+        })
     }
 }
 
