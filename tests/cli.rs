@@ -280,3 +280,17 @@ fn piped_stdin_reaches_the_guest() {
     let out = child.wait_with_output().unwrap();
     assert_eq!(text(&out.stdout), "piped line\n");
 }
+
+#[test]
+fn a_component_file_runs_like_a_module() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("hello.wasm");
+    std::fs::write(
+        &file,
+        component(&print_module(&[("from a component\n", 1)], None)),
+    )
+    .unwrap();
+    let out = run(&["run", file.to_str().unwrap()]);
+    assert_eq!(text(&out.stdout), "from a component\n");
+    assert_eq!(out.status.code(), Some(0));
+}

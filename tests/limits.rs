@@ -200,3 +200,127 @@ fn starts_beyond_the_queue_bound_are_refused() {
         rt.stop_container(&cid, Duration::from_secs(5)).unwrap();
     }
 }
+
+/// The outcome table of `Outcome`'s docs and the README: every end reads the
+/// same through the handle, `container_state` and `wait_container`.
+#[test]
+fn every_end_reads_the_same_through_handle_state_and_wait() {
+    use std::collections::HashMap;
+    let (_dir, rt) = runtime(2);
+    let with = |wasm_spec: WasmSpec| ServiceSpec {
+        wasm: Some(wasm_spec),
+        ..Default::default()
+    };
+    let cases: Vec<(&str, ServiceSpec, Vec<u8>, Option<i32>)> = vec![
+        (
+            "return",
+            ServiceSpec::default(),
+            wasm(r#"(module (memory (export "memory") 1) (func (export "_start")))"#),
+            Some(0),
+        ),
+        (
+            "proc-exit",
+            ServiceSpec::default(),
+            wasm(&exit_module(9)),
+            Some(9),
+        ),
+        (
+            "unreachable",
+            ServiceSpec::default(),
+            wasm(UNREACHABLE),
+            Some(134),
+        ),
+        (
+            "out-of-bounds",
+            ServiceSpec::default(),
+            wasm(
+                r#"(module (memory (export "memory") 1) (func (export "_start") (drop (i32.load (i32.const 70000)))))"#,
+            ),
+            Some(134),
+        ),
+        (
+            "stack-overflow",
+            ServiceSpec::default(),
+            wasm(r#"(module (memory (export "memory") 1) (func $f (export "_start") (call $f)))"#),
+            Some(134),
+        ),
+        (
+            "fuel",
+            with(WasmSpec {
+                max_fuel: Some(1_000),
+                ..Default::default()
+            }),
+            wasm(SPIN),
+            Some(152),
+        ),
+        (
+            "memory",
+            with(WasmSpec {
+                max_memory: Some("64Ki".into()),
+                trap_on_grow_failure: true,
+                ..Default::default()
+            }),
+            wasm(&grow_module(1, 1)),
+            Some(137),
+        ),
+        (
+            "deadline",
+            with(WasmSpec {
+                max_execution_time: Some(Duration::from_millis(20)),
+                ..Default::default()
+            }),
+            wasm(SPIN),
+            Some(124),
+        ),
+        (
+            "invalid",
+            ServiceSpec::default(),
+            b"\0asm\x01\0\0\0\x01\xff".to_vec(),
+            None,
+        ),
+        (
+            "no-entry",
+            ServiceSpec::default(),
+            wasm(r#"(module (memory (export "memory") 1))"#),
+            None,
+        ),
+    ];
+    let mut reasons = HashMap::new();
+    for (name, spec, bytes, code) in cases {
+        let (id, handle) = launch(&rt, name, &spec, &bytes);
+        let outcome = handle.wait();
+        assert_eq!(rt.container_state(&id).unwrap(), outcome.state(), "{name}");
+        match (code, rt.wait_container(&id)) {
+            (Some(expected), Ok(got)) => assert_eq!(
+                (got, outcome.exit_code()),
+                (expected, expected),
+                "{name}: {outcome:?}"
+            ),
+            (None, Err(Error::Failed { reason, .. })) => {
+                assert_eq!(reason, outcome.to_string(), "{name}")
+            }
+            (expected, got) => panic!("{name}: expected {expected:?}, got {got:?} ({outcome:?})"),
+        }
+        reasons.insert(name, outcome.to_string());
+    }
+    assert!(
+        reasons["out-of-bounds"].contains("out of bounds"),
+        "{}",
+        reasons["out-of-bounds"]
+    );
+    assert!(
+        reasons["stack-overflow"].contains("call stack exhausted"),
+        "{}",
+        reasons["stack-overflow"]
+    );
+    assert!(
+        reasons["no-entry"].contains("_start"),
+        "{}",
+        reasons["no-entry"]
+    );
+    // The stopped row: a spinning guest, stopped.
+    let (id, handle) = launch(&rt, "stopped", &ServiceSpec::default(), &wasm(SPIN));
+    rt.stop_container(&id, Duration::from_secs(5)).unwrap();
+    assert_eq!(handle.wait(), Outcome::Stopped);
+    assert_eq!(rt.wait_container(&id).unwrap(), 137);
+}
