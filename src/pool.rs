@@ -38,7 +38,12 @@ fn worker_main(shared: &Shared, commands: &Receiver<Command>) {
     let waker = WorkerWaker::for_current_thread();
     while let Some(command) = next_command(commands) {
         match command {
-            Command::Run(instance) => run_one(shared, &instance, &waker),
+            Command::Run(instance) => {
+                // `run_one` catches a guest's panics itself; this keeps the worker
+                // serving even if our own bookkeeping around it panicked.
+                let _ =
+                    panic::catch_unwind(AssertUnwindSafe(|| run_one(shared, &instance, &waker)));
+            }
         }
     }
 }
@@ -74,6 +79,8 @@ fn run_one(shared: &Shared, instance: &Instance, waker: &Arc<WorkerWaker>) {
         }
         *phase = Phase::Running;
     }
+    // Whatever happens from here on, waiters get an outcome.
+    let guard = FinishOnDrop(instance);
     instance.control.attach(thread::current());
     let outcome = panic::catch_unwind(AssertUnwindSafe(|| exec::run(shared, instance, waker)))
         .unwrap_or_else(|payload| Outcome::Panicked(panic_message(payload.as_ref())));
@@ -81,6 +88,19 @@ fn run_one(shared: &Shared, instance: &Instance, waker: &Arc<WorkerWaker>) {
     instance.stats.end();
     log::debug!("container '{}' ended: {outcome}", instance.id);
     instance.finish(outcome);
+    drop(guard);
+}
+
+/// Ends its container as panicked if it is dropped before the container ended.
+struct FinishOnDrop<'a>(&'a Instance);
+
+impl Drop for FinishOnDrop<'_> {
+    fn drop(&mut self) {
+        self.0.control.detach();
+        self.0.finish(Outcome::Panicked(
+            "the worker failed while running the container".into(),
+        ));
+    }
 }
 
 fn panic_message(payload: &(dyn Any + Send)) -> String {
