@@ -140,9 +140,6 @@ fn a_guest_stays_within_its_memory_limit_while_neighbours_run() {
 /// A WASIp2 command component that tries to create a TCP socket and exits 0
 /// if it could, 1 (after printing "denied") if it could not.
 fn socket_component() -> Vec<u8> {
-    use wasi_preview1_component_adapter_provider::{
-        WASI_SNAPSHOT_PREVIEW1_ADAPTER_NAME, WASI_SNAPSHOT_PREVIEW1_COMMAND_ADAPTER,
-    };
     const WIT: &str = r#"
         package wasi:sockets@0.2.0;
         interface network {
@@ -195,17 +192,7 @@ fn socket_component() -> Vec<u8> {
         wit_component::StringEncoding::UTF8,
     )
     .expect("metadata embeds");
-    wit_component::ComponentEncoder::default()
-        .module(&module)
-        .expect("module accepted")
-        .adapter(
-            WASI_SNAPSHOT_PREVIEW1_ADAPTER_NAME,
-            WASI_SNAPSHOT_PREVIEW1_COMMAND_ADAPTER,
-        )
-        .expect("adapter accepted")
-        .validate(true)
-        .encode()
-        .expect("component encodes")
+    componentize(&module)
 }
 
 #[test]

@@ -224,13 +224,19 @@ pub fn wasm(wat: &str) -> Vec<u8> {
     wat::parse_str(wat).expect("valid WAT")
 }
 
-/// Builds a WASIp2 command component from a WASIp1 core module with the preview1 command adapter.
+/// Builds a WASIp2 command component from a WASIp1 core module in WAT with the preview1 command adapter.
 pub fn component(wat: &str) -> Vec<u8> {
+    componentize(&wasm(wat))
+}
+
+/// Wraps a core module (binary, possibly with embedded WIT metadata) into a
+/// command component with the preview1 command adapter.
+pub fn componentize(core: &[u8]) -> Vec<u8> {
     use wasi_preview1_component_adapter_provider::{
         WASI_SNAPSHOT_PREVIEW1_ADAPTER_NAME, WASI_SNAPSHOT_PREVIEW1_COMMAND_ADAPTER,
     };
     wit_component::ComponentEncoder::default()
-        .module(&wasm(wat))
+        .module(core)
         .expect("core module accepted")
         .adapter(
             WASI_SNAPSHOT_PREVIEW1_ADAPTER_NAME,
