@@ -99,27 +99,14 @@ pub(crate) fn compile(
     disk: Option<&DiskCache>,
     bytes: &[u8],
 ) -> Result<Compiled, String> {
-    let primary = engines.primary();
-    let on_demand = |why: &str| {
-        log::info!("artifact does not fit a pooling slot ({why}): allocating it on demand");
-        &engines.on_demand
-    };
-    let pooled = engines.pooled.is_some();
+    let retry = bytes_are_wasm(bytes);
     if is_component(bytes) {
-        // A pooled engine refuses what its slots cannot hold already at compile
-        // time; an artifact that only the on-demand engine takes runs there.
-        let (set, component) = match load_component(primary, disk, bytes) {
-            Ok(c) => match misfit(c.resources_required(), true).filter(|_| pooled) {
-                Some(why) => (on_demand(&why), None),
-                None => (primary, Some(c)),
-            },
-            Err(why) if pooled => (on_demand(&why), None),
-            Err(why) => return Err(why),
-        };
-        let component = match component {
-            Some(component) => component,
-            None => load_component(set, disk, bytes)?,
-        };
+        let (set, component) = on_fitting_engine(
+            engines,
+            retry,
+            |set| load_component(set, disk, bytes),
+            |component| misfit(component.resources_required(), true),
+        )?;
         let run = find_run_export(&set.engine, &component)?;
         let pre = set
             .linkers
@@ -128,18 +115,12 @@ pub(crate) fn compile(
             .map_err(|e| format!("cannot link component: {e:#}"))?;
         return Ok(Compiled::Component { pre, run });
     }
-    let (set, module) = match load_module(primary, disk, bytes) {
-        Ok(m) => match misfit(Some(m.resources_required()), false).filter(|_| pooled) {
-            Some(why) => (on_demand(&why), None),
-            None => (primary, Some(m)),
-        },
-        Err(why) if pooled && bytes_are_wasm(bytes) => (on_demand(&why), None),
-        Err(why) => return Err(why),
-    };
-    let module = match module {
-        Some(module) => module,
-        None => load_module(set, disk, bytes)?,
-    };
+    let (set, module) = on_fitting_engine(
+        engines,
+        retry,
+        |set| load_module(set, disk, bytes),
+        |module| misfit(Some(module.resources_required()), false),
+    )?;
     let entry = find_entry(&module)?;
     let pre = set
         .linkers
@@ -149,7 +130,31 @@ pub(crate) fn compile(
     Ok(Compiled::Module { pre, entry })
 }
 
-/// Whether the bytes could be a module at all, so a failed compile is worth a second try.
+/// Loads an artifact with the pooled engine, or with the on-demand one when it
+/// does not fit a pooling slot: `misfit` says why, or the pooled engine refused
+/// it already at compile time (then `retry` says whether a second try is worth it).
+fn on_fitting_engine<A>(
+    engines: &Engines,
+    retry: bool,
+    load: impl Fn(&EngineSet) -> Result<A, String>,
+    misfit: impl Fn(&A) -> Option<String>,
+) -> Result<(&EngineSet, A), String> {
+    if let Some(pooled) = &engines.pooled {
+        let why = match load(pooled) {
+            Ok(artifact) => match misfit(&artifact) {
+                None => return Ok((pooled, artifact)),
+                Some(why) => why,
+            },
+            Err(why) if retry => why,
+            Err(why) => return Err(why),
+        };
+        log::info!("artifact does not fit a pooling slot ({why}): allocating it on demand");
+    }
+    let set = &engines.on_demand;
+    load(set).map(|artifact| (set, artifact))
+}
+
+/// Whether the bytes could be WebAssembly at all, so a failed compile is worth a second try.
 fn bytes_are_wasm(bytes: &[u8]) -> bool {
     bytes.starts_with(b"\0asm") || looks_like_text(bytes)
 }

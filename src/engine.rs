@@ -56,11 +56,6 @@ impl Engines {
         };
         Ok(Engines { pooled, on_demand })
     }
-
-    /// The engine that compiles first: the pooled one when there is one.
-    pub(crate) fn primary(&self) -> &EngineSet {
-        self.pooled.as_ref().unwrap_or(&self.on_demand)
-    }
 }
 
 /// The configuration both engines share.

@@ -3,7 +3,7 @@
 
 use crate::artifact::{Compiled, Entry};
 use crate::host::{HostState, MemoryLimitExceeded, MemoryLimiter, Wasi};
-use crate::instance::{Control, Instance, RunPlan};
+use crate::instance::{Control, Instance};
 use crate::logs::GuestOutput;
 use crate::outcome::Outcome;
 use crate::spec::{LogStream, StdinSpec};
@@ -165,7 +165,7 @@ pub(crate) fn run(shared: &Shared, instance: &Instance, waker: &Arc<WorkerWaker>
     // The run's CPU and wall time start here: an artifact's first compile is not the guest's.
     instance.stats.begin();
     let plan = &instance.plan;
-    let wasi = match build_wasi(plan, instance, compiled) {
+    let wasi = match build_wasi(instance, compiled) {
         Ok(wasi) => wasi,
         Err(reason) => return Outcome::Failed(reason),
     };
@@ -232,7 +232,8 @@ fn classify(error: RunError, budget: u64) -> Outcome {
 }
 
 /// The guest's WASI context: exactly the plan's env, argv, mounts and stdio.
-fn build_wasi(plan: &RunPlan, instance: &Instance, compiled: &Compiled) -> Result<Wasi, String> {
+fn build_wasi(instance: &Instance, compiled: &Compiled) -> Result<Wasi, String> {
+    let plan = &instance.plan;
     let mut builder = WasiCtxBuilder::new();
     builder.args(&plan.argv).envs(&plan.env);
     let output = |stream| GuestOutput {

@@ -79,27 +79,33 @@ fn run_one(shared: &Shared, instance: &Instance, waker: &Arc<WorkerWaker>) {
         }
         *phase = Phase::Running;
     }
-    // Whatever happens from here on, waiters get an outcome.
-    let guard = FinishOnDrop(instance);
+    // Whatever happens from here on, the guard ends the run and waiters get an outcome.
+    let mut run = EndOfRun {
+        instance,
+        outcome: None,
+    };
     instance.control.attach(thread::current());
     let outcome = panic::catch_unwind(AssertUnwindSafe(|| exec::run(shared, instance, waker)))
         .unwrap_or_else(|payload| Outcome::Panicked(panic_message(payload.as_ref())));
-    instance.control.detach();
-    instance.stats.end();
     log::debug!("container '{}' ended: {outcome}", instance.id);
-    instance.finish(outcome);
-    drop(guard);
+    run.outcome = Some(outcome);
 }
 
-/// Ends its container as panicked if it is dropped before the container ended.
-struct FinishOnDrop<'a>(&'a Instance);
+/// Ends a run when dropped: detaches the worker, freezes the stats and sets the
+/// outcome, or a panicked one if the run never produced it.
+struct EndOfRun<'a> {
+    instance: &'a Instance,
+    outcome: Option<Outcome>,
+}
 
-impl Drop for FinishOnDrop<'_> {
+impl Drop for EndOfRun<'_> {
     fn drop(&mut self) {
-        self.0.control.detach();
-        self.0.finish(Outcome::Panicked(
-            "the worker failed while running the container".into(),
-        ));
+        self.instance.control.detach();
+        self.instance.stats.end();
+        let outcome = self.outcome.take().unwrap_or_else(|| {
+            Outcome::Panicked("the worker failed while running the container".into())
+        });
+        self.instance.finish(outcome);
     }
 }
 
