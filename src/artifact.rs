@@ -11,48 +11,102 @@ use std::hash::{Hash, Hasher};
 use std::sync::{Arc, OnceLock};
 use wasmtime::component::{Component, ComponentExportIndex};
 use wasmtime::{Engine, ExternType, InstancePre, Module};
+use wasmtime_wasi::I32Exit;
 
 /// The bytes of one image and, once a worker needed it, its compiled form.
 pub(crate) struct Artifact {
     pub(crate) bytes: Arc<[u8]>,
+    /// Compiled for the pooled engine when it fits a slot, else on demand.
     compiled: OnceLock<Result<Compiled, String>>,
+    /// Compiled for the on-demand engine, for a run that finds every pooled slot taken.
+    on_demand: OnceLock<Result<Compiled, String>>,
 }
 
-/// A compiled, pre-linked artifact, ready to instantiate.
-pub(crate) enum Compiled {
-    /// A WASIp1 core module and the export to call.
-    Module {
-        pre: InstancePre<HostState>,
-        entry: Entry,
-    },
-    /// A WASIp2 command component and its `wasi:cli/run#run` export.
-    Component {
-        pre: wasmtime::component::InstancePre<HostState>,
-        run: ComponentExportIndex,
-    },
+/// A compiled artifact, what its entry point is, and its linking, ready to instantiate.
+pub(crate) struct Compiled {
+    code: Code,
+    /// The module's entry conventions, or the component's `wasi:cli/run#run`.
+    pub(crate) entry: Entry,
+    /// Linked against WASI; an import nobody provides is an error.
+    linked: Result<Pre, String>,
+    /// Linked with every unknown import defined as a function that traps.
+    lenient: OnceLock<Result<Pre, String>>,
 }
 
-/// The entry point of a core module.
-#[derive(Clone, Copy)]
+enum Code {
+    Module(Module),
+    Component(Component),
+}
+
+/// A pre-linked artifact.
+pub(crate) enum Pre {
+    Module(InstancePre<HostState>),
+    Component(wasmtime::component::InstancePre<HostState>),
+}
+
+/// What to call in an instance.
 pub(crate) enum Entry {
-    /// `_start: [] -> []`, the WASI command convention.
-    Start,
-    /// `main: [] -> []`.
-    Main,
-    /// `main: [] -> [i32]`, whose result is the exit code.
-    MainWithCode,
+    /// A core module: `_initialize` first when exported, then the default export.
+    Module {
+        initialize: bool,
+        default: Result<ModuleEntry, String>,
+    },
+    /// A command component's `wasi:cli/run#run`.
+    Component { run: ComponentExportIndex },
 }
 
-impl Entry {
-    pub(crate) fn name(self) -> &'static str {
-        match self {
-            Entry::Start => "_start",
-            Entry::Main | Entry::MainWithCode => "main",
+/// An exported function of a core module to call as the entry point.
+#[derive(Debug, Clone)]
+pub(crate) struct ModuleEntry {
+    pub(crate) name: String,
+    /// `[] -> [i32]`: the result is the exit code; otherwise `[] -> []`.
+    pub(crate) returns_code: bool,
+}
+
+impl ModuleEntry {
+    /// The export `name` if it is a function callable without arguments.
+    pub(crate) fn find(module: &Module, name: &str) -> Result<Self, String> {
+        let Some(ExternType::Func(ty)) = module.get_export(name) else {
+            return Err(format!(
+                "entry point not found: the module exports no function '{name}'"
+            ));
+        };
+        let results: Vec<_> = ty.results().collect();
+        let returns_code = match (ty.params().len(), results.as_slice()) {
+            (0, []) => false,
+            (0, [wasmtime::ValType::I32]) => true,
+            _ => {
+                return Err(format!(
+                    "cannot call '{name}' as the entry point: its type is {ty}, expected [] -> [] or [] -> [i32]"
+                ))
+            }
+        };
+        Ok(ModuleEntry {
+            name: name.to_string(),
+            returns_code,
+        })
+    }
+
+    /// `wasmtime run`'s default export (`""`, else `_start`), else `main`.
+    fn default_of(module: &Module) -> Result<Self, String> {
+        for name in ["", "_start", "main"] {
+            if module.get_export(name).is_some() {
+                return Self::find(module, name);
+            }
         }
+        let reactor = if module.get_export("_initialize").is_some() {
+            " (it exports `_initialize`: a reactor; name the export to call with invoke)"
+        } else {
+            ""
+        };
+        Err(format!(
+            "entry point not found: the module exports none of `\"\"`, `_start` or `main`{reactor}"
+        ))
     }
 }
 
 /// The linkers every artifact is pre-linked against.
+#[derive(Clone)]
 pub(crate) struct Linkers {
     pub(crate) preview1: wasmtime::Linker<HostState>,
     pub(crate) preview2: wasmtime::component::Linker<HostState>,
@@ -62,6 +116,16 @@ impl Linkers {
     pub(crate) fn new(engine: &Engine) -> wasmtime::Result<Self> {
         let mut preview1 = wasmtime::Linker::new(engine);
         wasmtime_wasi::p1::add_to_linker_async(&mut preview1, HostState::preview1)?;
+        // wasmtime-wasi traps on statuses of 126 and up; a C program's
+        // `exit(200)` is legitimate, so every status reaches the host as it is.
+        preview1.allow_shadowing(true);
+        preview1.func_wrap(
+            "wasi_snapshot_preview1",
+            "proc_exit",
+            |status: i32| -> wasmtime::Result<()> { Err(wasmtime::Error::new(I32Exit(status))) },
+        )?;
+        preview1.allow_shadowing(false);
+        crate::host::add_descriptor_cap(&mut preview1)?;
         let mut preview2 = wasmtime::component::Linker::new(engine);
         wasmtime_wasi::p2::add_to_linker_async(&mut preview2)?;
         Ok(Linkers { preview1, preview2 })
@@ -80,16 +144,129 @@ impl Artifact {
             .as_ref()
             .map_err(Clone::clone)
     }
+
+    /// The form compiled for the on-demand engine, compiling on first use.
+    pub(crate) fn compiled_on_demand(
+        &self,
+        engines: &Engines,
+        disk: Option<&DiskCache>,
+    ) -> Result<&Compiled, String> {
+        self.on_demand
+            .get_or_init(|| compile_with(None, &engines.on_demand, disk, &self.bytes))
+            .as_ref()
+            .map_err(Clone::clone)
+    }
 }
 
 impl Compiled {
     /// The engine the artifact was compiled for; its stores must use it.
     pub(crate) fn engine(&self) -> &Engine {
-        match self {
-            Compiled::Module { pre, .. } => pre.module().engine(),
-            Compiled::Component { pre, .. } => pre.engine(),
+        match &self.code {
+            Code::Module(module) => module.engine(),
+            Code::Component(component) => component.engine(),
         }
     }
+
+    /// The pre-linked artifact; with `trap_unknown_imports`, imports WASI does
+    /// not provide are functions that trap when called.
+    pub(crate) fn pre(
+        &self,
+        engines: &Engines,
+        trap_unknown_imports: bool,
+    ) -> Result<&Pre, String> {
+        if !trap_unknown_imports || self.linked.is_ok() {
+            return self.linked.as_ref().map_err(Clone::clone);
+        }
+        self.lenient
+            .get_or_init(|| {
+                let mut linkers = engines.set_of(self.engine()).linkers.clone();
+                match &self.code {
+                    Code::Module(module) => {
+                        linkers
+                            .preview1
+                            .define_unknown_imports_as_traps(module)
+                            .map_err(|e| format!("cannot link module: {e:#}"))?;
+                        link_module(&linkers, module)
+                    }
+                    Code::Component(component) => {
+                        linkers
+                            .preview2
+                            .define_unknown_imports_as_traps(component)
+                            .map_err(|e| format!("cannot link component: {e:#}"))?;
+                        link_component(&linkers, component)
+                    }
+                }
+            })
+            .as_ref()
+            .map_err(Clone::clone)
+    }
+
+    /// Why the artifact would not run with default settings, if it would not.
+    pub(crate) fn problem(&self) -> Option<String> {
+        if let Err(e) = &self.linked {
+            return Some(e.clone());
+        }
+        match &self.entry {
+            Entry::Module {
+                default: Err(e), ..
+            } => Some(e.clone()),
+            _ => None,
+        }
+    }
+
+    /// What a run with default settings calls, if anything.
+    pub(crate) fn describe_entry(&self) -> Option<String> {
+        match (&self.entry, &self.code) {
+            (
+                Entry::Module {
+                    initialize,
+                    default,
+                },
+                _,
+            ) => {
+                let default = default.as_ref().ok().map(|e| format!("{:?}", e.name));
+                match (initialize, default) {
+                    (true, Some(name)) => Some(format!("_initialize, then {name}")),
+                    (true, None) => Some("_initialize".into()),
+                    (false, name) => name,
+                }
+            }
+            (Entry::Component { .. }, Code::Component(component)) => component
+                .component_type()
+                .exports(component.engine())
+                .map(|(name, _)| name)
+                .find(|name| name.starts_with("wasi:cli/run@0.2."))
+                .map(|name| format!("{name}#run")),
+            _ => None,
+        }
+    }
+
+    /// The module's entry point: `invoke`, else its default.
+    pub(crate) fn module_entry(&self, invoke: Option<&str>) -> Result<ModuleEntry, String> {
+        match (&self.code, &self.entry) {
+            (Code::Module(module), _) if invoke.is_some() => {
+                ModuleEntry::find(module, invoke.unwrap_or_default())
+            }
+            (_, Entry::Module { default, .. }) => default.clone(),
+            _ => Err("a component has no module entry point".into()),
+        }
+    }
+}
+
+fn link_module(linkers: &Linkers, module: &Module) -> Result<Pre, String> {
+    linkers
+        .preview1
+        .instantiate_pre(module)
+        .map(Pre::Module)
+        .map_err(|e| format!("cannot link module: {e:#}"))
+}
+
+fn link_component(linkers: &Linkers, component: &Component) -> Result<Pre, String> {
+    linkers
+        .preview2
+        .instantiate_pre(component)
+        .map(Pre::Component)
+        .map_err(|e| format!("cannot link component: {e:#}"))
 }
 
 /// Compiles (or loads from `disk`) and pre-links `bytes` on the pooled engine,
@@ -99,6 +276,16 @@ pub(crate) fn compile(
     disk: Option<&DiskCache>,
     bytes: &[u8],
 ) -> Result<Compiled, String> {
+    compile_with(engines.pooled.as_ref(), &engines.on_demand, disk, bytes)
+}
+
+fn compile_with(
+    pooled: Option<&EngineSet>,
+    on_demand: &EngineSet,
+    disk: Option<&DiskCache>,
+    bytes: &[u8],
+) -> Result<Compiled, String> {
+    let engines = (pooled, on_demand);
     let retry = bytes_are_wasm(bytes);
     if is_component(bytes) {
         let (set, component) = on_fitting_engine(
@@ -108,12 +295,12 @@ pub(crate) fn compile(
             |component| misfit(component.resources_required(), true),
         )?;
         let run = find_run_export(&set.engine, &component)?;
-        let pre = set
-            .linkers
-            .preview2
-            .instantiate_pre(&component)
-            .map_err(|e| format!("cannot link component: {e:#}"))?;
-        return Ok(Compiled::Component { pre, run });
+        return Ok(Compiled {
+            linked: link_component(&set.linkers, &component),
+            entry: Entry::Component { run },
+            code: Code::Component(component),
+            lenient: OnceLock::new(),
+        });
     }
     let (set, module) = on_fitting_engine(
         engines,
@@ -121,25 +308,30 @@ pub(crate) fn compile(
         |set| load_module(set, disk, bytes),
         |module| misfit(Some(module.resources_required()), false),
     )?;
-    let entry = find_entry(&module)?;
-    let pre = set
-        .linkers
-        .preview1
-        .instantiate_pre(&module)
-        .map_err(|e| format!("cannot link module: {e:#}"))?;
-    Ok(Compiled::Module { pre, entry })
+    Ok(Compiled {
+        linked: link_module(&set.linkers, &module),
+        entry: Entry::Module {
+            initialize: matches!(
+                module.get_export("_initialize"),
+                Some(ExternType::Func(ty)) if ty.params().len() == 0 && ty.results().len() == 0
+            ),
+            default: ModuleEntry::default_of(&module),
+        },
+        code: Code::Module(module),
+        lenient: OnceLock::new(),
+    })
 }
 
 /// Loads an artifact with the pooled engine, or with the on-demand one when it
 /// does not fit a pooling slot: `misfit` says why, or the pooled engine refused
 /// it already at compile time (then `retry` says whether a second try is worth it).
-fn on_fitting_engine<A>(
-    engines: &Engines,
+fn on_fitting_engine<'e, A>(
+    (pooled, on_demand): (Option<&'e EngineSet>, &'e EngineSet),
     retry: bool,
     load: impl Fn(&EngineSet) -> Result<A, String>,
     misfit: impl Fn(&A) -> Option<String>,
-) -> Result<(&EngineSet, A), String> {
-    if let Some(pooled) = &engines.pooled {
+) -> Result<(&'e EngineSet, A), String> {
+    if let Some(pooled) = pooled {
         let why = match load(pooled) {
             Ok(artifact) => match misfit(&artifact) {
                 None => return Ok((pooled, artifact)),
@@ -150,8 +342,7 @@ fn on_fitting_engine<A>(
         };
         log::info!("artifact does not fit a pooling slot ({why}): allocating it on demand");
     }
-    let set = &engines.on_demand;
-    load(set).map(|artifact| (set, artifact))
+    load(on_demand).map(|artifact| (on_demand, artifact))
 }
 
 /// Whether the bytes could be WebAssembly at all, so a failed compile is worth a second try.
@@ -216,30 +407,6 @@ pub(crate) fn is_component(bytes: &[u8]) -> bool {
         || (bytes.len() >= 8 && bytes[..4] == *b"\0asm" && bytes[6..8] == [1, 0])
 }
 
-fn find_entry(module: &Module) -> Result<Entry, String> {
-    let func = |name| match module.get_export(name) {
-        Some(ExternType::Func(ty)) => Some((ty.params().len(), ty.results().collect::<Vec<_>>())),
-        _ => None,
-    };
-    if let Some((params, results)) = func("_start") {
-        if params == 0 && results.is_empty() {
-            return Ok(Entry::Start);
-        }
-        return Err("entry point `_start` not found with type [] -> []".into());
-    }
-    if let Some((0, results)) = func("main") {
-        match results.as_slice() {
-            [] => return Ok(Entry::Main),
-            [wasmtime::ValType::I32] => return Ok(Entry::MainWithCode),
-            _ => {}
-        }
-    }
-    Err(
-        "entry point not found: the module exports neither `_start` nor `main` of type [] -> []"
-            .into(),
-    )
-}
-
 fn find_run_export(engine: &Engine, component: &Component) -> Result<ComponentExportIndex, String> {
     let name = component
         .component_type()
@@ -284,6 +451,7 @@ impl ArtifactCache {
         let artifact = Arc::new(Artifact {
             bytes: bytes.into(),
             compiled: OnceLock::new(),
+            on_demand: OnceLock::new(),
         });
         bucket.push(artifact.clone());
         self.evict_unused(&mut entries);

@@ -21,9 +21,10 @@ use std::time::Duration;
 pub struct WasmConfig {
     /// The image cache: `{cache_dir}/{image}.wasm`; created if missing. Named volumes live in `volumes/` under it.
     pub cache_dir: PathBuf,
-    /// How many worker threads run guests; at least 1.
+    /// How many worker threads run guests: 1 to 1,024.
     pub workers: usize,
-    /// How many started containers may wait for a worker; a start beyond is refused.
+    /// How many started containers may be live at once — waiting for a worker,
+    /// running, or parked on a host event; a start beyond is refused with `QueueFull`.
     pub queue_limit: usize,
     /// The default wall-clock deadline of a run; a spec's `wasm.max_execution_time` overrides it.
     pub max_execution_time: Duration,
@@ -41,7 +42,15 @@ pub struct WasmConfig {
     /// worker; artifacts that do not fit a slot fall back to on-demand allocation.
     pub pooling: bool,
     /// Keep compiled artifacts in `{cache_dir}/compiled` so a new runtime skips compiling them.
+    ///
+    /// Compiled artifacts are native code: they are loaded only from a folder
+    /// and files that belong to the current user and that no one else may write;
+    /// anything else is ignored (with one warning) and artifacts compile in memory.
     pub compiled_cache: bool,
+    /// The most open resources one guest may hold at once (descriptors, sockets,
+    /// streams, pollables…); past it the guest gets `EMFILE` or its interface's
+    /// error, or traps where the interface has no such error.
+    pub max_open_resources: usize,
 }
 
 impl Default for WasmConfig {
@@ -58,7 +67,53 @@ impl Default for WasmConfig {
             stop_timeout: Duration::from_secs(10),
             pooling: true,
             compiled_cache: true,
+            max_open_resources: 1024,
         }
+    }
+}
+
+/// Most worker threads a runtime may have.
+pub(crate) const MAX_WORKERS: usize = 1024;
+
+impl WasmConfig {
+    /// Refuses settings the runtime cannot honour, naming the field and value.
+    pub(crate) fn validate(&self) -> crate::Result<()> {
+        let invalid = |field: &'static str, value: String, reason: &str| {
+            Err(crate::Error::InvalidSpec {
+                field,
+                value,
+                reason: reason.to_string(),
+            })
+        };
+        if self.workers == 0 || self.workers > MAX_WORKERS {
+            return invalid(
+                "workers",
+                self.workers.to_string(),
+                &format!("expected 1 to {MAX_WORKERS} worker threads"),
+            );
+        }
+        if self.queue_limit == 0 {
+            return invalid(
+                "queue_limit",
+                "0".into(),
+                "at least one container must be able to run",
+            );
+        }
+        if self.fuel_slice == 0 {
+            return invalid(
+                "fuel_slice",
+                "0".into(),
+                "a slice must run at least one unit of fuel",
+            );
+        }
+        if self.max_open_resources < 16 {
+            return invalid(
+                "max_open_resources",
+                self.max_open_resources.to_string(),
+                "a guest needs at least 16 (its stdio and preopens are resources too)",
+            );
+        }
+        Ok(())
     }
 }
 

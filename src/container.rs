@@ -13,12 +13,13 @@ pub struct ContainerId {
 }
 
 impl ContainerId {
-    /// Names replica `replica` of `service`.
+    /// Names replica `replica` of `service`; it displays as `{service}-rep-{replica}`,
+    /// as the reference container agent prints it.
     ///
     /// # Examples
     /// ```
     /// let id = wasmpool::ContainerId::new("web", 2);
-    /// assert_eq!(id.to_string(), "web-2");
+    /// assert_eq!(id.to_string(), "web-rep-2");
     /// ```
     pub fn new(service: impl Into<String>, replica: u32) -> Self {
         ContainerId {
@@ -30,7 +31,7 @@ impl ContainerId {
 
 impl fmt::Display for ContainerId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}-{}", self.service, self.replica)
+        write!(f, "{}-rep-{}", self.service, self.replica)
     }
 }
 

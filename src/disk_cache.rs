@@ -6,18 +6,42 @@ use sha2::{Digest, Sha256};
 use std::collections::hash_map::DefaultHasher;
 use std::hash::{Hash, Hasher};
 use std::io::Write;
+use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use wasmtime::component::Component;
 use wasmtime::{Engine, Module, Precompiled};
 
 /// A directory of `{sha256}-{engine}.cwasm` files that only this runtime writes.
+///
+/// The trust model: compiled artifacts are native code, so they are loaded
+/// only from a folder and files that belong to the current user and that
+/// neither group nor others may write.
 pub(crate) struct DiskCache {
     dir: PathBuf,
 }
 
 impl DiskCache {
-    pub(crate) fn new(dir: PathBuf) -> Self {
-        DiskCache { dir }
+    /// Opens (creating it 0700 if missing) the cache folder `dir`; `None`, with
+    /// a warning, when the folder cannot be trusted or made: artifacts then
+    /// compile in memory.
+    pub(crate) fn open(dir: PathBuf) -> Option<Self> {
+        let created = std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(&dir);
+        match created
+            .map_err(|e| e.to_string())
+            .and_then(|()| trusted(&dir, true))
+        {
+            Ok(()) => Some(DiskCache { dir }),
+            Err(why) => {
+                log::warn!(
+                    "not using the compiled cache '{}': {why}; artifacts compile in memory",
+                    dir.display()
+                );
+                None
+            }
+        }
     }
 
     /// Where the artifact compiled from `bytes` by an engine with compatibility
@@ -53,13 +77,20 @@ impl DiskCache {
 
 /// Whether `path` exists and holds a precompiled artifact of the expected kind.
 ///
-/// Files are trusted because of where they are and how they are named: the
-/// cache directory is the runtime's own (the host must keep it writable only
-/// by itself), every file in it was written by `store` from wasmtime's own
-/// serializer, and its name carries the SHA-256 of the exact source bytes and
-/// the engine's compatibility hash, so a file is only ever loaded for the
-/// bytes and engine it was compiled from.
+/// Files are trusted because of who may have written them and how they are
+/// named: the folder and the file belong to the current user and no one else
+/// may write them (checked here, before every load), every file was written
+/// by `store` from wasmtime's own serializer, and its name carries the
+/// SHA-256 of the exact source bytes and the engine's compatibility hash, so a
+/// file is only ever loaded for the bytes and engine it was compiled from.
 fn trusted_file(path: &Path, kind: Precompiled) -> Option<()> {
+    let dir = path.parent()?;
+    if let Err(why) = trusted(dir, true).and_then(|()| trusted(path, false)) {
+        if path.exists() {
+            log::warn!("not loading cached artifact '{}': {why}", path.display());
+        }
+        return None;
+    }
     match Engine::detect_precompiled_file(path) {
         Ok(Some(found)) if found == kind => Some(()),
         Ok(_) => None,
@@ -107,7 +138,6 @@ fn deserialize_component(engine: &Engine, path: &Path) -> wasmtime::Result<Compo
 }
 
 fn write_atomically(dir: &Path, path: &Path, data: &[u8]) -> std::io::Result<()> {
-    std::fs::create_dir_all(dir)?;
     let mut temp = tempfile_in(dir)?;
     temp.1.write_all(data)?;
     // Renamed only once whole: a reader sees the old file, the new one, or none.
@@ -127,6 +157,7 @@ fn tempfile_in(dir: &Path) -> std::io::Result<(PathBuf, std::fs::File)> {
     let file = std::fs::OpenOptions::new()
         .write(true)
         .create_new(true)
+        .mode(0o600)
         .open(&path)?;
     Ok((path, file))
 }
@@ -136,4 +167,45 @@ pub(crate) fn compatibility(engine: &Engine) -> u64 {
     let mut hasher = DefaultHasher::new();
     engine.precompile_compatibility_hash().hash(&mut hasher);
     hasher.finish()
+}
+
+/// Refuses a folder (`is_dir`) or file that is a symbolic link, is of the
+/// other kind, belongs to another user, or that group or others may write.
+fn trusted(path: &Path, is_dir: bool) -> Result<(), String> {
+    let meta = std::fs::symlink_metadata(path).map_err(|e| e.to_string())?;
+    let kind_ok = if is_dir {
+        meta.file_type().is_dir()
+    } else {
+        meta.file_type().is_file()
+    };
+    if !kind_ok {
+        let expected = if is_dir {
+            "a directory"
+        } else {
+            "a regular file"
+        };
+        return Err(format!("'{}' is not {expected}", path.display()));
+    }
+    let me = current_user();
+    if meta.uid() != me {
+        return Err(format!(
+            "'{}' belongs to user {}, not to the current user {me}",
+            path.display(),
+            meta.uid()
+        ));
+    }
+    if meta.mode() & 0o022 != 0 {
+        return Err(format!(
+            "'{}' may be written by others (mode {:o})",
+            path.display(),
+            meta.mode() & 0o7777
+        ));
+    }
+    Ok(())
+}
+
+#[allow(unsafe_code)]
+fn current_user() -> u32 {
+    // SAFETY: `geteuid` has no preconditions and cannot fail.
+    unsafe { libc::geteuid() }
 }

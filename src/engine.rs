@@ -43,12 +43,21 @@ pub(crate) struct Engines {
 }
 
 impl Engines {
+    /// The set an artifact compiled for `engine` belongs to.
+    pub(crate) fn set_of(&self, engine: &Engine) -> &EngineSet {
+        match &self.pooled {
+            Some(pooled) if Engine::same(&pooled.engine, engine) => pooled,
+            _ => &self.on_demand,
+        }
+    }
+
     pub(crate) fn new(config: &WasmConfig) -> wasmtime::Result<Self> {
         let on_demand = EngineSet::new(&base_config())?;
         let pooled = if config.pooling {
             let mut engine_config = base_config();
             engine_config.allocation_strategy(InstanceAllocationStrategy::Pooling(pooling(
-                config.workers.max(1) as u32,
+                pooled_stores(config),
+                config.workers as u32,
             )));
             Some(EngineSet::new(&engine_config)?)
         } else {
@@ -65,15 +74,27 @@ pub(crate) fn base_config() -> Config {
     config
 }
 
-/// Slots for every worker's one running store: a store lives only while its
-/// worker runs it, so `workers` stores exist at once at most.
-fn pooling(workers: u32) -> PoolingAllocationConfig {
+/// Most stores the pooling allocator reserves slots for: each pooled memory
+/// reserves several GiB of address space, and one process may hold many runtimes.
+const MAX_POOLED_STORES: usize = 256;
+
+/// How many live stores get pooled slots: one per admitted guest, within
+/// [`MAX_POOLED_STORES`]; a guest beyond runs with on-demand allocations.
+fn pooled_stores(config: &WasmConfig) -> u32 {
+    config
+        .queue_limit
+        .clamp(config.workers, MAX_POOLED_STORES.max(config.workers)) as u32
+}
+
+/// Slots for `stores` live stores: a store lives while its guest is live
+/// (running or parked), and every worker can run a component at once.
+fn pooling(stores: u32, workers: u32) -> PoolingAllocationConfig {
     let mut pool = PoolingAllocationConfig::new();
-    pool.total_component_instances(workers)
-        .total_core_instances(workers * CORE_INSTANCES_PER_COMPONENT)
-        .total_memories(workers * MEMORIES_PER_COMPONENT)
-        .total_tables(workers * TABLES_PER_COMPONENT)
-        .total_stacks(workers)
+    pool.total_component_instances(stores)
+        .total_core_instances((stores * 2).max(workers * CORE_INSTANCES_PER_COMPONENT))
+        .total_memories((stores * 2).max(workers * MEMORIES_PER_COMPONENT))
+        .total_tables((stores * 2).max(workers * TABLES_PER_COMPONENT))
+        .total_stacks(stores)
         .max_core_instances_per_component(CORE_INSTANCES_PER_COMPONENT)
         .max_memories_per_component(MEMORIES_PER_COMPONENT)
         .max_tables_per_component(TABLES_PER_COMPONENT)

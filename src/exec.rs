@@ -1,126 +1,182 @@
-//! Running one container on the calling worker thread: a fuel-sliced poll loop
-//! that ends the guest at its end, a stop, or its deadline.
+//! The run of one container as a future: compile, instantiate, call the entry
+//! point, and say how it ended. Workers poll it one fuel slice at a time.
 
-use crate::artifact::{Compiled, Entry};
+use crate::artifact::{Compiled, Entry, Pre};
 use crate::host::{HostState, MemoryLimitExceeded, MemoryLimiter, Wasi};
-use crate::instance::{Control, Instance};
+use crate::instance::Instance;
 use crate::logs::GuestOutput;
 use crate::outcome::Outcome;
 use crate::spec::{LogStream, StdinSpec};
-use crate::stats::StatsCell;
 use crate::Shared;
-use std::future::Future;
-use std::pin::{pin, Pin};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::future::{poll_fn, Future};
+use std::pin::pin;
 use std::sync::Arc;
-use std::task::{Context, Poll, Wake, Waker};
-use std::thread::{self, Thread};
+use std::task::Poll;
 use std::time::Instant;
-use wasmtime::{Store, Trap};
-use wasmtime_wasi::{FsPerms, I32Exit, WasiCtxBuilder};
-
-/// Wakes a worker parked in [`drive`] by unparking its thread.
-pub(crate) struct WorkerWaker {
-    thread: Thread,
-    woken: AtomicBool,
-}
-
-impl WorkerWaker {
-    /// A waker for the calling thread.
-    pub(crate) fn for_current_thread() -> Arc<Self> {
-        Arc::new(WorkerWaker {
-            thread: thread::current(),
-            woken: AtomicBool::new(false),
-        })
-    }
-}
-
-impl Wake for WorkerWaker {
-    fn wake(self: Arc<Self>) {
-        self.wake_by_ref();
-    }
-
-    fn wake_by_ref(self: &Arc<Self>) {
-        self.woken.store(true, Ordering::Release);
-        self.thread.unpark();
-    }
-}
-
-/// How [`drive`] left the guest's future.
-enum Driven<T> {
-    Finished(T),
-    Stopped,
-    DeadlineExceeded,
-}
-
-/// Polls `future` to its end on this thread, parking while it waits on a host
-/// event, and gives up at a stop request or the deadline.
-///
-/// Guest code yields every fuel slice (the store's yield interval wakes the
-/// waker before returning `Pending`), so a spinning guest is checked as often
-/// as a sleeping one. Each poll runs inside wasmtime-wasi's ambient runtime so
-/// its timers and I/O can register; they wake this thread through `waker`.
-fn drive<F: Future>(
-    mut future: Pin<&mut F>,
-    control: &Control,
-    deadline: Option<Instant>,
-    waker: &Arc<WorkerWaker>,
-    on_yield: impl Fn(),
-) -> Driven<F::Output> {
-    let task_waker = Waker::from(waker.clone());
-    let mut cx = Context::from_waker(&task_waker);
-    loop {
-        if control.stop_requested() {
-            return Driven::Stopped;
-        }
-        let now = deadline.map(|_| Instant::now());
-        if let (Some(deadline), Some(now)) = (deadline, now) {
-            if now >= deadline {
-                return Driven::DeadlineExceeded;
-            }
-        }
-        waker.woken.store(false, Ordering::Relaxed);
-        let polled =
-            wasmtime_wasi::runtime::with_ambient_tokio_runtime(|| future.as_mut().poll(&mut cx));
-        if let Poll::Ready(output) = polled {
-            return Driven::Finished(output);
-        }
-        if waker.woken.load(Ordering::Acquire) {
-            // Woken during the poll: a fuel-slice yield, ready to run again.
-            on_yield();
-            continue;
-        }
-        // Waiting on a host event. A wake or a stop request that lands between
-        // the check above and the park leaves an unpark token: no lost wake-up.
-        match (deadline, now) {
-            (Some(deadline), Some(now)) => thread::park_timeout(deadline - now),
-            _ => thread::park(),
-        }
-    }
-}
+use wasmtime::component::ResourceTableError;
+use wasmtime::{PoolConcurrencyLimitError, Store, Trap};
+use wasmtime_wasi::{FsPerms, I32Exit, WasiCtxBuilder, WasiView};
 
 /// Why the guest's future ended with an error.
 enum RunError {
     /// Before the entry point ran: instantiation or export lookup.
     Setup(wasmtime::Error),
-    /// While the entry point ran.
+    /// While the initializer or the entry point ran.
     Guest(wasmtime::Error),
+    /// The artifact cannot run as asked: a link error, a missing entry point.
+    CannotRun(String),
+}
+
+/// How the call of the guest's entry point ended, seen from outside it.
+enum Driven {
+    Finished(Result<i32, RunError>),
+    Stopped,
+    DeadlineExceeded,
+}
+
+/// The whole run of `instance`: the future a task polls.
+pub(crate) async fn future(shared: Arc<Shared>, instance: Arc<Instance>) -> Outcome {
+    run(&shared, &instance).await
+}
+
+async fn run(shared: &Shared, instance: &Instance) -> Outcome {
+    let artifact = &instance.artifact;
+    let compiled = match artifact.compiled(&shared.engines, shared.disk.as_ref()) {
+        Ok(compiled) => compiled,
+        Err(reason) => return Outcome::Failed(reason),
+    };
+    if !instance.begin_running() {
+        return Outcome::Stopped; // stopped or removed while it compiled
+    }
+    // The run's CPU and wall time start here: an artifact's first compile is not the guest's.
+    instance.stats.begin();
+    let deadline = instance
+        .plan
+        .max_execution_time
+        .and_then(|limit| Instant::now().checked_add(limit));
+    if let Some(deadline) = deadline {
+        instance.control.set_deadline(deadline);
+    }
+    let outcome = run_on(shared, instance, compiled, deadline).await;
+    // Every pooled slot is taken by other live guests: run this one with its
+    // own allocations (the artifact compiles once more, for that engine).
+    if let Err(RunError::Setup(e)) = &outcome {
+        if e.downcast_ref::<PoolConcurrencyLimitError>().is_some() {
+            log::debug!("container '{}': pooled slots all in use ({e})", instance.id);
+            let compiled = match artifact.compiled_on_demand(&shared.engines, shared.disk.as_ref())
+            {
+                Ok(compiled) => compiled,
+                Err(reason) => return Outcome::Failed(reason),
+            };
+            return finish(run_on(shared, instance, compiled, deadline).await, instance);
+        }
+    }
+    finish(outcome, instance)
+}
+
+fn finish(outcome: Result<Outcome, RunError>, instance: &Instance) -> Outcome {
+    match outcome {
+        Ok(outcome) => outcome,
+        Err(error) => classify(error, instance),
+    }
+}
+
+/// Instantiates `compiled` in a fresh store and runs it until it ends, is stopped, or its deadline.
+async fn run_on(
+    shared: &Shared,
+    instance: &Instance,
+    compiled: &Compiled,
+    deadline: Option<Instant>,
+) -> Result<Outcome, RunError> {
+    let plan = &instance.plan;
+    let wasi = build_wasi(instance, compiled).map_err(RunError::CannotRun)?;
+    let pre = compiled
+        .pre(&shared.engines, plan.trap_unknown_imports)
+        .map_err(RunError::CannotRun)?;
+    let mut store = Store::new(
+        compiled.engine(),
+        HostState {
+            wasi,
+            limiter: MemoryLimiter::new(
+                plan.memory_limit,
+                plan.trap_on_grow_failure,
+                instance.stats.clone(),
+            ),
+        },
+    );
+    store.limiter(|state| &mut state.limiter);
+    let budget = plan.max_fuel.unwrap_or(u64::MAX);
+    let slice = shared.config.fuel_slice.max(1);
+    store
+        .set_fuel(budget)
+        .and_then(|()| store.fuel_async_yield_interval(Some(slice)))
+        .map_err(RunError::Setup)?;
+    let control = &instance.control;
+    let driven = {
+        let mut call = pin!(instantiate_and_call(
+            &mut store,
+            compiled,
+            pre,
+            plan.invoke.as_deref()
+        ));
+        poll_fn(|cx| {
+            if control.stop_requested() {
+                return Poll::Ready(Driven::Stopped);
+            }
+            if deadline.is_some_and(|deadline| Instant::now() >= deadline) {
+                return Poll::Ready(Driven::DeadlineExceeded);
+            }
+            call.as_mut().poll(cx).map(Driven::Finished)
+        })
+        .await
+    };
+    // The guest's future is gone (cancelled where it stood, if it was stopped):
+    // the store is ours again, and its fuel is exact.
+    let consumed = budget.saturating_sub(store.get_fuel().unwrap_or(0));
+    instance
+        .stats
+        .fuel
+        .store(consumed, std::sync::atomic::Ordering::Relaxed);
+    Ok(match driven {
+        Driven::Finished(Ok(code)) => Outcome::Exited(code),
+        Driven::Finished(Err(error)) => return Err(error),
+        Driven::Stopped => Outcome::Stopped,
+        Driven::DeadlineExceeded => {
+            Outcome::DeadlineExceeded(plan.max_execution_time.unwrap_or_default())
+        }
+    })
 }
 
 /// Instantiates the artifact and calls its entry point; the exit code on success.
+///
+/// Modules follow `wasmtime run`: a reactor's `_initialize` runs first, then
+/// the export named by `invoke`, else the default export (`""`, else
+/// `_start`, else `main`).
 async fn instantiate_and_call(
     store: &mut Store<HostState>,
     compiled: &Compiled,
+    pre: &Pre,
+    invoke: Option<&str>,
 ) -> Result<i32, RunError> {
-    match compiled {
-        Compiled::Module { pre, entry } => {
+    let setup = RunError::CannotRun;
+    match (pre, &compiled.entry) {
+        (Pre::Module(pre), Entry::Module { initialize, .. }) => {
+            let entry = compiled.module_entry(invoke).map_err(setup)?;
             let instance = pre
                 .instantiate_async(&mut *store)
                 .await
                 .map_err(RunError::Setup)?;
-            if let Entry::MainWithCode = entry {
+            if *initialize {
+                let init = instance
+                    .get_typed_func::<(), ()>(&mut *store, "_initialize")
+                    .map_err(RunError::Setup)?;
+                init.call_async(&mut *store, ())
+                    .await
+                    .map_err(RunError::Guest)?;
+            }
+            if entry.returns_code {
                 let main = instance
-                    .get_typed_func::<(), i32>(&mut *store, entry.name())
+                    .get_typed_func::<(), i32>(&mut *store, &entry.name)
                     .map_err(RunError::Setup)?;
                 return main
                     .call_async(&mut *store, ())
@@ -128,7 +184,7 @@ async fn instantiate_and_call(
                     .map_err(RunError::Guest);
             }
             let start = instance
-                .get_typed_func::<(), ()>(&mut *store, entry.name())
+                .get_typed_func::<(), ()>(&mut *store, &entry.name)
                 .map_err(RunError::Setup)?;
             start
                 .call_async(&mut *store, ())
@@ -136,7 +192,12 @@ async fn instantiate_and_call(
                 .map_err(RunError::Guest)?;
             Ok(0)
         }
-        Compiled::Component { pre, run } => {
+        (Pre::Component(pre), Entry::Component { run }) => {
+            if let Some(name) = invoke {
+                return Err(setup(format!(
+                    "cannot invoke '{name}': invoking an export is supported for core modules; a component runs `wasi:cli/run`"
+                )));
+            }
             let instance = pre
                 .instantiate_async(&mut *store)
                 .await
@@ -150,72 +211,16 @@ async fn instantiate_and_call(
                 .map_err(RunError::Guest)?;
             Ok(if result.is_ok() { 0 } else { 1 })
         }
-    }
-}
-
-/// Runs `instance` to its end on this thread and says how it ended.
-pub(crate) fn run(shared: &Shared, instance: &Instance, waker: &Arc<WorkerWaker>) -> Outcome {
-    let compiled = match instance
-        .artifact
-        .compiled(&shared.engines, shared.disk.as_ref())
-    {
-        Ok(compiled) => compiled,
-        Err(reason) => return Outcome::Failed(reason),
-    };
-    // The run's CPU and wall time start here: an artifact's first compile is not the guest's.
-    instance.stats.begin();
-    let plan = &instance.plan;
-    let wasi = match build_wasi(instance, compiled) {
-        Ok(wasi) => wasi,
-        Err(reason) => return Outcome::Failed(reason),
-    };
-    let mut store = Store::new(
-        compiled.engine(),
-        HostState {
-            wasi,
-            limiter: MemoryLimiter {
-                limit: plan.memory_limit,
-                trap_on_refusal: plan.trap_on_grow_failure,
-                stats: instance.stats.clone(),
-            },
-        },
-    );
-    store.limiter(|state| &mut state.limiter);
-    let budget = plan.max_fuel.unwrap_or(u64::MAX);
-    let slice = shared.config.fuel_slice.max(1);
-    if let Err(e) = store
-        .set_fuel(budget)
-        .and_then(|()| store.fuel_async_yield_interval(Some(slice)))
-    {
-        return Outcome::Failed(format!("cannot meter fuel: {e:#}"));
-    }
-    let deadline = plan
-        .max_execution_time
-        .and_then(|limit| Instant::now().checked_add(limit));
-    let stats: &StatsCell = &instance.stats;
-    let driven = {
-        let future = pin!(instantiate_and_call(&mut store, compiled));
-        drive(future, &instance.control, deadline, waker, || {
-            stats.fuel.fetch_add(slice, Ordering::Relaxed);
-        })
-    };
-    let consumed = budget.saturating_sub(store.get_fuel().unwrap_or(0));
-    stats.fuel.store(consumed, Ordering::Relaxed);
-    match driven {
-        Driven::Finished(Ok(code)) => Outcome::Exited(code),
-        Driven::Finished(Err(error)) => classify(error, budget),
-        Driven::Stopped => Outcome::Stopped,
-        Driven::DeadlineExceeded => {
-            Outcome::DeadlineExceeded(plan.max_execution_time.unwrap_or_default())
-        }
+        _ => Err(setup("an artifact was linked as the wrong kind".into())),
     }
 }
 
 /// Names the end of a guest whose future returned an error.
-fn classify(error: RunError, budget: u64) -> Outcome {
+fn classify(error: RunError, instance: &Instance) -> Outcome {
     let (error, during_setup) = match error {
         RunError::Setup(e) => (e, true),
         RunError::Guest(e) => (e, false),
+        RunError::CannotRun(reason) => return Outcome::Failed(reason),
     };
     if let Some(exit) = error.downcast_ref::<I32Exit>() {
         return Outcome::Exited(exit.0);
@@ -223,6 +228,13 @@ fn classify(error: RunError, budget: u64) -> Outcome {
     if let Some(limit) = error.downcast_ref::<MemoryLimitExceeded>() {
         return Outcome::MemoryLimit { limit: limit.limit };
     }
+    if error.downcast_ref::<ResourceTableError>().is_some() {
+        return Outcome::Trapped(format!(
+            "resource limit: the guest holds more than {} open resources (descriptors, streams, sockets, pollables)",
+            instance.plan.max_open_resources
+        ));
+    }
+    let budget = instance.plan.max_fuel.unwrap_or(u64::MAX);
     match error.downcast_ref::<Trap>() {
         Some(Trap::OutOfFuel) => Outcome::OutOfFuel { budget },
         Some(trap) => Outcome::Trapped(trap.to_string()),
@@ -275,11 +287,22 @@ fn build_wasi(instance: &Instance, compiled: &Compiled) -> Result<Wasi, String> 
             .allow_udp(true)
             .allow_ip_name_lookup(true);
     }
-    Ok(match compiled {
-        Compiled::Module { .. } => Wasi::Preview1(builder.build_p1()),
-        Compiled::Component { .. } => Wasi::Preview2 {
-            ctx: builder.build(),
-            table: wasmtime::component::ResourceTable::new(),
-        },
+    // Every open descriptor, stream, socket and pollable is an entry in the
+    // store's resource table: bounding the table bounds what a guest holds.
+    let cap = plan.max_open_resources;
+    Ok(match compiled.entry {
+        Entry::Module { .. } => {
+            let mut ctx = builder.build_p1();
+            ctx.ctx().table.set_max_capacity(cap);
+            Wasi::Preview1(ctx)
+        }
+        Entry::Component { .. } => {
+            let mut table = wasmtime::component::ResourceTable::new();
+            table.set_max_capacity(cap);
+            Wasi::Preview2 {
+                ctx: builder.build(),
+                table,
+            }
+        }
     })
 }

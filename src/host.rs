@@ -4,6 +4,8 @@ use crate::stats::StatsCell;
 use std::fmt;
 use std::sync::Arc;
 use wasmtime::component::ResourceTable;
+use wasmtime::{AsContextMut, Caller, Extern, Linker};
+use wasmtime_wasi::p1::wasi_snapshot_preview1::{self as wasi_p1, WasiSnapshotPreview1};
 use wasmtime_wasi::p1::WasiP1Ctx;
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 
@@ -29,6 +31,22 @@ impl HostState {
     }
 }
 
+impl HostState {
+    /// Whether `entries` more resources fit the store's resource table.
+    fn table_has_room(&mut self, entries: usize) -> bool {
+        let table = match &mut self.wasi {
+            Wasi::Preview1(ctx) => ctx.ctx().table,
+            Wasi::Preview2 { table, .. } => table,
+        };
+        let probes: Vec<_> = (0..entries).map_while(|_| table.push(()).ok()).collect();
+        let room = probes.len() == entries;
+        for probe in probes {
+            let _ = table.delete(probe);
+        }
+        room
+    }
+}
+
 impl WasiView for HostState {
     fn ctx(&mut self) -> WasiCtxView<'_> {
         match &mut self.wasi {
@@ -38,14 +56,46 @@ impl WasiView for HostState {
     }
 }
 
-/// Most table elements a guest may have (8 bytes each on the host).
+/// Most table elements a guest may have, whatever its memory limit.
 const MAX_TABLE_ELEMENTS: usize = 10_000_000;
+/// Host bytes one table element costs, counted against the memory limit.
+const TABLE_ELEMENT_BYTES: u64 = 8;
 
-/// Enforces the memory limit and records every growth in the container's stats.
+/// Enforces the memory limit as one budget for the whole store — every linear
+/// memory and every table together — and records growth in the container's stats.
 pub(crate) struct MemoryLimiter {
-    pub(crate) limit: Option<u64>,
-    pub(crate) trap_on_refusal: bool,
-    pub(crate) stats: Arc<StatsCell>,
+    limit: Option<u64>,
+    trap_on_refusal: bool,
+    stats: Arc<StatsCell>,
+    /// Bytes of every linear memory of the store.
+    memory_bytes: u64,
+    /// Host bytes of every table of the store.
+    table_bytes: u64,
+}
+
+impl MemoryLimiter {
+    pub(crate) fn new(limit: Option<u64>, trap_on_refusal: bool, stats: Arc<StatsCell>) -> Self {
+        MemoryLimiter {
+            limit,
+            trap_on_refusal,
+            stats,
+            memory_bytes: 0,
+            table_bytes: 0,
+        }
+    }
+
+    /// Whether the store may hold `total` bytes; an error when the refusal should trap.
+    fn admits(&self, total: u64, desired: u64) -> wasmtime::Result<bool> {
+        match self.limit {
+            Some(limit) if total > limit => {
+                if self.trap_on_refusal {
+                    return Err(wasmtime::Error::new(MemoryLimitExceeded { limit, desired }));
+                }
+                Ok(false)
+            }
+            _ => Ok(true),
+        }
+    }
 }
 
 /// The error a refused `memory.grow` traps with when the spec asks for a trap.
@@ -74,27 +124,82 @@ impl wasmtime::ResourceLimiter for MemoryLimiter {
         desired: usize,
         _maximum: Option<usize>,
     ) -> wasmtime::Result<bool> {
-        if let Some(limit) = self.limit {
-            if desired as u64 > limit {
-                if self.trap_on_refusal {
-                    return Err(wasmtime::Error::new(MemoryLimitExceeded {
-                        limit,
-                        desired: desired as u64,
-                    }));
-                }
-                return Ok(false);
-            }
+        let added = (desired as u64).saturating_sub(current as u64);
+        let memory = self.memory_bytes.saturating_add(added);
+        if !self.admits(memory.saturating_add(self.table_bytes), memory)? {
+            return Ok(false);
         }
+        self.memory_bytes = memory;
         self.stats.grew(current, desired);
         Ok(true)
     }
 
     fn table_growing(
         &mut self,
-        _current: usize,
+        current: usize,
         desired: usize,
         _maximum: Option<usize>,
     ) -> wasmtime::Result<bool> {
-        Ok(desired <= MAX_TABLE_ELEMENTS)
+        if desired > MAX_TABLE_ELEMENTS {
+            return Ok(false);
+        }
+        let added = (desired.saturating_sub(current) as u64) * TABLE_ELEMENT_BYTES;
+        let tables = self.table_bytes.saturating_add(added);
+        if !self.admits(self.memory_bytes.saturating_add(tables), self.memory_bytes)? {
+            return Ok(false);
+        }
+        self.table_bytes = tables;
+        Ok(true)
     }
+}
+
+/// WASIp1's errno for "too many open files".
+const ERRNO_MFILE: i32 = 33;
+/// Table entries a WASIp1 call may need for a moment beyond the descriptor it opens.
+const TRANSIENT_ENTRIES: usize = 8;
+
+type PathOpenParams = (i32, i32, i32, i32, i32, i64, i64, i32, i32);
+
+/// Makes `path_open` answer `EMFILE` once the guest holds as many resources as
+/// its cap allows, instead of trapping inside wasmtime-wasi: WASIp1's own
+/// `path_open` runs only when the resource table has room.
+pub(crate) fn add_descriptor_cap(linker: &mut Linker<HostState>) -> wasmtime::Result<()> {
+    linker.allow_shadowing(true);
+    linker.func_wrap_async(
+        "wasi_snapshot_preview1",
+        "path_open",
+        |mut caller: Caller<'_, HostState>,
+         (fd, dirflags, path, path_len, oflags, base, inheriting, fdflags, opened): PathOpenParams| {
+            Box::new(async move {
+                if !caller.data_mut().table_has_room(TRANSIENT_ENTRIES + 1) {
+                    return Ok(ERRNO_MFILE);
+                }
+                // What wasmtime-wasi's own glue does before it calls `path_open`.
+                let fuel = caller.as_context_mut().hostcall_fuel();
+                let Some(Extern::Memory(memory)) = caller.get_export("memory") else {
+                    return Err(wasmtime::Error::msg("missing required memory export"));
+                };
+                let (bytes, state) = memory.data_and_store_mut(&mut caller);
+                let ctx = state.preview1();
+                ctx.set_hostcall_fuel(fuel);
+                let mut memory = wiggle::GuestMemory::Unshared(bytes);
+                wasi_p1::path_open(
+                    ctx,
+                    &mut memory,
+                    fd,
+                    dirflags,
+                    path,
+                    path_len,
+                    oflags,
+                    base,
+                    inheriting,
+                    fdflags,
+                    opened,
+                )
+                .await
+            })
+        },
+    )?;
+    linker.allow_shadowing(false);
+    Ok(())
 }

@@ -18,6 +18,8 @@ pub struct Inspection {
     pub imports: Vec<String>,
     /// Export names.
     pub exports: Vec<String>,
+    /// What a run calls, such as `_initialize, then ""` or `wasi:cli/run@0.2.3#run`.
+    pub entry: Option<String>,
     /// Why it would not run, or `None` if it would.
     pub problem: Option<String>,
 }
@@ -38,6 +40,7 @@ pub fn inspect(bytes: &[u8]) -> Inspection {
         kind: "not WebAssembly",
         imports: Vec::new(),
         exports: Vec::new(),
+        entry: None,
         problem: None,
     };
     let config = WasmConfig {
@@ -67,6 +70,12 @@ pub fn inspect(bytes: &[u8]) -> Inspection {
             .collect();
         report.exports = module.exports().map(|e| e.name().to_string()).collect();
     }
-    report.problem = artifact::compile(&engines, None, bytes).err();
+    match artifact::compile(&engines, None, bytes) {
+        Ok(compiled) => {
+            report.entry = compiled.describe_entry();
+            report.problem = compiled.problem();
+        }
+        Err(problem) => report.problem = Some(problem),
+    }
     report
 }

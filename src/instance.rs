@@ -8,14 +8,16 @@ use crate::error::{Error, Result};
 use crate::handle::Completion;
 use crate::logs::LogBuffer;
 use crate::outcome::Outcome;
+use crate::pool::Admission;
 use crate::spec::{parse_size, OutputSink, ServiceSpec, StdinSpec, StorageSpec};
 use crate::stats::StatsCell;
+use crate::task::Task;
 use parking_lot::Mutex;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
-use std::thread::Thread;
-use std::time::Duration;
+use std::sync::{OnceLock, Weak};
+use std::time::{Duration, Instant};
 
 /// Everything a worker needs to run a container, resolved from its spec at create.
 pub(crate) struct RunPlan {
@@ -30,6 +32,9 @@ pub(crate) struct RunPlan {
     pub(crate) memory_limit: Option<u64>,
     pub(crate) trap_on_grow_failure: bool,
     pub(crate) max_execution_time: Option<Duration>,
+    pub(crate) max_open_resources: usize,
+    pub(crate) invoke: Option<String>,
+    pub(crate) trap_unknown_imports: bool,
 }
 
 /// A directory the guest sees at `guest`.
@@ -52,6 +57,23 @@ impl RunPlan {
             None => None,
         };
         let max_execution_time = wasm.max_execution_time.unwrap_or(config.max_execution_time);
+        if let Some(cap) = wasm.max_open_resources {
+            if cap < 16 {
+                return Err(Error::InvalidSpec {
+                    field: "wasm.max_open_resources",
+                    value: cap.to_string(),
+                    reason: "a guest needs at least 16 (its stdio and preopens are resources too)"
+                        .into(),
+                });
+            }
+        }
+        if wasm.invoke.as_deref() == Some("") {
+            return Err(Error::InvalidSpec {
+                field: "wasm.invoke",
+                value: String::new(),
+                reason: "name an exported function".into(),
+            });
+        }
         let mut argv = vec![spec.image.name.clone()];
         argv.extend(spec.command.entrypoint.iter().flatten().cloned());
         argv.extend(spec.command.args.iter().flatten().cloned());
@@ -78,6 +100,9 @@ impl RunPlan {
             memory_limit,
             trap_on_grow_failure: wasm.trap_on_grow_failure,
             max_execution_time: (max_execution_time != Duration::MAX).then_some(max_execution_time),
+            max_open_resources: wasm.max_open_resources.unwrap_or(config.max_open_resources),
+            invoke: wasm.invoke.clone(),
+            trap_unknown_imports: wasm.trap_unknown_imports,
         })
     }
 }
@@ -148,11 +173,12 @@ pub(crate) enum Phase {
     Ended,
 }
 
-/// Lets the host ask a running guest to stop, waking its worker if it is parked.
+/// Lets the host ask a running guest to stop, waking its task if it is parked.
 #[derive(Default)]
 pub(crate) struct Control {
     stop: AtomicBool,
-    worker: Mutex<Option<Thread>>,
+    task: Mutex<Option<Weak<Task>>>,
+    deadline: OnceLock<Instant>,
 }
 
 impl Control {
@@ -162,17 +188,32 @@ impl Control {
 
     pub(crate) fn request_stop(&self) {
         self.stop.store(true, Ordering::Release);
-        if let Some(worker) = self.worker.lock().as_ref() {
-            worker.unpark();
+        let task = self.task.lock().as_ref().and_then(Weak::upgrade);
+        if let Some(task) = task {
+            task.schedule();
         }
     }
 
-    pub(crate) fn attach(&self, worker: Thread) {
-        *self.worker.lock() = Some(worker);
+    pub(crate) fn attach(&self, task: &Arc<Task>) {
+        *self.task.lock() = Some(Arc::downgrade(task));
     }
 
     pub(crate) fn detach(&self) {
-        *self.worker.lock() = None;
+        *self.task.lock() = None;
+    }
+
+    /// The task running the container, while it has one.
+    pub(crate) fn task(&self) -> Option<Arc<Task>> {
+        self.task.lock().as_ref().and_then(Weak::upgrade)
+    }
+
+    /// Sets the run's wall-clock deadline, once, as instantiation begins.
+    pub(crate) fn set_deadline(&self, deadline: Instant) {
+        let _ = self.deadline.set(deadline);
+    }
+
+    pub(crate) fn deadline(&self) -> Option<Instant> {
+        self.deadline.get().copied()
     }
 }
 
@@ -186,6 +227,9 @@ pub(crate) struct Instance {
     pub(crate) control: Control,
     pub(crate) logs: Arc<LogBuffer>,
     pub(crate) stats: Arc<StatsCell>,
+    admission: Arc<Admission>,
+    /// Whether the container holds a place in `admission`; it gives it back as it ends.
+    admitted: AtomicBool,
 }
 
 impl Instance {
@@ -194,6 +238,7 @@ impl Instance {
         plan: RunPlan,
         artifact: Arc<Artifact>,
         log_limit: usize,
+        admission: Arc<Admission>,
     ) -> Self {
         let stats = Arc::new(StatsCell::new(plan.memory_limit));
         Instance {
@@ -205,6 +250,8 @@ impl Instance {
             control: Control::default(),
             logs: Arc::new(LogBuffer::new(log_limit)),
             stats,
+            admission,
+            admitted: AtomicBool::new(false),
         }
     }
 
@@ -221,6 +268,35 @@ impl Instance {
         }
     }
 
+    pub(crate) fn has_ended(&self) -> bool {
+        *self.phase.lock() == Phase::Ended
+    }
+
+    /// Moves a created container to the queue, taking an admission place.
+    pub(crate) fn enqueue(&self) -> std::result::Result<(), Option<Phase>> {
+        let mut phase = self.phase.lock();
+        if *phase != Phase::Created {
+            return Err(Some(*phase));
+        }
+        if !self.admission.try_admit() {
+            return Err(None);
+        }
+        self.admitted.store(true, Ordering::Release);
+        *phase = Phase::Queued;
+        Ok(())
+    }
+
+    /// Moves a queued container to running as instantiation begins; false if
+    /// it was stopped or removed meanwhile (for instance while it compiled).
+    pub(crate) fn begin_running(&self) -> bool {
+        let mut phase = self.phase.lock();
+        if *phase != Phase::Queued {
+            return false;
+        }
+        *phase = Phase::Running;
+        true
+    }
+
     /// Ends the container with `outcome` unless it already ended. Logs close
     /// first so a waiter that wakes sees every line; the phase lock is held
     /// throughout so `state` never sees an end without its outcome.
@@ -232,13 +308,18 @@ impl Instance {
     fn end_locked(&self, phase: &mut Phase, outcome: Outcome) {
         if *phase != Phase::Ended {
             *phase = Phase::Ended;
+            self.stats.end();
             self.logs.close();
+            if self.admitted.swap(false, Ordering::AcqRel) {
+                self.admission.release();
+            }
             self.completion.set(outcome);
         }
     }
 
-    /// Asks the container to end: a container that has not run ends now as
-    /// stopped; a running one is told to stop at its next check.
+    /// Asks the container to end: a container that is not running (created,
+    /// queued, or still compiling) ends now as stopped; a running one is told
+    /// to stop at its next poll, and its task is woken for it.
     pub(crate) fn request_stop(&self) {
         let mut phase = self.phase.lock();
         match *phase {

@@ -50,6 +50,7 @@
 mod artifact;
 mod config;
 mod container;
+mod cpu_clock;
 mod detect;
 mod disk_cache;
 mod engine;
@@ -65,6 +66,8 @@ mod pool;
 mod runtime;
 mod spec;
 mod stats;
+mod task;
+mod timers;
 
 pub use config::WasmConfig;
 pub use container::{ContainerId, ContainerState, ContainerStats};
@@ -72,7 +75,7 @@ pub use detect::{detect_wasm_version_from_binary, WasiVersion};
 pub use error::{Error, Result};
 pub use handle::WaitHandle;
 pub use inspect::{inspect, Inspection};
-pub use logs::{LogEntry, LogFollower, MAX_LINE_BYTES};
+pub use logs::{LogEntry, LogFollower, LOG_LINE_OVERHEAD, MAX_LINE_BYTES};
 pub use outcome::Outcome;
 pub use runtime::{Runtime, WasmRuntime};
 pub use spec::{

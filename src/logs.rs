@@ -9,6 +9,10 @@ use std::time::SystemTime;
 /// Longest line kept whole; a longer run of bytes without a newline is split here.
 pub const MAX_LINE_BYTES: usize = 16 * 1024;
 
+/// What a kept line costs against `log_limit_bytes` beyond its text: its
+/// entry, twice over for the slack of the queue that holds it. An empty line is not free.
+pub const LOG_LINE_OVERHEAD: usize = 2 * std::mem::size_of::<LogEntry>();
+
 /// One line the guest wrote, with when and where it wrote it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct LogEntry {
@@ -21,6 +25,10 @@ pub struct LogEntry {
 }
 
 /// The lines of one container, bounded in bytes, dropping the oldest first.
+///
+/// Each line counts its text plus [`LOG_LINE_OVERHEAD`], so the buffer holds at
+/// most `limit_bytes` (or its newest line, if that alone costs more) plus two
+/// unfinished lines, whatever the guest writes.
 pub(crate) struct LogBuffer {
     state: Mutex<LogState>,
     grew: Condvar,
@@ -82,17 +90,17 @@ impl LogBuffer {
     fn push(&self, state: &mut LogState, stream: LogStream, line: &[u8]) {
         let line = line.strip_suffix(b"\r").unwrap_or(line);
         let message = String::from_utf8_lossy(line).into_owned();
-        state.bytes += message.len();
+        state.bytes += line_cost(&message);
         state.lines.push_back(LogEntry {
             timestamp: SystemTime::now(),
             stream,
             message,
         });
-        while state.bytes > self.limit_bytes {
+        while state.bytes > self.limit_bytes && state.lines.len() > 1 {
             let Some(old) = state.lines.pop_front() else {
                 break;
             };
-            state.bytes -= old.message.len();
+            state.bytes -= line_cost(&old.message);
             state.first_seq += 1;
             state.dropped += 1;
         }
@@ -131,6 +139,10 @@ impl LogBuffer {
     pub(crate) fn dropped(&self) -> u64 {
         self.state.lock().dropped
     }
+}
+
+fn line_cost(message: &str) -> usize {
+    message.len() + LOG_LINE_OVERHEAD
 }
 
 fn stream_slot(stream: LogStream) -> usize {

@@ -1,7 +1,7 @@
 //! `wasmpool`: run, benchmark and inspect WASI workloads from the command line.
 
 use anyhow::{bail, Context, Result};
-use clap::{Args, Parser, Subcommand};
+use clap::{ArgAction, Args, Parser, Subcommand};
 use std::collections::HashMap;
 use std::io::{IsTerminal, Write};
 use std::path::{Path, PathBuf};
@@ -18,6 +18,10 @@ use wasmpool::{
 const EXIT_WASMPOOL_ERROR: u8 = 125;
 /// Exit code after Ctrl-C stopped the guest, as a shell reports SIGINT.
 const EXIT_INTERRUPTED: u8 = 130;
+/// Most instances one `bench` runs.
+const MAX_BENCH_INSTANCES: usize = 100_000_000;
+/// Most caller threads of `bench`.
+const MAX_BENCH_CALLERS: usize = 1024;
 
 /// Run WASI programs (Preview 1 modules, Preview 2 command components, or WAT text)
 /// the way a container runtime runs containers: bounded, observable, stoppable.
@@ -29,9 +33,9 @@ const EXIT_INTERRUPTED: u8 = 130;
 137 memory limit; 152 out of fuel; 125 wasmpool error; 2 usage error."
 )]
 struct Cli {
-    /// Log what the runtime does (same as RUST_LOG=debug)
-    #[arg(short, long, global = true)]
-    verbose: bool,
+    /// Log what wasmpool does; twice (-vv) adds wasmtime's and cranelift's own logs
+    #[arg(short, long, global = true, action = ArgAction::Count)]
+    verbose: u8,
     #[command(subcommand)]
     command: Command,
 }
@@ -53,9 +57,18 @@ enum Command {
 struct RunArgs {
     /// A .wasm module or component, or a .wat file
     file: PathBuf,
-    /// Arguments passed to the guest after its name
-    #[arg(last = true)]
+    /// Arguments passed to the guest after its name; wasmpool's own options go before FILE
+    #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
     args: Vec<String>,
+    /// Call this exported function instead of the default entry point; its i32 result is the exit code
+    #[arg(long, value_name = "NAME")]
+    invoke: Option<String>,
+    /// Define imports nobody provides as functions that trap when called
+    #[arg(long)]
+    trap_unknown_imports: bool,
+    /// The most open files, sockets and other resources the guest may hold
+    #[arg(long, value_name = "N")]
+    max_open_resources: Option<usize>,
     /// Set NAME=VAL in the guest's environment, or pass the host's NAME (repeatable)
     #[arg(short, long = "env", value_name = "NAME[=VAL]")]
     env: Vec<String>,
@@ -96,8 +109,12 @@ struct BenchArgs {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    let level = if cli.verbose { "debug" } else { "warn" };
-    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or(level)).init();
+    let filter = match cli.verbose {
+        0 => "warn",
+        1 => "warn,wasmpool=debug",
+        _ => "debug",
+    };
+    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or(filter)).init();
     let result = match cli.command {
         Command::Run(args) => run(args),
         Command::Bench(args) => bench(args),
@@ -196,6 +213,9 @@ fn run(args: RunArgs) -> Result<ExitCode> {
             max_memory: args.max_memory,
             max_execution_time: Some(args.timeout.unwrap_or(Duration::MAX)),
             trap_on_grow_failure: false,
+            max_open_resources: args.max_open_resources,
+            invoke: args.invoke,
+            trap_unknown_imports: args.trap_unknown_imports,
         }),
         stdin: if std::io::stdin().is_terminal() {
             StdinSpec::Empty
@@ -240,22 +260,35 @@ fn run(args: RunArgs) -> Result<ExitCode> {
     if !matches!(outcome, Outcome::Exited(_)) {
         eprintln!("wasmpool: {outcome}");
     }
-    Ok(ExitCode::from(outcome.exit_code().clamp(0, 255) as u8))
+    // A shell sees the low byte of the status: `exit(-1)` is 255, `exit(256)` is 0.
+    Ok(ExitCode::from(outcome.exit_code() as u8))
 }
 
 fn bench(args: BenchArgs) -> Result<ExitCode> {
-    if args.instances == 0 || args.callers == 0 {
-        bail!("--instances and --callers must be at least 1");
+    if !(1..=MAX_BENCH_INSTANCES).contains(&args.instances) {
+        bail!(
+            "invalid --instances '{}': expected 1 to {MAX_BENCH_INSTANCES}",
+            args.instances
+        );
+    }
+    if !(1..=MAX_BENCH_CALLERS).contains(&args.callers) {
+        bail!(
+            "invalid --callers '{}': expected 1 to {MAX_BENCH_CALLERS}",
+            args.callers
+        );
     }
     let wasm = Arc::new(load(&args.file)?);
-    let dir = std::env::temp_dir().join(format!("wasmpool-bench-{}", std::process::id()));
+    // A private folder: no other user can plant compiled code where this run loads it.
+    let dir = tempfile::Builder::new()
+        .prefix("wasmpool-bench-")
+        .tempdir()
+        .context("cannot create a temporary cache directory")?;
     let mut config = WasmConfig {
-        cache_dir: dir.clone(),
-        queue_limit: args.instances.max(1),
+        cache_dir: dir.path().to_path_buf(),
         ..Default::default()
     };
     if let Some(workers) = args.workers {
-        config.workers = workers.max(1);
+        config.workers = workers;
     }
     let workers = config.workers;
     let runtime = Arc::new(WasmRuntime::new(config)?);
@@ -313,7 +346,7 @@ fn bench(args: BenchArgs) -> Result<ExitCode> {
             );
         }
     }
-    let mut latencies = Vec::with_capacity(args.instances);
+    let mut latencies = Vec::new();
     for caller in callers {
         latencies.extend(
             caller
@@ -325,7 +358,7 @@ fn bench(args: BenchArgs) -> Result<ExitCode> {
     if progress {
         eprintln!();
     }
-    let _ = std::fs::remove_dir_all(&dir);
+    drop(dir);
     latencies.sort();
     let at = |q: f64| latencies[((latencies.len() - 1) as f64 * q).round() as usize];
     println!(
@@ -357,6 +390,9 @@ fn inspect(file: &Path) -> Result<ExitCode> {
     let bytes = load(file)?;
     let report = wasmpool::inspect(&bytes);
     println!("{}: {}", file.display(), report.kind);
+    if let Some(entry) = &report.entry {
+        println!("entry: {entry}");
+    }
     println!("imports ({}):", report.imports.len());
     for import in &report.imports {
         println!("  {import}");

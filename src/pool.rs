@@ -1,112 +1,245 @@
-//! The fixed pool of worker threads and the commands they take from one channel.
+//! The fixed pool of worker threads, the run queue they share, and admission.
+//!
+//! Every worker is a small scheduler: it takes the next runnable task from the
+//! one shared run queue, polls it for one fuel slice (or until it waits on a
+//! host event), and takes the next. A guest that waits is parked off every
+//! worker until its waker queues it again; CPU-bound guests take turns, one
+//! slice each, in queue order. A worker blocks only when no task is runnable.
 
-use crate::exec::{self, WorkerWaker};
-use crate::instance::{Instance, Phase};
+use crate::cpu_clock::ThreadClock;
 use crate::outcome::Outcome;
+use crate::task::Task;
+use crate::timers::Timers;
 use crate::Shared;
-use crossbeam_channel::{Receiver, TryRecvError};
+use crossbeam_channel::{Receiver, Sender, TryRecvError};
+use parking_lot::{Condvar, Mutex};
 use std::any::Any;
 use std::panic::{self, AssertUnwindSafe};
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
+use std::task::{Context, Poll, Waker};
 use std::thread::{self, JoinHandle};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 /// The set of instructions a worker knows how to process.
-pub(crate) enum Command {
-    /// Run this queued container to its end.
-    Run(Arc<Instance>),
+pub(crate) enum Message {
+    /// Poll this task once.
+    Run(Arc<Task>),
+    /// Exit the worker loop.
+    Shutdown,
 }
 
-/// Starts `count` workers that share `commands`; they exit when every sender is gone.
-pub(crate) fn spawn_workers(
-    shared: &Arc<Shared>,
-    commands: &Receiver<Command>,
-    count: usize,
-) -> std::io::Result<Vec<JoinHandle<()>>> {
-    (0..count)
-        .map(|index| {
-            let shared = shared.clone();
-            let commands = commands.clone();
-            thread::Builder::new()
-                .name(format!("wasmpool-worker-{index}"))
-                .spawn(move || worker_main(&shared, &commands))
+/// The queue of runnable tasks every worker takes from.
+pub(crate) struct RunQueue {
+    sender: Sender<Message>,
+    receiver: Receiver<Message>,
+}
+
+impl RunQueue {
+    pub(crate) fn new() -> Arc<Self> {
+        let (sender, receiver) = crossbeam_channel::unbounded();
+        Arc::new(RunQueue { sender, receiver })
+    }
+
+    pub(crate) fn push_task(&self, task: Arc<Task>) {
+        // The receiver lives as long as the queue: sending cannot fail.
+        let _ = self.sender.send(Message::Run(task));
+    }
+
+    pub(crate) fn push_shutdown(&self) {
+        let _ = self.sender.send(Message::Shutdown);
+    }
+
+    /// Tasks still queued once the workers are gone.
+    pub(crate) fn drain_tasks(&self) -> Vec<Arc<Task>> {
+        self.receiver
+            .try_iter()
+            .filter_map(|message| match message {
+                Message::Run(task) => Some(task),
+                Message::Shutdown => None,
+            })
+            .collect()
+    }
+}
+
+/// Bounds how many started containers may be live (queued, running or parked) at once.
+pub(crate) struct Admission {
+    live: Mutex<usize>,
+    idle: Condvar,
+    limit: usize,
+}
+
+impl Admission {
+    pub(crate) fn new(limit: usize) -> Arc<Self> {
+        Arc::new(Admission {
+            live: Mutex::new(0),
+            idle: Condvar::new(),
+            limit,
         })
-        .collect()
+    }
+
+    pub(crate) fn limit(&self) -> usize {
+        self.limit
+    }
+
+    /// Takes a place, or says there is none.
+    pub(crate) fn try_admit(&self) -> bool {
+        let mut live = self.live.lock();
+        if *live >= self.limit {
+            return false;
+        }
+        *live += 1;
+        true
+    }
+
+    /// Gives a place back; called once per admitted container, as it ends.
+    pub(crate) fn release(&self) {
+        let mut live = self.live.lock();
+        *live -= 1;
+        if *live == 0 {
+            self.idle.notify_all();
+        }
+    }
+
+    /// Waits until no container is live, or `deadline`; whether none is.
+    pub(crate) fn wait_idle(&self, deadline: Instant) -> bool {
+        let mut live = self.live.lock();
+        while *live > 0 {
+            if self.idle.wait_until(&mut live, deadline).timed_out() {
+                return *live == 0;
+            }
+        }
+        true
+    }
 }
 
-fn worker_main(shared: &Shared, commands: &Receiver<Command>) {
-    let waker = WorkerWaker::for_current_thread();
-    while let Some(command) = next_command(commands) {
-        match command {
-            Command::Run(instance) => {
-                // `run_one` catches a guest's panics itself; this keeps the worker
-                // serving even if our own bookkeeping around it panicked.
-                let _ =
-                    panic::catch_unwind(AssertUnwindSafe(|| run_one(shared, &instance, &waker)));
+/// Starts worker number `index` on `queue`; it exits at a `Shutdown` message.
+pub(crate) fn spawn_worker(
+    shared: &Arc<Shared>,
+    queue: &Arc<RunQueue>,
+    timers: &Arc<Timers>,
+    index: usize,
+) -> std::io::Result<JoinHandle<()>> {
+    let worker = Worker {
+        shared: shared.clone(),
+        queue: queue.clone(),
+        timers: timers.clone(),
+    };
+    thread::Builder::new()
+        .name(format!("wasmpool-worker-{index}"))
+        .spawn(move || worker.run())
+}
+
+struct Worker {
+    shared: Arc<Shared>,
+    queue: Arc<RunQueue>,
+    timers: Arc<Timers>,
+}
+
+impl Worker {
+    fn run(self) {
+        let clock = ThreadClock::current();
+        while let Some(task) = self.next_task() {
+            // `poll_once` catches a guest's panics itself; this keeps the worker
+            // serving even if our own bookkeeping around it panicked.
+            let outcome = panic::catch_unwind(AssertUnwindSafe(|| self.poll_once(&task, clock)));
+            if outcome.is_err() {
+                task.future.lock().take();
+                task.instance.finish(Outcome::Panicked(
+                    "the worker failed while running the container".into(),
+                ));
             }
         }
     }
-}
 
-/// How long an idle worker keeps looking for work before it blocks.
-const IDLE_SPIN: Duration = Duration::from_micros(50);
-
-/// The next command; spins briefly (yielding the CPU) before blocking, so a
-/// host that starts containers back to back does not pay a thread wake-up each.
-fn next_command(commands: &Receiver<Command>) -> Option<Command> {
-    let give_up = Instant::now() + IDLE_SPIN;
-    loop {
-        match commands.try_recv() {
-            Ok(command) => return Some(command),
+    /// The next runnable task; `None` at shutdown.
+    fn next_task(&self) -> Option<Arc<Task>> {
+        let receiver = &self.queue.receiver;
+        let message = match receiver.try_recv() {
+            Ok(message) => message,
+            Err(TryRecvError::Empty) => spin_then_block(receiver)?,
             Err(TryRecvError::Disconnected) => return None,
-            Err(TryRecvError::Empty) if Instant::now() < give_up => thread::yield_now(),
-            Err(TryRecvError::Empty) => return commands.recv().ok(),
+        };
+        match message {
+            Message::Run(task) => Some(task),
+            Message::Shutdown => None,
         }
     }
-}
 
-/// Runs one container if it is still queued; whatever happens, it ends with an outcome.
-fn run_one(shared: &Shared, instance: &Instance, waker: &Arc<WorkerWaker>) {
-    {
-        let mut phase = instance.phase.lock();
-        if *phase != Phase::Queued {
-            return; // stopped or removed while it waited
-        }
-        if shared.is_shutting_down() {
-            drop(phase);
-            instance.finish(Outcome::Stopped);
+    /// Polls `task` once: one fuel slice, or until the guest waits on a host event.
+    fn poll_once(&self, task: &Arc<Task>, clock: Option<ThreadClock>) {
+        task.unschedule();
+        let instance = &task.instance;
+        let mut slot = task.future.lock();
+        let Some(future) = slot.as_mut() else {
+            return; // ended already; a late wake-up queued it
+        };
+        if instance.has_ended() {
+            // Stopped or removed while it waited for a worker.
+            slot.take();
             return;
         }
-        *phase = Phase::Running;
+        let waker = Waker::from(task.clone());
+        let mut cx = Context::from_waker(&waker);
+        instance.stats.slice_begin(clock);
+        let polled = panic::catch_unwind(AssertUnwindSafe(|| {
+            wasmtime_wasi::runtime::with_ambient_tokio_runtime(|| future.as_mut().poll(&mut cx))
+        }));
+        instance.stats.slice_end();
+        let outcome = match polled {
+            Ok(Poll::Pending) => {
+                drop(slot);
+                if task.is_scheduled() {
+                    // Woken during the poll: the guest used up a fuel slice.
+                    let slice = self.shared.config.fuel_slice;
+                    instance.stats.fuel.fetch_add(slice, Ordering::Relaxed);
+                } else {
+                    self.arm_deadline(task);
+                }
+                return;
+            }
+            Ok(Poll::Ready(outcome)) => outcome,
+            Err(payload) => Outcome::Panicked(panic_message(payload.as_ref())),
+        };
+        // The store and everything the guest held go before waiters hear of the end.
+        slot.take();
+        drop(slot);
+        if let Some(key) = task.timer.lock().take() {
+            self.timers.cancel(key);
+        }
+        log::debug!("container '{}' ended: {outcome}", instance.id);
+        instance.control.detach();
+        instance.finish(outcome);
     }
-    // Whatever happens from here on, the guard ends the run and waiters get an outcome.
-    let mut run = EndOfRun {
-        instance,
-        outcome: None,
-    };
-    instance.control.attach(thread::current());
-    let outcome = panic::catch_unwind(AssertUnwindSafe(|| exec::run(shared, instance, waker)))
-        .unwrap_or_else(|payload| Outcome::Panicked(panic_message(payload.as_ref())));
-    log::debug!("container '{}' ended: {outcome}", instance.id);
-    run.outcome = Some(outcome);
+
+    /// A parked guest is not polled: its deadline must wake it.
+    fn arm_deadline(&self, task: &Arc<Task>) {
+        let Some(deadline) = task.instance.control.deadline() else {
+            return;
+        };
+        let mut timer = task.timer.lock();
+        if timer.is_none() {
+            *timer = Some(self.timers.arm(deadline, task));
+        }
+    }
 }
 
-/// Ends a run when dropped: detaches the worker, freezes the stats and sets the
-/// outcome, or a panicked one if the run never produced it.
-struct EndOfRun<'a> {
-    instance: &'a Instance,
-    outcome: Option<Outcome>,
-}
+/// How many times an idle worker looks at the queue before it blocks.
+const IDLE_SPINS: u32 = 4_000;
 
-impl Drop for EndOfRun<'_> {
-    fn drop(&mut self) {
-        self.instance.control.detach();
-        self.instance.stats.end();
-        let outcome = self.outcome.take().unwrap_or_else(|| {
-            Outcome::Panicked("the worker failed while running the container".into())
-        });
-        self.instance.finish(outcome);
+/// Looks for a message for a few microseconds without giving the CPU away,
+/// then blocks: back-to-back starts then cost no thread wake-up, and on a busy
+/// host a worker never hands its core to a competitor just to look again.
+fn spin_then_block(receiver: &Receiver<Message>) -> Option<Message> {
+    for _ in 0..IDLE_SPINS {
+        std::hint::spin_loop();
+        match receiver.try_recv() {
+            Ok(message) => return Some(message),
+            Err(TryRecvError::Disconnected) => return None,
+            Err(TryRecvError::Empty) => {}
+        }
     }
+    receiver.recv().ok()
 }
 
 fn panic_message(payload: &(dyn Any + Send)) -> String {

@@ -6,19 +6,21 @@ use crate::container::{ContainerId, ContainerState, ContainerStats};
 use crate::disk_cache::DiskCache;
 use crate::engine::Engines;
 use crate::error::{Error, Result};
+use crate::exec;
 use crate::handle::WaitHandle;
 use crate::instance::{Instance, Phase, RunPlan};
 use crate::logs::{LogEntry, LogFollower};
-use crate::pool::{self, Command};
+use crate::outcome::Outcome;
+use crate::pool::{self, Admission, RunQueue};
 use crate::spec::{PullPolicy, ServiceSpec};
-use crossbeam_channel::{Sender, TrySendError};
-use parking_lot::RwLock;
+use crate::task::Task;
+use crate::timers::Timers;
+use parking_lot::{Mutex, RwLock};
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::thread::JoinHandle;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 /// The container lifecycle, blocking: the same operations as an async container
 /// agent's runtime, each returning when it is done.
@@ -53,13 +55,6 @@ pub(crate) struct Shared {
     pub(crate) disk: Option<DiskCache>,
     pub(crate) config: WasmConfig,
     artifacts: ArtifactCache,
-    shutting_down: AtomicBool,
-}
-
-impl Shared {
-    pub(crate) fn is_shutting_down(&self) -> bool {
-        self.shutting_down.load(Ordering::Acquire)
-    }
 }
 
 /// Runs WASI workloads as containers on a fixed pool of worker threads.
@@ -89,13 +84,19 @@ impl Shared {
 pub struct WasmRuntime {
     shared: Arc<Shared>,
     containers: RwLock<HashMap<ContainerId, Arc<Instance>>>,
-    commands: Option<Sender<Command>>,
+    /// Removed containers that had not ended when `remove_container` gave up waiting.
+    lingering: Mutex<Vec<Arc<Instance>>>,
+    queue: Arc<RunQueue>,
+    admission: Arc<Admission>,
+    timers: Arc<Timers>,
     workers: Vec<JoinHandle<()>>,
+    timer_thread: Option<JoinHandle<()>>,
 }
 
 impl WasmRuntime {
     /// Creates the engine, the cache directory and the worker threads.
     pub fn new(config: WasmConfig) -> Result<Self> {
+        config.validate()?;
         std::fs::create_dir_all(&config.cache_dir).map_err(|e| {
             Error::Setup(format!(
                 "cannot create cache directory '{}': {e}",
@@ -105,24 +106,36 @@ impl WasmRuntime {
         let engines = Engines::new(&config).map_err(|e| Error::Setup(format!("{e:#}")))?;
         let disk = config
             .compiled_cache
-            .then(|| DiskCache::new(config.cache_dir.join("compiled")));
-        let workers = config.workers.max(1);
-        let (sender, receiver) = crossbeam_channel::bounded(config.queue_limit.max(1));
+            .then(|| DiskCache::open(config.cache_dir.join("compiled")))
+            .flatten();
+        let queue = RunQueue::new();
+        let admission = Admission::new(config.queue_limit);
+        let (timers, timer_thread) = Timers::start()
+            .map_err(|e| Error::Setup(format!("cannot start the timer thread: {e}")))?;
+        let workers = config.workers;
         let shared = Arc::new(Shared {
             engines,
             disk,
             artifacts: ArtifactCache::new(config.artifact_cache_size),
             config,
-            shutting_down: AtomicBool::new(false),
         });
-        let workers = pool::spawn_workers(&shared, &receiver, workers)
-            .map_err(|e| Error::Setup(format!("cannot start worker threads: {e}")))?;
-        Ok(WasmRuntime {
-            shared,
+        let mut runtime = WasmRuntime {
+            shared: shared.clone(),
             containers: RwLock::new(HashMap::new()),
-            commands: Some(sender),
-            workers,
-        })
+            lingering: Mutex::new(Vec::new()),
+            queue: queue.clone(),
+            admission,
+            timers: timers.clone(),
+            workers: Vec::new(),
+            timer_thread: Some(timer_thread),
+        };
+        // On failure, dropping `runtime` stops the threads started so far.
+        for index in 0..workers {
+            let worker = pool::spawn_worker(&shared, &queue, &timers, index)
+                .map_err(|e| Error::Setup(format!("cannot start worker threads: {e}")))?;
+            runtime.workers.push(worker);
+        }
+        Ok(runtime)
     }
 
     /// The settings this runtime was created with.
@@ -149,6 +162,7 @@ impl WasmRuntime {
             plan,
             artifact,
             self.shared.config.log_limit_bytes,
+            self.admission.clone(),
         );
         containers.insert(id.clone(), Arc::new(instance));
         Ok(())
@@ -157,27 +171,19 @@ impl WasmRuntime {
     /// Queues a created container and returns a handle on its end.
     pub fn start(&self, id: &ContainerId) -> Result<WaitHandle> {
         let instance = self.get(id)?;
-        {
-            let mut phase = instance.phase.lock();
-            if *phase != Phase::Created {
-                return Err(wrong_state(&instance, *phase, "start"));
-            }
-            *phase = Phase::Queued;
-        }
-        let commands = self.commands.as_ref().ok_or(Error::ShuttingDown)?;
-        if let Err(error) = commands.try_send(Command::Run(instance.clone())) {
-            let mut phase = instance.phase.lock();
-            if *phase == Phase::Queued {
-                *phase = Phase::Created;
-            }
-            return Err(match error {
-                TrySendError::Full(_) => Error::QueueFull {
+        if let Err(refused) = instance.enqueue() {
+            return Err(match refused {
+                Some(phase) => wrong_state(&instance, phase, "start"),
+                None => Error::QueueFull {
                     id: id.clone(),
-                    limit: self.shared.config.queue_limit,
+                    limit: self.admission.limit(),
                 },
-                TrySendError::Disconnected(_) => Error::ShuttingDown,
             });
         }
+        let future = exec::future(self.shared.clone(), instance.clone());
+        let task = Arc::new(Task::new(instance.clone(), Box::pin(future), &self.queue));
+        instance.control.attach(&task);
+        task.schedule();
         Ok(WaitHandle::new(instance.completion.clone()))
     }
 
@@ -278,13 +284,25 @@ impl Runtime for WasmRuntime {
         let instance = self.get(id)?;
         instance.request_stop();
         let handle = WaitHandle::new(instance.completion.clone());
-        if handle
+        let ended = handle
             .wait_timeout(self.shared.config.stop_timeout)
-            .is_none()
+            .is_some();
         {
-            log::warn!("container '{id}' did not stop in time; removing it anyway");
+            // Remove the container looked up above, not one re-created under its id meanwhile.
+            let mut containers = self.containers.write();
+            match containers.get(id) {
+                Some(current) if Arc::ptr_eq(current, &instance) => {
+                    containers.remove(id);
+                }
+                _ => return Err(Error::NotFound(id.clone())),
+            }
         }
-        self.containers.write().remove(id);
+        if !ended {
+            log::warn!("container '{id}' did not stop in time; it ends in the background");
+            let mut lingering = self.lingering.lock();
+            lingering.retain(|instance| !instance.has_ended());
+            lingering.push(instance);
+        }
         Ok(())
     }
 
@@ -332,14 +350,41 @@ impl Runtime for WasmRuntime {
 
 impl Drop for WasmRuntime {
     fn drop(&mut self) {
-        self.shared.shutting_down.store(true, Ordering::Release);
-        for instance in self.containers.read().values() {
+        let instances: Vec<_> = self
+            .containers
+            .read()
+            .values()
+            .chain(self.lingering.lock().iter())
+            .cloned()
+            .collect();
+        for instance in &instances {
             instance.request_stop();
         }
-        drop(self.commands.take());
+        // Stops end at the guests' next poll; a worker stuck in a host callback gets stop_timeout.
+        let deadline = Instant::now() + self.shared.config.stop_timeout;
+        if !self.admission.wait_idle(deadline) {
+            log::warn!("some containers did not stop in time; abandoning them");
+        }
+        for _ in &self.workers {
+            self.queue.push_shutdown();
+        }
         for worker in self.workers.drain(..) {
             // A worker that panicked outside a guest run has nothing left to hand over.
             let _ = worker.join();
+        }
+        self.timers.shutdown();
+        if let Some(thread) = self.timer_thread.take() {
+            let _ = thread.join();
+        }
+        // No worker polls any more: whatever is left ends as stopped, and every waiter hears of it.
+        for task in self.queue.drain_tasks() {
+            task.abandon();
+        }
+        for instance in &instances {
+            if let Some(task) = instance.control.task() {
+                task.abandon();
+            }
+            instance.finish(Outcome::Stopped);
         }
     }
 }

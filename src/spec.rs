@@ -115,6 +115,16 @@ pub struct WasmSpec {
     pub trap_on_grow_failure: bool,
     /// A wall-clock deadline for the run, from instantiation (compiling is not counted).
     pub max_execution_time: Option<Duration>,
+    /// The most open resources the guest may hold at once — descriptors, sockets,
+    /// streams, pollables; `None` takes the runtime's `max_open_resources`.
+    pub max_open_resources: Option<usize>,
+    /// A core module's export to call instead of its default entry point, as
+    /// `wasmtime run --invoke`: no arguments, its `i32` result (if any) is the exit code.
+    pub invoke: Option<String>,
+    /// Define every import nobody provides as a function that traps when called
+    /// (`wasmtime run -W unknown-imports-trap`), so an artifact that only names
+    /// an interface still runs.
+    pub trap_unknown_imports: bool,
 }
 
 /// What the guest reads on stdin.

@@ -1,6 +1,7 @@
 //! Live resource accounting of one container: memory, fuel, CPU and wall time.
 
 use crate::container::ContainerStats;
+use crate::cpu_clock::ThreadClock;
 use parking_lot::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
@@ -18,8 +19,9 @@ pub(crate) struct StatsCell {
 struct Clock {
     started: Option<Instant>,
     ended: Option<Instant>,
-    /// The running worker's CPU clock and its reading when the run began.
-    cpu: Option<(cpu_clock::ThreadClock, Duration)>,
+    /// The slice being polled now: the worker's CPU clock and its reading when the slice began.
+    slice: Option<(ThreadClock, Duration)>,
+    /// CPU time of the slices polled so far, from instantiation on.
     cpu_total: Duration,
 }
 
@@ -34,22 +36,41 @@ impl StatsCell {
         }
     }
 
-    /// Called on the worker thread as the run begins.
-    pub(crate) fn begin(&self) {
-        let thread_clock = cpu_clock::ThreadClock::current();
-        let now = thread_clock.as_ref().map(cpu_clock::ThreadClock::read);
-        let mut clock = self.clock.lock();
-        clock.started = Some(Instant::now());
-        clock.cpu = thread_clock.zip(now);
+    /// Called by a worker before it polls the guest: CPU time counts from here.
+    pub(crate) fn slice_begin(&self, clock: Option<ThreadClock>) {
+        let reading = clock.map(|c| (c, c.read()));
+        self.clock.lock().slice = reading;
     }
 
-    /// Called on the worker thread as the run ends: the figures freeze.
+    /// Called by the worker after the poll: the slice's CPU time is the guest's
+    /// once the run began (a first compile is not), until it ended.
+    pub(crate) fn slice_end(&self) {
+        let mut clock = self.clock.lock();
+        if let Some((thread_clock, start)) = clock.slice.take() {
+            if clock.started.is_some() && clock.ended.is_none() {
+                clock.cpu_total += thread_clock.read().saturating_sub(start);
+            }
+        }
+    }
+
+    /// Called inside the first slice as instantiation begins: wall and CPU time start here.
+    pub(crate) fn begin(&self) {
+        let mut clock = self.clock.lock();
+        clock.started = Some(Instant::now());
+        if let Some((thread_clock, start)) = &mut clock.slice {
+            *start = thread_clock.read();
+        }
+    }
+
+    /// Called as the run ends: the figures freeze.
     pub(crate) fn end(&self) {
         let mut clock = self.clock.lock();
-        if let Some((thread_clock, start)) = clock.cpu.take() {
-            clock.cpu_total = thread_clock.read().saturating_sub(start);
+        if let Some((thread_clock, start)) = clock.slice.take() {
+            if clock.started.is_some() && clock.ended.is_none() {
+                clock.cpu_total += thread_clock.read().saturating_sub(start);
+            }
         }
-        if clock.started.is_some() {
+        if clock.started.is_some() && clock.ended.is_none() {
             clock.ended = Some(Instant::now());
         }
     }
@@ -63,11 +84,12 @@ impl StatsCell {
 
     pub(crate) fn snapshot(&self, log_lines_dropped: u64) -> ContainerStats {
         let clock = self.clock.lock();
-        let cpu = match &clock.cpu {
-            // Read under the lock: the worker cannot end this run and start
-            // another on the same thread meanwhile.
-            Some((thread_clock, start)) => thread_clock.read().saturating_sub(*start),
-            None => clock.cpu_total,
+        // Read under the lock: the worker cannot end this slice meanwhile.
+        let cpu = match (&clock.slice, clock.started, clock.ended) {
+            (Some((thread_clock, start)), Some(_), None) => {
+                clock.cpu_total + thread_clock.read().saturating_sub(*start)
+            }
+            _ => clock.cpu_total,
         };
         let wall_time = match (clock.started, clock.ended) {
             (Some(start), Some(end)) => end - start,
@@ -82,42 +104,6 @@ impl StatsCell {
             fuel_consumed: self.fuel.load(Ordering::Relaxed),
             wall_time,
             log_lines_dropped,
-        }
-    }
-}
-
-#[allow(unsafe_code)]
-mod cpu_clock {
-    //! The CPU-time clock of a worker thread, readable from any thread.
-    use std::time::Duration;
-
-    /// A thread's CPU clock (`pthread_getcpuclockid`); valid while the thread lives,
-    /// and worker threads live as long as the runtime.
-    pub(crate) struct ThreadClock(libc::clockid_t);
-
-    impl ThreadClock {
-        /// The clock of the calling thread, if the platform has one.
-        pub(crate) fn current() -> Option<Self> {
-            let mut id: libc::clockid_t = 0;
-            // SAFETY: `pthread_self` is always a valid thread of this process and
-            // `id` is a valid place to write the clock id to.
-            let rc = unsafe { libc::pthread_getcpuclockid(libc::pthread_self(), &mut id) };
-            (rc == 0).then_some(ThreadClock(id))
-        }
-
-        /// CPU time the thread consumed so far.
-        pub(crate) fn read(&self) -> Duration {
-            let mut ts = libc::timespec {
-                tv_sec: 0,
-                tv_nsec: 0,
-            };
-            // SAFETY: `ts` is a valid timespec to write to; an invalid clock id
-            // only makes the call fail, which reads as zero.
-            let rc = unsafe { libc::clock_gettime(self.0, &mut ts) };
-            if rc != 0 {
-                return Duration::ZERO;
-            }
-            Duration::new(ts.tv_sec as u64, ts.tv_nsec as u32)
         }
     }
 }

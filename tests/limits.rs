@@ -175,6 +175,7 @@ fn a_thousand_instances_on_two_workers_all_complete() {
 
 #[test]
 fn starts_beyond_the_queue_bound_are_refused() {
+    // The bound counts every live container: the running hog and one more.
     let (_dir, rt) = runtime_with(1, |c| c.queue_limit = 2);
     let (busy, _) = launch(&rt, "hog", &ServiceSpec::default(), &wasm(SPIN));
     until_running(&rt, &busy);
@@ -194,7 +195,7 @@ fn starts_beyond_the_queue_bound_are_refused() {
             Err(other) => panic!("unexpected error {other}"),
         }
     }
-    assert_eq!(refused, 3);
+    assert_eq!(refused, 4);
     // Nothing hangs: stopping everything ends every started container.
     for cid in rt.container_ids() {
         rt.stop_container(&cid, Duration::from_secs(5)).unwrap();

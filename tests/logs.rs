@@ -25,7 +25,9 @@ fn logs_are_visible_while_the_guest_runs() {
 
 #[test]
 fn a_guest_writing_past_the_bound_keeps_the_newest_lines_and_says_so() {
-    let (_dir, rt) = runtime_with(1, |c| c.log_limit_bytes = 100);
+    // Room for exactly ten lines of ten bytes, each with its per-line cost.
+    let line_cost = 10 + wasmpool::LOG_LINE_OVERHEAD;
+    let (_dir, rt) = runtime_with(1, |c| c.log_limit_bytes = 10 * line_cost);
     let guest = print_loop_module("0123456789", 50, 0);
     let (id, handle) = launch(&rt, "flood", &ServiceSpec::default(), &wasm(&guest));
     assert_eq!(handle.wait(), Outcome::Exited(0));

@@ -130,6 +130,7 @@ impl Kind {
                 max_memory: memory.map(str::to_string),
                 trap_on_grow_failure: true,
                 max_execution_time: deadline,
+                ..Default::default()
             }),
             ..Default::default()
         };
@@ -338,7 +339,11 @@ fn drop_joins_alone() {
     drop(rt);
     let before = threads_now();
     let (_dir, rt) = runtime(4);
-    assert_eq!(threads_now(), before + 4, "four workers started");
+    assert_eq!(
+        threads_now(),
+        before + 5,
+        "four workers and the timer thread started"
+    );
     let (_, spinning) = launch(&rt, "spin", &ServiceSpec::default(), &wasm(SPIN));
     drop(Arc::try_unwrap(rt).ok().unwrap());
     assert_eq!(spinning.try_wait(), Some(Outcome::Stopped));
