@@ -145,6 +145,11 @@ impl Artifact {
             .map_err(Clone::clone)
     }
 
+    /// Whether the artifact was compiled (or found uncompilable) already.
+    pub(crate) fn is_compiled(&self) -> bool {
+        self.compiled.get().is_some()
+    }
+
     /// The form compiled for the on-demand engine, compiling on first use.
     pub(crate) fn compiled_on_demand(
         &self,

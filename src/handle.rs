@@ -1,13 +1,12 @@
 //! The completion latch of a container and the handle hosts wait on.
 
+use crate::cpu_clock::ThreadClock;
 use crate::outcome::Outcome;
+use crate::task::{Slice, Task};
 use parking_lot::{Condvar, Mutex};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Weak};
 use std::time::{Duration, Instant};
-
-/// How long `wait` looks for an outcome before it blocks.
-const WAIT_SPIN: Duration = Duration::from_micros(50);
 
 /// Starts empty and is set once with an outcome; waiters block until it is set.
 #[derive(Default)]
@@ -64,17 +63,33 @@ impl Completion {
 #[derive(Clone)]
 pub struct WaitHandle {
     completion: Arc<Completion>,
+    /// The container's task, which `wait` polls itself while it is runnable.
+    task: Option<Weak<Task>>,
 }
 
 impl WaitHandle {
     pub(crate) fn new(completion: Arc<Completion>) -> Self {
-        WaitHandle { completion }
+        WaitHandle {
+            completion,
+            task: None,
+        }
+    }
+
+    pub(crate) fn with_task(completion: Arc<Completion>, task: &Arc<Task>) -> Self {
+        WaitHandle {
+            completion,
+            task: Some(Arc::downgrade(task)),
+        }
     }
 
     /// Blocks until the container ended and returns how.
+    ///
+    /// While the guest is runnable and no worker has it, the waiting thread
+    /// runs it itself, one fuel slice at a time (as rayon's `join` does work
+    /// while it waits): a start-then-wait then costs no thread hand-off.
     pub fn wait(&self) -> Outcome {
-        if let Some(outcome) = self.spin_briefly() {
-            return outcome;
+        if let Some(task) = self.task.as_ref().and_then(Weak::upgrade) {
+            self.help(&task);
         }
         let mut slot = self.completion.outcome.lock();
         loop {
@@ -111,18 +126,18 @@ impl WaitHandle {
         }
     }
 
-    /// Looks for the outcome for a few microseconds, yielding the CPU, before a
-    /// waiter blocks: a short guest then costs no thread wake-up.
-    fn spin_briefly(&self) -> Option<Outcome> {
-        let give_up = Instant::now() + WAIT_SPIN;
-        loop {
-            if self.completion.is_set() {
-                return self.completion.probe();
+    /// Polls the container's own task on this thread while it is runnable.
+    /// Only once its artifact is compiled: a stop during a long compile must
+    /// reach this waiter at once, not after the compile.
+    fn help(&self, task: &Arc<Task>) {
+        let clock = ThreadClock::current();
+        while !self.completion.is_set() && task.is_runnable() && task.is_compiled() {
+            match task.run_slice(clock) {
+                Slice::Yielded if self.completion.is_set() => task.requeue(),
+                Slice::Yielded => continue,
+                Slice::Ended | Slice::Parked => {}
             }
-            if Instant::now() >= give_up {
-                return None;
-            }
-            std::thread::yield_now();
+            break;
         }
     }
 

@@ -131,7 +131,7 @@ impl WasmRuntime {
         };
         // On failure, dropping `runtime` stops the threads started so far.
         for index in 0..workers {
-            let worker = pool::spawn_worker(&shared, &queue, &timers, index)
+            let worker = pool::spawn_worker(&queue, index)
                 .map_err(|e| Error::Setup(format!("cannot start worker threads: {e}")))?;
             runtime.workers.push(worker);
         }
@@ -181,10 +181,16 @@ impl WasmRuntime {
             });
         }
         let future = exec::future(self.shared.clone(), instance.clone());
-        let task = Arc::new(Task::new(instance.clone(), Box::pin(future), &self.queue));
+        let task = Arc::new(Task::new(
+            instance.clone(),
+            Box::pin(future),
+            &self.queue,
+            &self.timers,
+            self.shared.config.fuel_slice,
+        ));
         instance.control.attach(&task);
         task.schedule();
-        Ok(WaitHandle::new(instance.completion.clone()))
+        Ok(WaitHandle::with_task(instance.completion.clone(), &task))
     }
 
     /// Creates and starts a container in one call.
@@ -316,7 +322,11 @@ impl Runtime for WasmRuntime {
         if phase == Phase::Created {
             return Err(wrong_state(&instance, phase, "wait for"));
         }
-        let outcome = WaitHandle::new(instance.completion.clone()).wait();
+        let outcome = match instance.control.task() {
+            Some(task) => WaitHandle::with_task(instance.completion.clone(), &task),
+            None => WaitHandle::new(instance.completion.clone()),
+        }
+        .wait();
         if outcome.ran() {
             Ok(outcome.exit_code())
         } else {
@@ -378,11 +388,11 @@ impl Drop for WasmRuntime {
         }
         // No worker polls any more: whatever is left ends as stopped, and every waiter hears of it.
         for task in self.queue.drain_tasks() {
-            task.abandon();
+            task.fail(Outcome::Stopped);
         }
         for instance in &instances {
             if let Some(task) = instance.control.task() {
-                task.abandon();
+                task.fail(Outcome::Stopped);
             }
             instance.finish(Outcome::Stopped);
         }
