@@ -9,25 +9,6 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 use wasmpool::{Outcome, Runtime, ServiceSpec, WasmRuntime, WasmSpec};
 
-/// Runs the ignored test `name` of this binary alone in a child process.
-fn run_alone(name: &str) {
-    let status = std::process::Command::new(std::env::current_exe().unwrap())
-        .args([
-            "--ignored",
-            "--exact",
-            name,
-            "--test-threads=1",
-            "--nocapture",
-        ])
-        .env("WASMPOOL_ALONE", "1")
-        .status()
-        .unwrap();
-    assert!(
-        status.success(),
-        "{name} failed in its own process: {status}"
-    );
-}
-
 /// A small deterministic generator (xorshift64*), so a failing seed can be replayed.
 struct Rng(u64);
 
@@ -64,20 +45,6 @@ fn fd_list() -> String {
         .map(|p| p.display().to_string())
         .collect::<Vec<_>>()
         .join(", ")
-}
-
-fn fds_now() -> usize {
-    std::fs::read_dir("/proc/self/fd").unwrap().count()
-}
-
-/// Waits up to two seconds for `done`, for work wasmtime-wasi finishes on its own threads.
-fn settle(done: impl Fn() -> bool) {
-    for _ in 0..100 {
-        if done() {
-            return;
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
 }
 
 fn resident_mb() -> f64 {

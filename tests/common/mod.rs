@@ -339,3 +339,106 @@ pub fn until_running(runtime: &WasmRuntime, id: &ContainerId) {
         std::thread::yield_now();
     }
 }
+
+/// A guest that prints "ready" on stdout, then spins forever without a host call.
+pub const READY_SPIN: &str = r#"(module
+    (import "wasi_snapshot_preview1" "fd_write" (func $write (param i32 i32 i32 i32) (result i32)))
+    (memory (export "memory") 1)
+    (data (i32.const 512) "ready\0a")
+    (func (export "_start")
+        (i32.store (i32.const 0) (i32.const 512))
+        (i32.store (i32.const 4) (i32.const 6))
+        (drop (call $write (i32.const 1) (i32.const 0) (i32.const 1) (i32.const 16)))
+        (loop $l (br $l))))"#;
+
+/// A guest that prints "ready", then sleeps `nanos` in `poll_oneoff`, then exits 0.
+pub fn ready_sleep_module(nanos: u64) -> String {
+    print_loop_module("ready", 1, nanos)
+}
+
+/// Blocks until the container printed a line "ready" (it has really run), or
+/// fails the test after a generous 20 s instead of hanging.
+pub fn until_ready(runtime: &WasmRuntime, id: &ContainerId) {
+    let follower = runtime.follow_logs(id).expect("follow");
+    let (tx, rx) = crossbeam_channel::bounded(1);
+    std::thread::spawn(move || {
+        let ready = follower.into_iter().any(|line| line.message == "ready");
+        let _ = tx.send(ready);
+    });
+    match rx.recv_timeout(Duration::from_secs(20)) {
+        Ok(true) => {}
+        Ok(false) => panic!("container {id} ended without printing ready"),
+        Err(_) => panic!("container {id} did not print ready within 20 s"),
+    }
+}
+
+/// A generous upper bound on a wait that must not hang.
+pub const NO_HANG: Duration = Duration::from_secs(20);
+
+/// Waits for `handle` at most [`NO_HANG`]; a hang fails the test.
+pub fn wait_bounded(handle: &wasmpool::WaitHandle) -> wasmpool::Outcome {
+    handle
+        .wait_timeout(NO_HANG)
+        .expect("the container ended within the generous bound")
+}
+
+/// A core module in WAT that imports the interfaces of `world` in `wit`,
+/// made into a command component with the preview1 adapter.
+pub fn component_with_wit(wit: &str, world: &str, core: &str) -> Vec<u8> {
+    let mut resolve = wit_parser::Resolve::default();
+    let package = resolve.push_str("guest.wit", wit).expect("WIT parses");
+    let world = resolve
+        .select_world(&[package], Some(world))
+        .expect("world");
+    let mut module = wasm(core);
+    wit_component::embed_component_metadata(
+        &mut module,
+        &resolve,
+        world,
+        wit_component::StringEncoding::UTF8,
+    )
+    .expect("metadata embeds");
+    componentize(&module)
+}
+
+/// Runs the ignored test `name` of this binary alone in a child process, so
+/// neighbouring tests cannot disturb what it counts (threads, descriptors, RSS).
+pub fn run_alone(name: &str) {
+    let status = std::process::Command::new(std::env::current_exe().unwrap())
+        .args([
+            "--ignored",
+            "--exact",
+            name,
+            "--test-threads=1",
+            "--nocapture",
+        ])
+        .env("WASMPOOL_ALONE", "1")
+        .status()
+        .unwrap();
+    assert!(
+        status.success(),
+        "{name} failed in its own process: {status}"
+    );
+}
+
+/// Open descriptors of this process.
+pub fn fds_now() -> usize {
+    std::fs::read_dir("/proc/self/fd").unwrap().count()
+}
+
+/// Resident memory of this process, in bytes.
+pub fn rss_bytes() -> u64 {
+    let statm = std::fs::read_to_string("/proc/self/statm").unwrap();
+    let pages: u64 = statm.split_whitespace().nth(1).unwrap().parse().unwrap();
+    pages * 4096
+}
+
+/// Waits up to two seconds for `done`, for work wasmtime-wasi finishes on its own threads.
+pub fn settle(done: impl Fn() -> bool) {
+    for _ in 0..100 {
+        if done() {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}

@@ -1,0 +1,257 @@
+//! Many guests per worker: a guest that waits holds no worker, and CPU-bound
+//! guests share a worker one fuel slice at a time.
+
+use crate::common::*;
+use std::time::Duration;
+use wasmpool::{Outcome, Runtime, ServiceSpec, WasmSpec};
+
+#[test]
+fn a_short_guest_beside_a_spinner_on_one_worker_finishes_first() {
+    let (_dir, rt) = runtime(1);
+    let (spinner, spinning) = launch(&rt, "spinner", &ServiceSpec::default(), &wasm(READY_SPIN));
+    until_ready(&rt, &spinner);
+    for i in 0..20 {
+        // Started from another thread, so no waiter runs it: the one worker must share.
+        let (_, short) = launch(
+            &rt,
+            &format!("short-{i}"),
+            &ServiceSpec::default(),
+            &wasm(&exit_module(i)),
+        );
+        let waiter = std::thread::spawn(move || short.wait_timeout(NO_HANG));
+        assert_eq!(waiter.join().unwrap(), Some(Outcome::Exited(i)));
+    }
+    assert_eq!(spinning.try_wait(), None, "the spinner still runs");
+    rt.stop_container(&spinner, NO_HANG).unwrap();
+}
+
+#[test]
+fn two_hundred_one_second_sleepers_share_two_workers() {
+    let (_dir, rt) = runtime_with(2, |c| c.queue_limit = 1_000);
+    let sleeper = wasm(&sleep_module(1_000_000_000));
+    let handles: Vec<_> = (0..200)
+        .map(|i| {
+            let id = wasmpool::ContainerId::new("sleeper", i);
+            rt.create_container_from_bytes(&id, &ServiceSpec::default(), &sleeper)
+                .unwrap();
+            rt.start(&id).unwrap()
+        })
+        .collect();
+    // One guest per worker at a time would take 100 s; parked guests hold no worker.
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    for handle in &handles {
+        assert_eq!(handle.wait_deadline(deadline), Some(Outcome::Exited(0)));
+    }
+}
+
+#[test]
+fn a_parked_guest_is_stopped_and_meets_its_deadline() {
+    let (_dir, rt) = runtime(1);
+    let sleeper = wasm(&ready_sleep_module(3_600_000_000_000));
+    let (stopped, handle) = launch(&rt, "parked", &ServiceSpec::default(), &sleeper);
+    until_ready(&rt, &stopped);
+    rt.stop_container(&stopped, NO_HANG).unwrap();
+    assert_eq!(handle.try_wait(), Some(Outcome::Stopped));
+
+    let deadline = ServiceSpec {
+        wasm: Some(WasmSpec {
+            max_execution_time: Some(Duration::from_millis(200)),
+            ..Default::default()
+        }),
+        ..Default::default()
+    };
+    let (late, handle) = launch(&rt, "parked-late", &deadline, &sleeper);
+    until_ready(&rt, &late);
+    assert_eq!(
+        wait_bounded(&handle),
+        Outcome::DeadlineExceeded(Duration::from_millis(200))
+    );
+    // The worker was never held: a neighbour ran meanwhile and after.
+    let (_, after) = launch(
+        &rt,
+        "after",
+        &ServiceSpec::default(),
+        &wasm(&exit_module(4)),
+    );
+    assert_eq!(wait_bounded(&after), Outcome::Exited(4));
+}
+
+#[test]
+fn a_guest_waiting_on_a_socket_holds_no_worker() {
+    use std::io::Read;
+    // A loopback listener that accepts and never answers: the guest waits for bytes.
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let (_dir, rt) = runtime(1);
+    let spec = ServiceSpec {
+        network: true,
+        ..Default::default()
+    };
+    let (reader, handle) = launch(&rt, "socket-reader", &spec, &socket_reader(port));
+    let (mut conn, _) = listener.accept().unwrap();
+    until_ready(&rt, &reader);
+    // The only worker is free while the guest waits for the peer.
+    let (_, beside) = launch(
+        &rt,
+        "beside",
+        &ServiceSpec::default(),
+        &wasm(&exit_module(5)),
+    );
+    let waiter = std::thread::spawn(move || beside.wait_timeout(NO_HANG));
+    assert_eq!(waiter.join().unwrap(), Some(Outcome::Exited(5)));
+    assert_eq!(handle.try_wait(), None, "the reader still waits");
+    // Closing the peer ends its wait: it exits by itself.
+    let mut scratch = [0u8; 1];
+    conn.set_nonblocking(true).unwrap();
+    let _ = conn.read(&mut scratch);
+    drop(conn);
+    assert_eq!(wait_bounded(&handle), Outcome::Exited(0));
+}
+
+/// A command component that connects to 127.0.0.1:`port`, prints "ready",
+/// blocks until the peer sends a byte or closes, then exits 0.
+fn socket_reader(port: u16) -> Vec<u8> {
+    let core = format!(
+        r#"(module
+        (import "wasi:sockets/instance-network@0.2.0" "instance-network" (func $net (result i32)))
+        (import "wasi:sockets/tcp-create-socket@0.2.0" "create-tcp-socket" (func $create (param i32 i32)))
+        (import "wasi:sockets/tcp@0.2.0" "[method]tcp-socket.start-connect"
+            (func $start_connect (param i32 i32 i32 i32 i32 i32 i32 i32 i32 i32 i32 i32 i32 i32 i32)))
+        (import "wasi:sockets/tcp@0.2.0" "[method]tcp-socket.subscribe" (func $subscribe (param i32) (result i32)))
+        (import "wasi:sockets/tcp@0.2.0" "[method]tcp-socket.finish-connect" (func $finish_connect (param i32 i32)))
+        (import "wasi:io/poll@0.2.0" "[method]pollable.block" (func $block (param i32)))
+        (import "wasi:io/streams@0.2.0" "[method]input-stream.blocking-read" (func $read (param i32 i64 i32)))
+        (import "wasi_snapshot_preview1" "fd_write" (func $write (param i32 i32 i32 i32) (result i32)))
+        (import "wasi_snapshot_preview1" "proc_exit" (func $exit (param i32)))
+        (memory (export "memory") 4)
+        (data (i32.const 512) "ready\0a")
+        ;; A bump allocator: the adapter's state and the read's bytes land above 8 KiB.
+        (global $heap (mut i32) (i32.const 8192))
+        (func (export "cabi_realloc") (param i32 i32) (param $align i32) (param $size i32) (result i32)
+            (local $at i32)
+            (local.set $at (i32.and
+                (i32.add (global.get $heap) (i32.sub (local.get $align) (i32.const 1)))
+                (i32.sub (i32.const 0) (local.get $align))))
+            (global.set $heap (i32.add (local.get $at) (local.get $size)))
+            (local.get $at))
+        (func (export "_start") (local $net i32) (local $sock i32) (local $input i32)
+            (local.set $net (call $net))
+            (call $create (i32.const 0) (i32.const 256))
+            (if (i32.load8_u (i32.const 256)) (then (call $exit (i32.const 10))))
+            (local.set $sock (i32.load (i32.const 260)))
+            ;; ipv4 127.0.0.1:{port}: the case, then 11 payload slots (the ipv6 case's width)
+            (call $start_connect (local.get $sock) (local.get $net)
+                (i32.const 0) (i32.const {port}) (i32.const 127) (i32.const 0) (i32.const 0) (i32.const 1)
+                (i32.const 0) (i32.const 0) (i32.const 0) (i32.const 0) (i32.const 0) (i32.const 0)
+                (i32.const 256))
+            (if (i32.load8_u (i32.const 256)) (then (call $exit (i32.const 11))))
+            (block $connected (loop $wait
+                (call $block (call $subscribe (local.get $sock)))
+                (call $finish_connect (local.get $sock) (i32.const 256))
+                (br_if $connected (i32.eqz (i32.load8_u (i32.const 256))))
+                ;; would-block (8): keep waiting; anything else: give up
+                (br_if $wait (i32.eq (i32.load8_u (i32.const 260)) (i32.const 8)))
+                (call $exit (i32.const 12))))
+            (local.set $input (i32.load (i32.const 260)))
+            (i32.store (i32.const 0) (i32.const 512))
+            (i32.store (i32.const 4) (i32.const 6))
+            (drop (call $write (i32.const 1) (i32.const 0) (i32.const 1) (i32.const 16)))
+            (call $read (local.get $input) (i64.const 1) (i32.const 256))
+            (call $exit (i32.const 0))))"#
+    );
+    component_with_wit(&sockets_wit(), "reader", &core)
+}
+
+/// Enough of wasi:io and wasi:sockets 0.2.0 for a TCP client, as nested packages.
+fn sockets_wit() -> String {
+    r#"
+    package local:reader;
+    world reader {
+        import wasi:sockets/instance-network@0.2.0;
+        import wasi:sockets/tcp-create-socket@0.2.0;
+        import wasi:sockets/tcp@0.2.0;
+        import wasi:io/poll@0.2.0;
+        import wasi:io/streams@0.2.0;
+    }
+    package wasi:io@0.2.0 {
+        interface poll {
+            resource pollable { block: func(); }
+        }
+        interface error { resource error; }
+        interface streams {
+            use error.{error};
+            use poll.{pollable};
+            variant stream-error { last-operation-failed(error), closed }
+            resource input-stream {
+                blocking-read: func(len: u64) -> result<list<u8>, stream-error>;
+            }
+            resource output-stream;
+        }
+    }
+    package wasi:sockets@0.2.0 {
+        interface network {
+            resource network;
+            enum error-code {
+                unknown, access-denied, not-supported, invalid-argument, out-of-memory,
+                timeout, concurrency-conflict, not-in-progress, would-block, invalid-state,
+                new-socket-limit, address-not-bindable, address-in-use, remote-unreachable,
+                connection-refused, connection-reset, connection-aborted, datagram-too-large,
+                name-unresolvable, temporary-resolver-failure, permanent-resolver-failure,
+            }
+            enum ip-address-family { ipv4, ipv6 }
+            type ipv4-address = tuple<u8, u8, u8, u8>;
+            type ipv6-address = tuple<u16, u16, u16, u16, u16, u16, u16, u16>;
+            record ipv4-socket-address { port: u16, address: ipv4-address }
+            record ipv6-socket-address { port: u16, flow-info: u32, address: ipv6-address, scope-id: u32 }
+            variant ip-socket-address { ipv4(ipv4-socket-address), ipv6(ipv6-socket-address) }
+        }
+        interface instance-network {
+            use network.{network};
+            instance-network: func() -> network;
+        }
+        interface tcp {
+            use wasi:io/streams@0.2.0.{input-stream, output-stream};
+            use wasi:io/poll@0.2.0.{pollable};
+            use network.{network, error-code, ip-socket-address, ip-address-family};
+            resource tcp-socket {
+                start-connect: func(network: borrow<network>, remote-address: ip-socket-address) -> result<_, error-code>;
+                finish-connect: func() -> result<tuple<input-stream, output-stream>, error-code>;
+                subscribe: func() -> pollable;
+            }
+        }
+        interface tcp-create-socket {
+            use network.{error-code, ip-address-family};
+            use tcp.{tcp-socket};
+            create-tcp-socket: func(address-family: ip-address-family) -> result<tcp-socket, error-code>;
+        }
+    }
+    "#
+    .to_string()
+}
+
+#[test]
+fn cpu_time_of_interleaved_guests_is_each_ones_own() {
+    let (_dir, rt) = runtime(1);
+    let work = wasm(&count_module(200_000_000));
+    let (a, first) = launch(&rt, "first", &ServiceSpec::default(), &work);
+    let (b, second) = launch(&rt, "second", &ServiceSpec::default(), &work);
+    // Neither handle is waited on by its starter: the one worker interleaves them.
+    let waiters: Vec<_> = [first, second]
+        .into_iter()
+        .map(|h| std::thread::spawn(move || h.wait_timeout(Duration::from_secs(120))))
+        .collect();
+    for waiter in waiters {
+        assert_eq!(waiter.join().unwrap(), Some(Outcome::Exited(0)));
+    }
+    let cpu_a = rt.get_container_stats(&a).unwrap().cpu_usage_usec as f64;
+    let cpu_b = rt.get_container_stats(&b).unwrap().cpu_usage_usec as f64;
+    let total = cpu_a + cpu_b;
+    // Equal work: each close to half of the two. Charged over the worker's life,
+    // the later one would show nearly all of it.
+    for cpu in [cpu_a, cpu_b] {
+        assert!(
+            (0.25..=0.75).contains(&(cpu / total)),
+            "cpu {cpu_a} µs and {cpu_b} µs"
+        );
+    }
+}
