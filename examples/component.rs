@@ -29,8 +29,10 @@ fn main() -> Result<()> {
     );
 
     // The runtime tells a component from a module by its bytes: nothing else changes.
+    // A private cache folder: compiled code is loaded only from places no one else can write.
+    let cache = tempfile::tempdir()?;
     let runtime = WasmRuntime::new(WasmConfig {
-        cache_dir: std::env::temp_dir().join("wasmpool-example-component"),
+        cache_dir: cache.path().into(),
         workers: 1,
         ..Default::default()
     })?;

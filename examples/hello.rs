@@ -7,9 +7,10 @@ use wasmpool::{ContainerId, Runtime, ServiceSpec, WasmConfig, WasmRuntime};
 
 fn main() -> Result<()> {
     // A runtime owns the engine and a fixed pool of worker threads.
-    let cache = std::env::temp_dir().join("wasmpool-example-hello");
+    // Its cache is a private folder: compiled code is loaded only from places no one else can write.
+    let cache = tempfile::tempdir()?;
     let runtime = WasmRuntime::new(WasmConfig {
-        cache_dir: cache,
+        cache_dir: cache.path().into(),
         workers: 1,
         ..Default::default()
     })?;

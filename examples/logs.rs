@@ -7,8 +7,10 @@ use std::time::Instant;
 use wasmpool::{ContainerId, Runtime, ServiceSpec, WasmConfig, WasmRuntime};
 
 fn main() -> Result<()> {
+    // A private cache folder: compiled code is loaded only from places no one else can write.
+    let cache = tempfile::tempdir()?;
     let runtime = WasmRuntime::new(WasmConfig {
-        cache_dir: std::env::temp_dir().join("wasmpool-example-logs"),
+        cache_dir: cache.path().into(),
         workers: 1,
         ..Default::default()
     })?;

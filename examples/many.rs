@@ -7,8 +7,10 @@ use std::time::Instant;
 use wasmpool::{ContainerId, Outcome, Runtime, ServiceSpec, WasmConfig, WasmRuntime};
 
 fn main() -> Result<()> {
+    // A private cache folder: compiled code is loaded only from places no one else can write.
+    let cache = tempfile::tempdir()?;
     let runtime = WasmRuntime::new(WasmConfig {
-        cache_dir: std::env::temp_dir().join("wasmpool-example-many"),
+        cache_dir: cache.path().into(),
         queue_limit: 1_000,
         ..Default::default()
     })?;

@@ -12,8 +12,10 @@ const RUNAWAY: &str = r#"(module
     (func (export "_start") (loop $forever (br $forever))))"#;
 
 fn main() -> Result<()> {
+    // A private cache folder: compiled code is loaded only from places no one else can write.
+    let cache = tempfile::tempdir()?;
     let runtime = WasmRuntime::new(WasmConfig {
-        cache_dir: std::env::temp_dir().join("wasmpool-example-stop"),
+        cache_dir: cache.path().into(),
         workers: 1,
         ..Default::default()
     })?;

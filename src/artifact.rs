@@ -193,13 +193,7 @@ impl Compiled {
                             .map_err(|e| format!("cannot link module: {e:#}"))?;
                         link_module(&linkers, module)
                     }
-                    Code::Component(component) => {
-                        linkers
-                            .preview2
-                            .define_unknown_imports_as_traps(component)
-                            .map_err(|e| format!("cannot link component: {e:#}"))?;
-                        link_component(&linkers, component)
-                    }
+                    Code::Component(component) => link_component_leniently(linkers, component),
                 }
             })
             .as_ref()
@@ -264,6 +258,76 @@ fn link_module(linkers: &Linkers, module: &Module) -> Result<Pre, String> {
         .instantiate_pre(module)
         .map(Pre::Module)
         .map_err(|e| format!("cannot link module: {e:#}"))
+}
+
+/// Links `component`, defining each import the linker lacks as functions that
+/// trap (and resources nobody implements). Unlike wasmtime's
+/// `define_unknown_imports_as_traps`, this leaves alone the imports the linker
+/// satisfies by semver (an adapter's `wasi:io/streams@0.2.12` against our
+/// 0.2.x), so only what is really missing is stubbed.
+fn link_component_leniently(mut linkers: Linkers, component: &Component) -> Result<Pre, String> {
+    use wasmtime::component::types::ComponentItem;
+    use wasmtime::component::ResourceType;
+    let engine = component.engine();
+    let imports: Vec<(String, ComponentItem)> = component
+        .component_type()
+        .imports(engine)
+        .map(|(name, item)| (name.to_string(), item.ty))
+        .collect();
+    let trap = |name: String| {
+        move |_: wasmtime::StoreContextMut<'_, HostState>,
+              _: wasmtime::component::types::ComponentFunc,
+              _: &[wasmtime::component::Val],
+              _: &mut [wasmtime::component::Val]|
+              -> wasmtime::Result<()> {
+            Err(wasmtime::Error::msg(format!(
+                "unknown import: `{name}` has not been defined"
+            )))
+        }
+    };
+    for _ in 0..=imports.len() {
+        let error = match link_component(&linkers, component) {
+            Ok(pre) => return Ok(pre),
+            Err(error) => error,
+        };
+        let Some((name, item)) = imports
+            .iter()
+            .find(|(name, _)| error.contains(&format!("`{name}`")))
+        else {
+            return Err(error);
+        };
+        let stubbed: wasmtime::Result<()> = (|| {
+            let mut root = linkers.preview2.root();
+            match item {
+                ComponentItem::ComponentFunc(_) => root.func_new(name, trap(name.clone())),
+                ComponentItem::Resource(_) => {
+                    root.resource(name, ResourceType::host::<()>(), |_, _| Ok(()))
+                }
+                ComponentItem::ComponentInstance(instance) => {
+                    let mut linked = linkers.preview2.instance(name)?;
+                    for (export, item) in instance.exports(engine) {
+                        match item.ty {
+                            ComponentItem::ComponentFunc(_) => {
+                                linked.func_new(export, trap(format!("{name}#{export}")))?
+                            }
+                            ComponentItem::Resource(_) => linked.resource(
+                                export,
+                                ResourceType::host::<()>(),
+                                |_, _| Ok(()),
+                            )?,
+                            _ => {}
+                        }
+                    }
+                    Ok(())
+                }
+                _ => Err(wasmtime::Error::msg(format!(
+                    "cannot define import `{name}` as traps"
+                ))),
+            }
+        })();
+        stubbed.map_err(|e| format!("cannot link component: {e:#}"))?;
+    }
+    link_component(&linkers, component)
 }
 
 fn link_component(linkers: &Linkers, component: &Component) -> Result<Pre, String> {

@@ -118,7 +118,8 @@ impl WasmConfig {
 }
 
 /// `$WASMPOOL_CACHE_DIR`, else `$XDG_CACHE_HOME/wasmpool`, else `~/.cache/wasmpool`,
-/// else `wasmpool` in the temporary directory.
+/// else `wasmpool-{uid}` in the temporary directory (where the compiled cache's
+/// ownership check keeps other users' files out).
 fn default_cache_dir() -> PathBuf {
     let var = |name| std::env::var_os(name).filter(|v| !v.is_empty());
     if let Some(dir) = var("WASMPOOL_CACHE_DIR") {
@@ -130,5 +131,7 @@ fn default_cache_dir() -> PathBuf {
     if let Some(home) = var("HOME") {
         return PathBuf::from(home).join(".cache").join("wasmpool");
     }
-    std::env::temp_dir().join("wasmpool")
+    let mut dir = std::env::temp_dir();
+    dir.push(format!("wasmpool-{}", crate::disk_cache::current_user()));
+    dir
 }

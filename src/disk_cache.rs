@@ -205,7 +205,7 @@ fn trusted(path: &Path, is_dir: bool) -> Result<(), String> {
 }
 
 #[allow(unsafe_code)]
-fn current_user() -> u32 {
+pub(crate) fn current_user() -> u32 {
     // SAFETY: `geteuid` has no preconditions and cannot fail.
     unsafe { libc::geteuid() }
 }

@@ -55,11 +55,16 @@ enum Command {
 
 #[derive(Args)]
 struct RunArgs {
-    /// A .wasm module or component, or a .wat file
-    file: PathBuf,
-    /// Arguments passed to the guest after its name; wasmpool's own options go before FILE
-    #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
-    args: Vec<String>,
+    /// FILE (a .wasm module or component, or a .wat file), then the guest's
+    /// arguments: everything after FILE is the guest's, wasmpool's options go before it
+    #[arg(
+        value_name = "FILE [ARGS]...",
+        required = true,
+        num_args = 1..,
+        trailing_var_arg = true,
+        allow_hyphen_values = true
+    )]
+    command: Vec<String>,
     /// Call this exported function instead of the default entry point; its i32 result is the exit code
     #[arg(long, value_name = "NAME")]
     invoke: Option<String>,
@@ -197,14 +202,21 @@ fn guest_name(file: &Path) -> String {
 }
 
 fn run(args: RunArgs) -> Result<ExitCode> {
-    let wasm = load(&args.file)?;
+    let mut command = args.command.into_iter();
+    let file = PathBuf::from(command.next().unwrap_or_default());
+    // `wasmpool run FILE -- ARGS` (the older form) still works: that `--` is ours.
+    let mut guest_args: Vec<String> = command.collect();
+    if guest_args.first().is_some_and(|a| a == "--") {
+        guest_args.remove(0);
+    }
+    let wasm = load(&file)?;
     let mut storage = mounts(&args.dirs, false)?;
     storage.extend(mounts(&args.ro_dirs, true)?);
     let spec = ServiceSpec {
-        image: ImageSpec::new(guest_name(&args.file)),
+        image: ImageSpec::new(guest_name(&file)),
         env: environment(&args.env)?,
         command: wasmpool::CommandSpec {
-            args: Some(args.args),
+            args: Some(guest_args),
             ..Default::default()
         },
         storage,
@@ -239,7 +251,7 @@ fn run(args: RunArgs) -> Result<ExitCode> {
         log_limit_bytes: 64 * 1024,
         ..Default::default()
     })?);
-    let id = ContainerId::new(guest_name(&args.file), 1);
+    let id = ContainerId::new(guest_name(&file), 1);
     runtime.create_container_from_bytes(&id, &spec, &wasm)?;
     let interrupted = Arc::new(AtomicBool::new(false));
     {

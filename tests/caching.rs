@@ -130,3 +130,51 @@ fn pooling_and_on_demand_runtimes_agree() {
         );
     }
 }
+
+/// Runs `bytes` in a fresh runtime on `cache` and returns its exit code.
+fn exit_code_on(cache: &Path, bytes: &[u8]) -> i32 {
+    let rt = runtime_on(cache);
+    let (_, handle) = launch(&rt, "probe", &ServiceSpec::default(), bytes);
+    handle.wait().exit_code()
+}
+
+#[test]
+fn the_compiled_cache_is_private_and_refuses_artifacts_others_could_have_planted() {
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
+    let cache = tempfile::tempdir().unwrap();
+    let (seven, three) = (wasm(&exit_module(7)), wasm(&exit_module(3)));
+    assert_eq!(exit_code_on(cache.path(), &seven), 7);
+    let planted_source = cached_files(cache.path()).remove(0);
+    assert_eq!(exit_code_on(cache.path(), &three), 3);
+    let victim = cached_files(cache.path())
+        .into_iter()
+        .find(|p| *p != planted_source)
+        .unwrap();
+    let dir = cache.path().join("compiled");
+    let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode(&dir), 0o700, "the folder is private");
+    assert_eq!(mode(&victim), 0o600, "its files are private");
+
+    // Plant the artifact of `exit 7` where the one of `exit 3` is looked for.
+    std::fs::copy(&planted_source, &victim).unwrap();
+    let chmod =
+        |p: &Path, m: u32| std::fs::set_permissions(p, std::fs::Permissions::from_mode(m)).unwrap();
+    // The control: in a private folder, by the current user, the plant would run.
+    chmod(&victim, 0o600);
+    assert_eq!(exit_code_on(cache.path(), &three), 7);
+    // Anyone may write the folder: nothing is loaded from it.
+    chmod(&dir, 0o777);
+    assert_eq!(exit_code_on(cache.path(), &three), 3);
+    chmod(&dir, 0o700);
+    // Others may write the file: it is not loaded (and not trusted to be overwritten).
+    std::fs::copy(&planted_source, &victim).unwrap();
+    chmod(&victim, 0o666);
+    assert_eq!(exit_code_on(cache.path(), &three), 3);
+    // The file belongs to another user (only root can arrange that here).
+    if std::fs::metadata(cache.path()).unwrap().uid() == 0 {
+        std::fs::copy(&planted_source, &victim).unwrap();
+        chmod(&victim, 0o600);
+        std::os::unix::fs::chown(&victim, Some(65534), Some(65534)).unwrap();
+        assert_eq!(exit_code_on(cache.path(), &three), 3);
+    }
+}

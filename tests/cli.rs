@@ -5,12 +5,17 @@ use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 
+/// The CLI's cache for this test run: a private folder, made once.
+fn cli_cache() -> &'static Path {
+    static CACHE: std::sync::OnceLock<tempfile::TempDir> = std::sync::OnceLock::new();
+    CACHE
+        .get_or_init(|| tempfile::tempdir().expect("temp dir"))
+        .path()
+}
+
 fn bin() -> Command {
     let mut command = Command::new(env!("CARGO_BIN_EXE_wasmpool"));
-    command.env(
-        "WASMPOOL_CACHE_DIR",
-        std::env::temp_dir().join("wasmpool-cli-tests"),
-    );
+    command.env("WASMPOOL_CACHE_DIR", cli_cache());
     command
 }
 
@@ -135,7 +140,7 @@ fn timeout_fuel_and_memory_limits_end_the_guest_with_their_codes() {
 fn usage_errors_exit_2_and_bad_files_exit_with_a_one_line_error() {
     assert_eq!(run(&["run"]).status.code(), Some(2));
     assert_eq!(
-        run(&["run", "x.wat", "--timeout", "soon"]).status.code(),
+        run(&["run", "--timeout", "soon", "x.wat"]).status.code(),
         Some(2)
     );
     let missing = run(&["run", "/no/such/file.wasm"]);
@@ -293,4 +298,142 @@ fn a_component_file_runs_like_a_module() {
     let out = run(&["run", file.to_str().unwrap()]);
     assert_eq!(text(&out.stdout), "from a component\n");
     assert_eq!(out.status.code(), Some(0));
+}
+
+#[test]
+fn everything_after_the_file_is_the_guests_even_what_looks_like_our_options() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = write_wat(dir.path(), "args.wat", PRINT_ARGS_AND_ENV);
+    let out = run(&[
+        "run",
+        "--env",
+        "A=1",
+        file.to_str().unwrap(),
+        "x",
+        "--env",
+        "-v",
+    ]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    assert_eq!(text(&out.stdout), "args.wat\nx\n--env\n-v\nA=1\n");
+}
+
+#[test]
+fn exit_statuses_pass_through_and_a_negative_one_is_255() {
+    let dir = tempfile::tempdir().unwrap();
+    let exit200 = write_wat(dir.path(), "exit200.wat", &exit_module(200));
+    assert_eq!(
+        run(&["run", exit200.to_str().unwrap()]).status.code(),
+        Some(200)
+    );
+    let minus_one = write_wat(
+        dir.path(),
+        "minus.wat",
+        r#"(module (memory (export "memory") 1) (func (export "main") (result i32) (i32.const -1)))"#,
+    );
+    assert_eq!(
+        run(&["run", minus_one.to_str().unwrap()]).status.code(),
+        Some(255)
+    );
+}
+
+#[test]
+fn invoke_and_trapping_imports_from_the_command_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let reactor = write_wat(
+        dir.path(),
+        "reactor.wat",
+        r#"(module
+            (memory (export "memory") 1)
+            (global $n (mut i32) (i32.const 0))
+            (func (export "_initialize") (global.set $n (i32.const 40)))
+            (func (export "answer") (result i32) (i32.add (global.get $n) (i32.const 2))))"#,
+    );
+    let path = reactor.to_str().unwrap();
+    assert_eq!(
+        run(&["run", "--invoke", "answer", path]).status.code(),
+        Some(42)
+    );
+    let out = run(&["run", path]);
+    assert_eq!(out.status.code(), Some(126));
+    assert!(
+        text(&out.stderr).contains("entry point not found"),
+        "{}",
+        text(&out.stderr)
+    );
+    let inspected = run(&["inspect", path]);
+    assert!(
+        text(&inspected.stdout).contains("entry: _initialize"),
+        "{}",
+        text(&inspected.stdout)
+    );
+
+    let unknown = write_wat(
+        dir.path(),
+        "unknown.wat",
+        r#"(module
+            (import "vendor" "missing" (func $missing))
+            (memory (export "memory") 1)
+            (func (export "_start") (call $missing)))"#,
+    );
+    let path = unknown.to_str().unwrap();
+    let out = run(&["run", path]);
+    assert_eq!(out.status.code(), Some(126));
+    assert!(
+        text(&out.stderr).contains("missing"),
+        "{}",
+        text(&out.stderr)
+    );
+    let out = run(&["run", "--trap-unknown-imports", path]);
+    assert_eq!(out.status.code(), Some(134), "{}", text(&out.stderr));
+}
+
+#[test]
+fn one_v_logs_wasmpool_only_and_two_add_wasmtime_and_cranelift() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = write_wat(dir.path(), "hello.wat", &exit_module(0));
+    let verbose = |flag: &str| {
+        // A fresh cache, so the artifact compiles and cranelift has something to say.
+        let cache = tempfile::tempdir().unwrap();
+        let out = bin()
+            .env("WASMPOOL_CACHE_DIR", cache.path())
+            .env_remove("RUST_LOG")
+            .args([flag, "run", file.to_str().unwrap()])
+            .stdin(Stdio::null())
+            .output()
+            .unwrap();
+        text(&out.stderr)
+    };
+    let one = verbose("-v");
+    assert!(one.contains(" wasmpool"), "{one}");
+    assert!(
+        !one.contains("cranelift") && !one.contains(" wasmtime"),
+        "{one}"
+    );
+    let two = verbose("-vv");
+    assert!(two.contains("cranelift"), "{two}");
+}
+
+#[test]
+fn absurd_bench_settings_are_refused_with_the_value() {
+    let out = run(&["bench", "examples/hello.wat", "--instances", "10000000000"]);
+    assert_eq!(out.status.code(), Some(125));
+    assert!(
+        text(&out.stderr).contains("10000000000"),
+        "{}",
+        text(&out.stderr)
+    );
+    let out = run(&[
+        "bench",
+        "examples/hello.wat",
+        "--workers",
+        "100000000",
+        "-n",
+        "1",
+    ]);
+    assert_eq!(out.status.code(), Some(125));
+    assert!(
+        text(&out.stderr).contains("workers"),
+        "{}",
+        text(&out.stderr)
+    );
 }

@@ -7,6 +7,7 @@ mod cli;
 mod components;
 mod control;
 mod engine;
+mod entry;
 mod hostile;
 mod isolation;
 mod limits;
