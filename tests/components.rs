@@ -19,7 +19,7 @@ fn a_component_runs_and_prints() {
     );
     let (_dir, rt) = runtime(1);
     let (id, handle) = launch(&rt, "p2-hello", &ServiceSpec::default(), &bytes);
-    assert_eq!(handle.wait(), Outcome::Exited(0));
+    assert_eq!(wait_bounded(&handle), Outcome::Exited(0));
     assert_eq!(stdout_lines(&rt, &id), ["hello from p2"]);
     let logs = rt.get_logs(&id).unwrap();
     assert_eq!(logs.last().unwrap().stream, wasmpool::LogStream::Stderr);
@@ -43,8 +43,8 @@ fn component_exit_codes_are_zero_and_one() {
         &ServiceSpec::default(),
         &component(&exit_module(7)),
     );
-    assert_eq!(ok_handle.wait(), Outcome::Exited(0));
-    assert_eq!(bad_handle.wait(), Outcome::Exited(1));
+    assert_eq!(wait_bounded(&ok_handle), Outcome::Exited(0));
+    assert_eq!(wait_bounded(&bad_handle), Outcome::Exited(1));
     assert_eq!(rt.wait_container(&ok).unwrap(), 0);
     assert_eq!(rt.wait_container(&bad).unwrap(), 1);
 }
@@ -62,7 +62,7 @@ fn a_component_sees_exactly_the_specs_env_and_args() {
         ..Default::default()
     };
     let (id, handle) = launch(&rt, "p2-args", &spec, &component(PRINT_ARGS_AND_ENV));
-    assert_eq!(handle.wait(), Outcome::Exited(0));
+    assert_eq!(wait_bounded(&handle), Outcome::Exited(0));
     assert_eq!(
         stdout_lines(&rt, &id),
         ["p2/args", "--flag", "value", "GREETING=hi"]
@@ -81,7 +81,7 @@ fn a_component_reads_a_file_from_a_read_only_mount_and_cannot_write_there() {
         &spec,
         &component(&read_file_module("note.txt")),
     );
-    assert_eq!(handle.wait(), Outcome::Exited(0));
+    assert_eq!(wait_bounded(&handle), Outcome::Exited(0));
     assert_eq!(stdout_lines(&rt, &id), ["from the host"]);
     let (_, write) = launch(
         &rt,
@@ -90,7 +90,7 @@ fn a_component_reads_a_file_from_a_read_only_mount_and_cannot_write_there() {
         &component(&write_file_module("new.txt")),
     );
     assert_eq!(
-        write.wait(),
+        wait_bounded(&write),
         Outcome::Exited(1),
         "the write was refused (non-zero exit)"
     );
@@ -106,7 +106,7 @@ fn a_component_that_traps_fails_with_the_trap() {
         &ServiceSpec::default(),
         &component(UNREACHABLE),
     );
-    let outcome = handle.wait();
+    let outcome = wait_bounded(&handle);
     assert!(
         matches!(&outcome, Outcome::Trapped(m) if m.contains("unreachable")),
         "{outcome:?}"
@@ -117,11 +117,16 @@ fn a_component_that_traps_fails_with_the_trap() {
 #[test]
 fn a_spinning_component_is_stopped() {
     let (_dir, rt) = runtime(1);
-    let (id, handle) = launch(&rt, "p2-spin", &ServiceSpec::default(), &component(SPIN));
-    until_running(&rt, &id);
+    let (id, handle) = launch(
+        &rt,
+        "p2-spin",
+        &ServiceSpec::default(),
+        &component(READY_SPIN),
+    );
+    until_ready(&rt, &id);
     rt.stop_container(&id, std::time::Duration::from_secs(5))
         .unwrap();
-    assert_eq!(handle.wait(), Outcome::Stopped);
+    assert_eq!(wait_bounded(&handle), Outcome::Stopped);
 }
 
 #[test]
@@ -131,16 +136,16 @@ fn a_sleeping_component_is_stopped() {
         &rt,
         "p2-sleep",
         &ServiceSpec::default(),
-        &component(&sleep_module(3_600_000_000_000)),
+        &component(&ready_sleep_module(3_600_000_000_000)),
     );
-    until_running(&rt, &id);
+    until_ready(&rt, &id);
     assert_eq!(
         handle.wait_timeout(std::time::Duration::from_millis(50)),
         None
     );
     rt.stop_container(&id, std::time::Duration::from_secs(5))
         .unwrap();
-    assert_eq!(handle.wait(), Outcome::Stopped);
+    assert_eq!(wait_bounded(&handle), Outcome::Stopped);
 }
 
 #[test]
@@ -148,7 +153,7 @@ fn a_component_without_wasi_cli_run_fails_with_a_reason() {
     let reactor = wat::parse_str("(component)").unwrap();
     let (_dir, rt) = runtime(1);
     let (id, handle) = launch(&rt, "p2-none", &ServiceSpec::default(), &reactor);
-    let outcome = handle.wait();
+    let outcome = wait_bounded(&handle);
     assert!(
         matches!(&outcome, Outcome::Failed(r) if r.contains("wasi:cli/run")),
         "{outcome:?}"

@@ -8,10 +8,10 @@ use wasmpool::{ContainerState, Outcome, Runtime, ServiceSpec, WasmSpec};
 #[test]
 fn a_spinning_guest_is_stopped_and_its_worker_serves_again() {
     let (_dir, rt) = runtime(1);
-    let (id, handle) = launch(&rt, "spin", &ServiceSpec::default(), &wasm(SPIN));
-    until_running(&rt, &id);
+    let (id, handle) = launch(&rt, "spin", &ServiceSpec::default(), &wasm(READY_SPIN));
+    until_ready(&rt, &id);
     rt.stop_container(&id, Duration::from_secs(5)).unwrap();
-    assert_eq!(handle.wait(), Outcome::Stopped);
+    assert_eq!(wait_bounded(&handle), Outcome::Stopped);
     assert_eq!(
         rt.container_state(&id).unwrap(),
         ContainerState::Failed {
@@ -25,7 +25,7 @@ fn a_spinning_guest_is_stopped_and_its_worker_serves_again() {
         &ServiceSpec::default(),
         &wasm(&exit_module(5)),
     );
-    assert_eq!(next.wait(), Outcome::Exited(5));
+    assert_eq!(wait_bounded(&next), Outcome::Exited(5));
 }
 
 #[test]
@@ -35,9 +35,9 @@ fn a_sleeping_guest_is_stopped_within_the_stop_timeout() {
         &rt,
         "sleep",
         &ServiceSpec::default(),
-        &wasm(&sleep_module(3_600_000_000_000)),
+        &wasm(&ready_sleep_module(3_600_000_000_000)),
     );
-    until_running(&rt, &id);
+    until_ready(&rt, &id);
     assert_eq!(
         handle.wait_timeout(Duration::from_millis(50)),
         None,
@@ -52,7 +52,7 @@ fn a_sleeping_guest_is_stopped_within_the_stop_timeout() {
         &ServiceSpec::default(),
         &wasm(&exit_module(0)),
     );
-    assert_eq!(next.wait(), Outcome::Exited(0));
+    assert_eq!(wait_bounded(&next), Outcome::Exited(0));
 }
 
 #[test]
@@ -64,7 +64,7 @@ fn a_short_sleep_completes() {
         &ServiceSpec::default(),
         &wasm(&sleep_module(10_000_000)),
     );
-    assert_eq!(handle.wait(), Outcome::Exited(0));
+    assert_eq!(wait_bounded(&handle), Outcome::Exited(0));
 }
 
 fn with_deadline(ms: u64) -> ServiceSpec {
@@ -80,16 +80,16 @@ fn with_deadline(ms: u64) -> ServiceSpec {
 #[test]
 fn a_deadline_ends_a_spinning_and_a_sleeping_guest() {
     let (_dir, rt) = runtime(2);
-    let (spin, spin_handle) = launch(&rt, "deadline-spin", &with_deadline(200), &wasm(SPIN));
+    let (spin, spin_handle) = launch(&rt, "deadline-spin", &with_deadline(200), &wasm(READY_SPIN));
     let (sleep, sleep_handle) = launch(
         &rt,
         "deadline-sleep",
         &with_deadline(200),
-        &wasm(&sleep_module(3_600_000_000_000)),
+        &wasm(&ready_sleep_module(3_600_000_000_000)),
     );
     let expected = Outcome::DeadlineExceeded(Duration::from_millis(200));
-    assert_eq!(spin_handle.wait(), expected);
-    assert_eq!(sleep_handle.wait(), expected);
+    assert_eq!(wait_bounded(&spin_handle), expected);
+    assert_eq!(wait_bounded(&sleep_handle), expected);
     assert_eq!(rt.wait_container(&spin).unwrap(), 124);
     match rt.container_state(&sleep).unwrap() {
         ContainerState::Failed { reason } => assert!(reason.contains("deadline"), "{reason}"),
@@ -106,10 +106,10 @@ fn the_runtime_default_deadline_applies_when_the_spec_has_none() {
         &rt,
         "default-deadline",
         &ServiceSpec::default(),
-        &wasm(SPIN),
+        &wasm(READY_SPIN),
     );
     assert_eq!(
-        handle.wait(),
+        wait_bounded(&handle),
         Outcome::DeadlineExceeded(Duration::from_millis(100))
     );
 }
@@ -117,9 +117,9 @@ fn the_runtime_default_deadline_applies_when_the_spec_has_none() {
 #[test]
 fn stopping_a_queued_or_created_container_ends_it_without_running_it() {
     let (_dir, rt) = runtime(1);
-    let (busy, busy_handle) = launch(&rt, "busy", &ServiceSpec::default(), &wasm(SPIN));
-    until_running(&rt, &busy);
-    // Queued behind the spinning guest.
+    // The one worker compiles a large module for a while: whatever starts now waits.
+    let (busy, busy_handle) = launch(&rt, "busy", &ServiceSpec::default(), &slow_to_compile());
+    // Queued behind the compile.
     let (queued, queued_handle) = launch(
         &rt,
         "queued",
@@ -149,7 +149,7 @@ fn stopping_a_queued_or_created_container_ends_it_without_running_it() {
         })
     ));
     rt.stop_container(&busy, Duration::from_secs(5)).unwrap();
-    assert_eq!(busy_handle.wait(), Outcome::Stopped);
+    assert_eq!(wait_bounded(&busy_handle), Outcome::Stopped);
     // The queued guest never ran: its output never appeared.
     assert!(stdout_lines(&rt, &queued).is_empty());
 }
@@ -157,11 +157,16 @@ fn stopping_a_queued_or_created_container_ends_it_without_running_it() {
 #[test]
 fn removing_a_running_guest_stops_it_and_frees_its_worker() {
     let (_dir, rt) = runtime(1);
-    let (id, handle) = launch(&rt, "remove-spin", &ServiceSpec::default(), &wasm(SPIN));
-    until_running(&rt, &id);
+    let (id, handle) = launch(
+        &rt,
+        "remove-spin",
+        &ServiceSpec::default(),
+        &wasm(READY_SPIN),
+    );
+    until_ready(&rt, &id);
     rt.remove_container(&id).unwrap();
     assert_eq!(
-        handle.wait(),
+        wait_bounded(&handle),
         Outcome::Stopped,
         "a waiter on a removed container gets its end"
     );
@@ -175,7 +180,7 @@ fn removing_a_running_guest_stops_it_and_frees_its_worker() {
         &ServiceSpec::default(),
         &wasm(&exit_module(9)),
     );
-    assert_eq!(next.wait(), Outcome::Exited(9));
+    assert_eq!(wait_bounded(&next), Outcome::Exited(9));
 }
 
 #[test]
@@ -187,9 +192,9 @@ fn dropping_the_runtime_gives_every_waiter_an_outcome() {
             &rt,
             &format!("drop-spin-{i}"),
             &ServiceSpec::default(),
-            &wasm(SPIN),
+            &wasm(READY_SPIN),
         );
-        until_running(&rt, &id);
+        until_ready(&rt, &id);
         handles.push(handle);
     }
     for i in 0..3 {
@@ -197,17 +202,17 @@ fn dropping_the_runtime_gives_every_waiter_an_outcome() {
             &rt,
             &format!("drop-queued-{i}"),
             &ServiceSpec::default(),
-            &wasm(SPIN),
+            &wasm(READY_SPIN),
         );
         handles.push(handle);
     }
     let created = id("drop-created");
-    rt.create_container_from_bytes(&created, &ServiceSpec::default(), wasm(SPIN))
+    rt.create_container_from_bytes(&created, &ServiceSpec::default(), wasm(READY_SPIN))
         .unwrap();
     handles.push(rt.wait_handle(&created).unwrap());
     let waiter = {
         let handle = handles[0].clone();
-        std::thread::spawn(move || handle.wait())
+        std::thread::spawn(move || wait_bounded(&handle))
     };
     drop(
         Arc::try_unwrap(rt)

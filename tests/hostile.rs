@@ -306,24 +306,6 @@ fn any_exit_status_up_to_255_passes_through() {
     }
 }
 
-/// 4,000 functions of arithmetic: a module that takes a while to compile.
-fn slow_to_compile() -> Vec<u8> {
-    let mut text = String::from("(module (memory (export \"memory\") 1)\n");
-    for f in 0..4_000 {
-        text.push_str(&format!(
-            "(func $f{f} (param $x i32) (result i32) (local.get $x)"
-        ));
-        for k in 0..60 {
-            text.push_str(&format!(
-                " (i32.add (i32.const {k})) (i32.mul (i32.const 3)) (i32.xor (local.get $x))"
-            ));
-        }
-        text.push_str(")\n");
-    }
-    text.push_str("(func (export \"_start\")))");
-    wasm(&text)
-}
-
 #[test]
 fn stop_while_the_worker_compiles_ends_the_container_at_once() {
     let (_dir, rt) = runtime(1);
@@ -478,5 +460,25 @@ fn racing_removes_never_forget_a_running_container() {
         if registered {
             rt.remove_container(&id).unwrap();
         }
+    }
+}
+
+/// Writes the hostile guests above as seeds of the fuzz target `run`
+/// (`fuzz/seeds/run`); run with `cargo test --release -- --ignored hostile::write_fuzz_seeds`.
+#[test]
+#[ignore = "a tool: refreshes fuzz/seeds/run from these fixtures"]
+fn write_fuzz_seeds() {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("fuzz/seeds/run");
+    std::fs::create_dir_all(&dir).unwrap();
+    let seeds = [
+        ("newline-flood.wat", newline_flood(1_000)),
+        ("four-memories.wat", FOUR_MEMORIES.to_string()),
+        ("descriptor-hog.wat", descriptor_hog(0)),
+        ("exit-200.wat", exit_module(200)),
+        ("ready-spin.wat", READY_SPIN.to_string()),
+        ("sleeper.wat", ready_sleep_module(1_000_000)),
+    ];
+    for (name, text) in seeds {
+        std::fs::write(dir.join(name), text).unwrap();
     }
 }

@@ -21,7 +21,7 @@ fn a_guest_cannot_read_outside_its_mount() {
         &mounted(&inner, false),
         &wasm(&read_file_module("ok.txt")),
     );
-    assert_eq!(handle.wait(), Outcome::Exited(0));
+    assert_eq!(wait_bounded(&handle), Outcome::Exited(0));
     assert_eq!(stdout_lines(&rt, &ok), ["inside"]);
     for (name, path) in [
         ("dotdot", "../secret.txt"),
@@ -36,7 +36,7 @@ fn a_guest_cannot_read_outside_its_mount() {
             &mounted(&inner, false),
             &wasm(&read_file_module(path)),
         );
-        let outcome = handle.wait();
+        let outcome = wait_bounded(&handle);
         assert!(
             matches!(outcome, Outcome::Exited(code) if code != 0),
             "{path}: {outcome:?}"
@@ -59,7 +59,7 @@ fn a_guest_without_mounts_has_no_files_at_all() {
         &ServiceSpec::default(),
         &wasm(&read_file_module("etc/passwd")),
     );
-    assert_eq!(handle.wait(), Outcome::Exited(8));
+    assert_eq!(wait_bounded(&handle), Outcome::Exited(8));
 }
 
 #[test]
@@ -75,7 +75,7 @@ fn a_panic_in_a_host_callback_fails_that_guest_only() {
         &spec,
         &wasm(&print_module(&[("boom\n", 1)], None)),
     );
-    let outcome = handle.wait();
+    let outcome = wait_bounded(&handle);
     assert_eq!(
         outcome,
         Outcome::Panicked("sink exploded on purpose".into())
@@ -94,17 +94,17 @@ fn a_panic_in_a_host_callback_fails_that_guest_only() {
             &ServiceSpec::default(),
             &wasm(&exit_module(i)),
         );
-        assert_eq!(next.wait(), Outcome::Exited(i));
+        assert_eq!(wait_bounded(&next), Outcome::Exited(i));
     }
     let (spin, spin_handle) = launch(
         &rt,
         "after-panic-spin",
         &ServiceSpec::default(),
-        &wasm(SPIN),
+        &wasm(READY_SPIN),
     );
-    until_running(&rt, &spin);
+    until_ready(&rt, &spin);
     rt.stop_container(&spin, Duration::from_secs(5)).unwrap();
-    assert_eq!(spin_handle.wait(), Outcome::Stopped);
+    assert_eq!(wait_bounded(&spin_handle), Outcome::Stopped);
 }
 
 #[test]
@@ -125,12 +125,12 @@ fn a_guest_stays_within_its_memory_limit_while_neighbours_run() {
         &wasm(&grow_module(1, 100)),
     );
     assert_eq!(
-        hog_handle.wait(),
+        wait_bounded(&hog_handle),
         Outcome::Exited(1),
         "the hog's grow was refused"
     );
     assert_eq!(
-        neighbour.wait(),
+        wait_bounded(&neighbour),
         Outcome::Exited(0),
         "the unlimited neighbour grew"
     );
@@ -200,7 +200,7 @@ fn a_guest_cannot_open_a_socket_unless_the_spec_grants_network() {
     let guest = socket_component();
     let (_dir, rt) = runtime(1);
     let (denied, handle) = launch(&rt, "no-network", &ServiceSpec::default(), &guest);
-    assert_eq!(handle.wait(), Outcome::Exited(1));
+    assert_eq!(wait_bounded(&handle), Outcome::Exited(1));
     assert_eq!(stdout_lines(&rt, &denied), ["denied"]);
     let granted = ServiceSpec {
         network: true,
@@ -208,7 +208,7 @@ fn a_guest_cannot_open_a_socket_unless_the_spec_grants_network() {
     };
     let (allowed, handle) = launch(&rt, "network", &granted, &guest);
     assert_eq!(
-        handle.wait(),
+        wait_bounded(&handle),
         Outcome::Exited(0),
         "{:?}",
         stdout_lines(&rt, &allowed)

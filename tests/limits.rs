@@ -25,7 +25,7 @@ fn a_guest_past_its_fuel_budget_ends_out_of_fuel() {
         &limited(Some(10_000), None, false),
         &wasm(&count_module(1_000_000)),
     );
-    assert_eq!(handle.wait(), Outcome::OutOfFuel { budget: 10_000 });
+    assert_eq!(wait_bounded(&handle), Outcome::OutOfFuel { budget: 10_000 });
     assert_eq!(rt.wait_container(&id).unwrap(), 152);
     assert_eq!(rt.get_container_stats(&id).unwrap().fuel_consumed, 10_000);
 }
@@ -39,7 +39,7 @@ fn a_guest_within_its_fuel_budget_completes_and_reports_its_use() {
         &limited(Some(1_000_000), None, false),
         &wasm(&count_module(1_000)),
     );
-    assert_eq!(handle.wait(), Outcome::Exited(0));
+    assert_eq!(wait_bounded(&handle), Outcome::Exited(0));
     let fuel = rt.get_container_stats(&id).unwrap().fuel_consumed;
     assert!(fuel > 1_000 && fuel < 1_000_000, "fuel consumed: {fuel}");
 }
@@ -47,8 +47,13 @@ fn a_guest_within_its_fuel_budget_completes_and_reports_its_use() {
 #[test]
 fn the_runtime_fuel_default_applies_to_specs_without_one() {
     let (_dir, rt) = runtime_with(1, |c| c.max_fuel = Some(5_000));
-    let (_id, handle) = launch(&rt, "fuel-default", &ServiceSpec::default(), &wasm(SPIN));
-    assert_eq!(handle.wait(), Outcome::OutOfFuel { budget: 5_000 });
+    let (_id, handle) = launch(
+        &rt,
+        "fuel-default",
+        &ServiceSpec::default(),
+        &wasm(READY_SPIN),
+    );
+    assert_eq!(wait_bounded(&handle), Outcome::OutOfFuel { budget: 5_000 });
 }
 
 #[test]
@@ -67,9 +72,9 @@ fn memory_growth_past_the_limit_is_refused() {
         &limited(None, Some("128Ki"), false),
         &wasm(&grow_module(1, 2)),
     );
-    assert_eq!(fits_handle.wait(), Outcome::Exited(0));
+    assert_eq!(wait_bounded(&fits_handle), Outcome::Exited(0));
     assert_eq!(
-        over_handle.wait(),
+        wait_bounded(&over_handle),
         Outcome::Exited(1),
         "memory.grow returned -1"
     );
@@ -90,7 +95,10 @@ fn memory_growth_past_the_limit_traps_when_asked() {
         &limited(None, Some("64Ki"), true),
         &wasm(&grow_module(1, 1)),
     );
-    assert_eq!(handle.wait(), Outcome::MemoryLimit { limit: 65_536 });
+    assert_eq!(
+        wait_bounded(&handle),
+        Outcome::MemoryLimit { limit: 65_536 }
+    );
     assert_eq!(rt.wait_container(&id).unwrap(), 137);
 }
 
@@ -103,7 +111,7 @@ fn an_initial_memory_above_the_limit_fails_at_start_with_a_reason() {
         &limited(None, Some("1Mi"), false),
         &wasm(&grow_module(100, 0)),
     );
-    let outcome = handle.wait();
+    let outcome = wait_bounded(&handle);
     assert!(
         matches!(&outcome, Outcome::Failed(reason) if reason.contains("memory")),
         "{outcome:?}"
@@ -118,7 +126,7 @@ fn a_bad_memory_limit_is_refused_at_create_quoting_it() {
         .create_container_from_bytes(
             &id("bad-mem"),
             &limited(None, Some("lots"), false),
-            wasm(SPIN),
+            wasm(READY_SPIN),
         )
         .unwrap_err();
     assert!(err.to_string().contains("'lots'"), "{err}");
@@ -127,8 +135,13 @@ fn a_bad_memory_limit_is_refused_at_create_quoting_it() {
 #[test]
 fn stats_change_while_running_and_freeze_after_the_end() {
     let (_dir, rt) = runtime(1);
-    let (id, handle) = launch(&rt, "stats-live", &ServiceSpec::default(), &wasm(SPIN));
-    until_running(&rt, &id);
+    let (id, handle) = launch(
+        &rt,
+        "stats-live",
+        &ServiceSpec::default(),
+        &wasm(READY_SPIN),
+    );
+    until_ready(&rt, &id);
     let first = rt.get_container_stats(&id).unwrap();
     // Wait for the guest to burn more fuel: handles do not time out here, they
     // only bound how long the test waits for a change it expects.
@@ -150,7 +163,7 @@ fn stats_change_while_running_and_freeze_after_the_end() {
         "{first:?} -> {later:?}"
     );
     rt.stop_container(&id, Duration::from_secs(5)).unwrap();
-    assert_eq!(handle.wait(), Outcome::Stopped);
+    assert_eq!(wait_bounded(&handle), Outcome::Stopped);
     let ended = rt.get_container_stats(&id).unwrap();
     std::thread::sleep(Duration::from_millis(20));
     assert_eq!(rt.get_container_stats(&id).unwrap(), ended);
@@ -165,7 +178,7 @@ fn a_thousand_instances_on_two_workers_all_complete() {
         .map(|i| launch(&rt, &format!("many-{i}"), &ServiceSpec::default(), &bytes).1)
         .collect();
     for handle in &handles {
-        assert_eq!(handle.wait(), Outcome::Exited(3));
+        assert_eq!(wait_bounded(&handle), Outcome::Exited(3));
     }
     for i in 0..1_000 {
         rt.remove_container(&id(&format!("many-{i}"))).unwrap();
@@ -177,9 +190,9 @@ fn a_thousand_instances_on_two_workers_all_complete() {
 fn starts_beyond_the_queue_bound_are_refused() {
     // The bound counts every live container: the running hog and one more.
     let (_dir, rt) = runtime_with(1, |c| c.queue_limit = 2);
-    let (busy, _) = launch(&rt, "hog", &ServiceSpec::default(), &wasm(SPIN));
-    until_running(&rt, &busy);
-    let spin = wasm(SPIN);
+    let (busy, _) = launch(&rt, "hog", &ServiceSpec::default(), &wasm(READY_SPIN));
+    until_ready(&rt, &busy);
+    let spin = wasm(READY_SPIN);
     let mut refused = 0;
     for i in 0..5 {
         let id = id(&format!("overflow-{i}"));
@@ -251,7 +264,7 @@ fn every_end_reads_the_same_through_handle_state_and_wait() {
                 max_fuel: Some(1_000),
                 ..Default::default()
             }),
-            wasm(SPIN),
+            wasm(READY_SPIN),
             Some(152),
         ),
         (
@@ -270,7 +283,7 @@ fn every_end_reads_the_same_through_handle_state_and_wait() {
                 max_execution_time: Some(Duration::from_millis(20)),
                 ..Default::default()
             }),
-            wasm(SPIN),
+            wasm(READY_SPIN),
             Some(124),
         ),
         (
@@ -289,7 +302,7 @@ fn every_end_reads_the_same_through_handle_state_and_wait() {
     let mut reasons = HashMap::new();
     for (name, spec, bytes, code) in cases {
         let (id, handle) = launch(&rt, name, &spec, &bytes);
-        let outcome = handle.wait();
+        let outcome = wait_bounded(&handle);
         assert_eq!(rt.container_state(&id).unwrap(), outcome.state(), "{name}");
         match (code, rt.wait_container(&id)) {
             (Some(expected), Ok(got)) => assert_eq!(
@@ -320,8 +333,8 @@ fn every_end_reads_the_same_through_handle_state_and_wait() {
         reasons["no-entry"]
     );
     // The stopped row: a spinning guest, stopped.
-    let (id, handle) = launch(&rt, "stopped", &ServiceSpec::default(), &wasm(SPIN));
+    let (id, handle) = launch(&rt, "stopped", &ServiceSpec::default(), &wasm(READY_SPIN));
     rt.stop_container(&id, Duration::from_secs(5)).unwrap();
-    assert_eq!(handle.wait(), Outcome::Stopped);
+    assert_eq!(wait_bounded(&handle), Outcome::Stopped);
     assert_eq!(rt.wait_container(&id).unwrap(), 137);
 }

@@ -12,7 +12,8 @@ fn runtime() -> &'static WasmRuntime {
     static RUNTIME: OnceLock<WasmRuntime> = OnceLock::new();
     RUNTIME.get_or_init(|| {
         WasmRuntime::new(WasmConfig {
-            cache_dir: std::env::temp_dir().join("wasmpool-fuzz"),
+            // A private folder for the life of the process (nothing compiled is kept).
+            cache_dir: tempfile::tempdir().expect("temp dir").keep(),
             workers: 1,
             max_fuel: Some(200_000),
             max_execution_time: Duration::from_secs(2),

@@ -442,3 +442,21 @@ pub fn settle(done: impl Fn() -> bool) {
         std::thread::sleep(Duration::from_millis(20));
     }
 }
+
+/// 4,000 functions of arithmetic: a module that takes a while to compile.
+pub fn slow_to_compile() -> Vec<u8> {
+    let mut text = String::from("(module (memory (export \"memory\") 1)\n");
+    for f in 0..4_000 {
+        text.push_str(&format!(
+            "(func $f{f} (param $x i32) (result i32) (local.get $x)"
+        ));
+        for k in 0..60 {
+            text.push_str(&format!(
+                " (i32.add (i32.const {k})) (i32.mul (i32.const 3)) (i32.xor (local.get $x))"
+            ));
+        }
+        text.push_str(")\n");
+    }
+    text.push_str("(func (export \"_start\")))");
+    wasm(&text)
+}

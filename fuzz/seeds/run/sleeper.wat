@@ -1,0 +1,21 @@
+(module
+            (import "wasi_snapshot_preview1" "fd_write" (func $write (param i32 i32 i32 i32) (result i32)))
+            (import "wasi_snapshot_preview1" "poll_oneoff" (func $poll (param i32 i32 i32 i32) (result i32)))
+            (memory (export "memory") 1)
+            (data (i32.const 1024) "ready\0a")
+            (func (export "_start") (local $i i32)
+                (block $done (loop $l
+                    (br_if $done (i32.ge_u (local.get $i) (i32.const 1)))
+                    (i32.store (i32.const 0) (i32.const 1024))
+                    (i32.store (i32.const 4) (i32.const 6))
+                    (drop (call $write (i32.const 1) (i32.const 0) (i32.const 1) (i32.const 8)))
+                    (local.set $i (i32.add (local.get $i) (i32.const 1)))
+                    (br $l)))
+                (if (i64.ne (i64.const 1000000) (i64.const 0)) (then
+                    (i64.store (i32.const 64) (i64.const 0))
+                    (i32.store8 (i32.const 72) (i32.const 0))
+                    (i32.store (i32.const 80) (i32.const 1))
+                    (i64.store (i32.const 88) (i64.const 1000000))
+                    (i64.store (i32.const 96) (i64.const 0))
+                    (i32.store16 (i32.const 104) (i32.const 0))
+                    (drop (call $poll (i32.const 64) (i32.const 128) (i32.const 1) (i32.const 192)))))))
