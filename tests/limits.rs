@@ -178,7 +178,7 @@ fn a_thousand_instances_on_two_workers_all_complete() {
         .map(|i| launch(&rt, &format!("many-{i}"), &ServiceSpec::default(), &bytes).1)
         .collect();
     for handle in &handles {
-        assert_eq!(wait_bounded(&handle), Outcome::Exited(3));
+        assert_eq!(wait_bounded(handle), Outcome::Exited(3));
     }
     for i in 0..1_000 {
         rt.remove_container(&id(&format!("many-{i}"))).unwrap();
