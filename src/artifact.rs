@@ -128,6 +128,7 @@ impl Linkers {
         crate::host::add_descriptor_cap(&mut preview1)?;
         let mut preview2 = wasmtime::component::Linker::new(engine);
         wasmtime_wasi::p2::add_to_linker_async(&mut preview2)?;
+        wasmtime_wasi_http::p2::add_only_http_to_linker_async(&mut preview2)?;
         Ok(Linkers { preview1, preview2 })
     }
 }

@@ -2,7 +2,7 @@
 //! point, and say how it ended. Workers poll it one fuel slice at a time.
 
 use crate::artifact::{Compiled, Entry, Pre};
-use crate::host::{HostState, MemoryLimitExceeded, MemoryLimiter, Wasi};
+use crate::host::{HostState, HttpHooks, MemoryLimitExceeded, MemoryLimiter, Wasi};
 use crate::instance::Instance;
 use crate::logs::GuestOutput;
 use crate::outcome::Outcome;
@@ -16,6 +16,7 @@ use std::time::Instant;
 use wasmtime::component::ResourceTableError;
 use wasmtime::{PoolConcurrencyLimitError, Store, Trap};
 use wasmtime_wasi::{FsPerms, I32Exit, WasiCtxBuilder, WasiView};
+use wasmtime_wasi_http::WasiHttpCtx;
 
 /// Why the guest's future ended with an error.
 enum RunError {
@@ -302,6 +303,10 @@ fn build_wasi(instance: &Instance, compiled: &Compiled) -> Result<Wasi, String> 
             Wasi::Preview2 {
                 ctx: builder.build(),
                 table,
+                http: WasiHttpCtx::new(),
+                hooks: HttpHooks {
+                    network: plan.network,
+                },
             }
         }
     })

@@ -1,9 +1,16 @@
 //! What a guest's store holds: its WASI context and the limiter that accounts its memory.
 
 use crate::stats::StatsCell;
+use http_body_util::BodyExt;
 use std::fmt;
+use std::future::Future;
 use std::sync::Arc;
 use wasmtime::component::ResourceTable;
+use wasmtime_wasi_http::{
+    Error as HttpError, RequestOptions, Result as HttpResult, WasiBody, WasiHttpCtx,
+    WasiHttpCtxView, WasiHttpHooks, WasiHttpView,
+};
+
 use wasmtime::{AsContextMut, Caller, Extern, Linker};
 use wasmtime_wasi::p1::wasi_snapshot_preview1::{self as wasi_p1, WasiSnapshotPreview1};
 use wasmtime_wasi::p1::WasiP1Ctx;
@@ -18,7 +25,57 @@ pub(crate) struct HostState {
 /// The WASI context, shaped for the kind of artifact the store runs.
 pub(crate) enum Wasi {
     Preview1(WasiP1Ctx),
-    Preview2 { ctx: WasiCtx, table: ResourceTable },
+    Preview2 {
+        ctx: WasiCtx,
+        table: ResourceTable,
+        http: WasiHttpCtx,
+        hooks: HttpHooks,
+    },
+}
+
+/// wasi:http's policy for one guest: outgoing requests only with `network`.
+pub(crate) struct HttpHooks {
+    pub(crate) network: bool,
+}
+
+impl WasiHttpHooks for HttpHooks {
+    fn send_request(
+        &mut self,
+        request: http::Request<WasiBody>,
+        options: Option<RequestOptions>,
+        fut: Box<dyn Future<Output = HttpResult<()>> + Send>,
+    ) -> Box<dyn Future<Output = HttpResult<(http::Response<WasiBody>, ResponseIo)>> + Send> {
+        let allowed = self.network;
+        drop(fut);
+        Box::new(async move {
+            if !allowed {
+                // wasi:http's own answer, inside the guest: never a trap or a host error.
+                return Err(HttpError::HttpRequestDenied);
+            }
+            let (response, io) = wasmtime_wasi_http::default_send_request(request, options).await?;
+            Ok((
+                response.map(BodyExt::boxed_unsync),
+                Box::new(io) as ResponseIo,
+            ))
+        })
+    }
+}
+
+type ResponseIo = Box<dyn Future<Output = HttpResult<()>> + Send>;
+
+impl WasiHttpView for HostState {
+    fn http(&mut self) -> WasiHttpCtxView<'_> {
+        match &mut self.wasi {
+            Wasi::Preview2 {
+                table, http, hooks, ..
+            } => WasiHttpCtxView {
+                ctx: http,
+                table,
+                hooks,
+            },
+            Wasi::Preview1(_) => unreachable!("a module store was linked to wasi:http"),
+        }
+    }
 }
 
 impl HostState {
@@ -50,7 +107,7 @@ impl HostState {
 impl WasiView for HostState {
     fn ctx(&mut self) -> WasiCtxView<'_> {
         match &mut self.wasi {
-            Wasi::Preview2 { ctx, table } => WasiCtxView { ctx, table },
+            Wasi::Preview2 { ctx, table, .. } => WasiCtxView { ctx, table },
             Wasi::Preview1(_) => unreachable!("a module store was linked to WASIp2"),
         }
     }

@@ -9,6 +9,7 @@ mod control;
 mod engine;
 mod entry;
 mod hostile;
+mod http;
 mod isolation;
 mod limits;
 mod logs;
