@@ -58,6 +58,7 @@ mod error;
 mod exec;
 mod handle;
 mod host;
+mod image_files;
 mod inspect;
 mod instance;
 mod logs;

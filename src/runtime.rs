@@ -1,6 +1,6 @@
 //! The public facade: `WasmRuntime`, the container registry, and the `Runtime` trait.
 
-use crate::artifact::ArtifactCache;
+use crate::artifact::{Artifact, ArtifactCache};
 use crate::config::WasmConfig;
 use crate::container::{ContainerId, ContainerState, ContainerStats};
 use crate::disk_cache::DiskCache;
@@ -8,6 +8,7 @@ use crate::engine::Engines;
 use crate::error::{Error, Result};
 use crate::exec;
 use crate::handle::WaitHandle;
+use crate::image_files::ImageFiles;
 use crate::instance::{Instance, Phase, RunPlan};
 use crate::logs::{LogEntry, LogFollower};
 use crate::outcome::Outcome;
@@ -84,6 +85,8 @@ pub(crate) struct Shared {
 pub struct WasmRuntime {
     shared: Arc<Shared>,
     containers: RwLock<HashMap<ContainerId, Arc<Instance>>>,
+    /// Image files already read, by path and file identity.
+    images: ImageFiles,
     /// Removed containers that had not ended when `remove_container` gave up waiting.
     lingering: Mutex<Vec<Arc<Instance>>>,
     queue: Arc<RunQueue>,
@@ -122,6 +125,7 @@ impl WasmRuntime {
         let mut runtime = WasmRuntime {
             shared: shared.clone(),
             containers: RwLock::new(HashMap::new()),
+            images: ImageFiles::new(shared.config.artifact_cache_size),
             lingering: Mutex::new(Vec::new()),
             queue: queue.clone(),
             admission,
@@ -151,8 +155,17 @@ impl WasmRuntime {
         spec: &ServiceSpec,
         wasm: impl AsRef<[u8]>,
     ) -> Result<()> {
-        let plan = RunPlan::new(spec, &self.shared.config)?;
         let artifact = self.shared.artifacts.intern(wasm.as_ref());
+        self.register(id, spec, artifact)
+    }
+
+    fn register(
+        &self,
+        id: &ContainerId,
+        spec: &ServiceSpec,
+        artifact: Arc<Artifact>,
+    ) -> Result<()> {
+        let plan = RunPlan::new(spec, &self.shared.config)?;
         let mut containers = self.containers.write();
         if containers.contains_key(id) {
             return Err(Error::AlreadyExists(id.clone()));
@@ -263,11 +276,8 @@ impl Runtime for WasmRuntime {
             ));
         }
         let path = image_path(&self.shared.config.cache_dir, &spec.image.name)?;
-        let bytes = std::fs::read(&path).map_err(|e| Error::UnreadableArtifact {
-            path: path.clone(),
-            reason: e.to_string(),
-        })?;
-        self.create_container_from_bytes(id, spec, bytes)
+        let artifact = self.images.artifact(&path, &self.shared.artifacts)?;
+        self.register(id, spec, artifact)
     }
 
     fn start_container(&self, id: &ContainerId) -> Result<()> {

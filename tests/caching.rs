@@ -178,3 +178,36 @@ fn the_compiled_cache_is_private_and_refuses_artifacts_others_could_have_planted
         assert_eq!(exit_code_on(cache.path(), &three), 3);
     }
 }
+
+#[test]
+fn an_image_file_rewritten_in_place_runs_its_new_bytes() {
+    use wasmpool::{ImageSpec, Runtime};
+    let cache = tempfile::tempdir().unwrap();
+    let rt = runtime_on(cache.path());
+    let path = cache.path().join("localhost_app_v1.wasm");
+    let spec = ServiceSpec {
+        image: ImageSpec::new("localhost/app:v1"),
+        ..Default::default()
+    };
+    let run = |name: &str| {
+        let id = id(name);
+        rt.create_container(&id, &spec).unwrap();
+        rt.start(&id).unwrap().wait()
+    };
+    // Same size, different code: only the file's identity tells them apart.
+    std::fs::write(&path, wasm(&exit_module(3))).unwrap();
+    assert_eq!(run("first"), Outcome::Exited(3));
+    assert_eq!(run("unchanged"), Outcome::Exited(3));
+    std::fs::write(&path, wasm(&exit_module(4))).unwrap();
+    assert_eq!(run("rewritten"), Outcome::Exited(4));
+    // Replaced by another file (a new inode), as a pull's atomic rename does.
+    let staged = cache.path().join("staged.wasm");
+    std::fs::write(&staged, wasm(&exit_module(5))).unwrap();
+    std::fs::rename(&staged, &path).unwrap();
+    assert_eq!(run("replaced"), Outcome::Exited(5));
+    std::fs::remove_file(&path).unwrap();
+    assert!(matches!(
+        rt.create_container(&id("gone"), &spec),
+        Err(wasmpool::Error::UnreadableArtifact { .. })
+    ));
+}

@@ -1,0 +1,75 @@
+//! Image files already read: a create of an unchanged file costs a `stat`, not a read and a hash.
+
+use crate::artifact::{Artifact, ArtifactCache};
+use crate::error::{Error, Result};
+use parking_lot::Mutex;
+use std::collections::HashMap;
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+/// What tells one version of a file from another without reading it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct FileIdentity {
+    device: u64,
+    inode: u64,
+    size: u64,
+    modified: (i64, i64),
+    changed: (i64, i64),
+}
+
+impl FileIdentity {
+    fn of(path: &Path) -> std::io::Result<Self> {
+        let meta = std::fs::metadata(path)?;
+        Ok(FileIdentity {
+            device: meta.dev(),
+            inode: meta.ino(),
+            size: meta.size(),
+            modified: (meta.mtime(), meta.mtime_nsec()),
+            changed: (meta.ctime(), meta.ctime_nsec()),
+        })
+    }
+}
+
+/// The artifact of each image file read so far, valid while the file's identity holds.
+pub(crate) struct ImageFiles {
+    known: Mutex<HashMap<PathBuf, (FileIdentity, Arc<Artifact>)>>,
+    /// How many files are remembered; past it, all is forgotten and learned again.
+    limit: usize,
+}
+
+impl ImageFiles {
+    pub(crate) fn new(limit: usize) -> Self {
+        ImageFiles {
+            known: Mutex::new(HashMap::new()),
+            limit: limit.max(1),
+        }
+    }
+
+    /// The artifact of the file at `path`: remembered if the file is unchanged
+    /// (same device, inode, size, modification and change times), else read,
+    /// interned by content, and remembered.
+    pub(crate) fn artifact(&self, path: &Path, artifacts: &ArtifactCache) -> Result<Arc<Artifact>> {
+        let unreadable = |e: std::io::Error| Error::UnreadableArtifact {
+            path: path.to_path_buf(),
+            reason: e.to_string(),
+        };
+        let before = FileIdentity::of(path).map_err(unreadable)?;
+        if let Some((identity, artifact)) = self.known.lock().get(path) {
+            if *identity == before {
+                return Ok(artifact.clone());
+            }
+        }
+        let bytes = std::fs::read(path).map_err(unreadable)?;
+        let artifact = artifacts.intern(&bytes);
+        // Remembered only if the file did not change while it was read.
+        if FileIdentity::of(path).ok() == Some(before) {
+            let mut known = self.known.lock();
+            if known.len() >= self.limit && !known.contains_key(path) {
+                known.clear();
+            }
+            known.insert(path.to_path_buf(), (before, artifact.clone()));
+        }
+        Ok(artifact)
+    }
+}
