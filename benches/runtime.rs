@@ -135,45 +135,191 @@ fn bench_lifecycle(c: &mut Criterion) {
     group.finish();
 }
 
-/// Raw wasmtime: a pooled engine, fuel with the same slice, `InstancePre`,
-/// WASIp1 async linker, a fresh store and context per run, polled on this thread.
+/// Raw wasmtime, the floor: a pooled engine, fuel with the same slice,
+/// `InstancePre`, the async WASI linker, a fresh store and context per run,
+/// polled on the calling thread.
+struct Raw {
+    engine: wasmtime::Engine,
+    module: wasmtime::InstancePre<wasmtime_wasi::p1::WasiP1Ctx>,
+    component: wasmtime::component::InstancePre<RawP2>,
+}
+
+struct RawP2 {
+    ctx: wasmtime_wasi::WasiCtx,
+    table: wasmtime::component::ResourceTable,
+}
+
+impl wasmtime_wasi::WasiView for RawP2 {
+    fn ctx(&mut self) -> wasmtime_wasi::WasiCtxView<'_> {
+        wasmtime_wasi::WasiCtxView {
+            ctx: &mut self.ctx,
+            table: &mut self.table,
+        }
+    }
+}
+
+impl Raw {
+    fn new() -> Self {
+        use wasmtime::*;
+        let mut pool = PoolingAllocationConfig::new();
+        pool.total_stacks(8)
+            .total_core_instances(64)
+            .total_memories(32)
+            .total_tables(64)
+            .total_component_instances(8);
+        let mut config = Config::new();
+        config.consume_fuel(true);
+        config.allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
+        let engine = Engine::new(&config).unwrap();
+        let mut linker: Linker<wasmtime_wasi::p1::WasiP1Ctx> = Linker::new(&engine);
+        wasmtime_wasi::p1::add_to_linker_async(&mut linker, |cx| cx).unwrap();
+        let module = linker
+            .instantiate_pre(&Module::new(&engine, TRIVIAL).unwrap())
+            .unwrap();
+        let mut linker = wasmtime::component::Linker::new(&engine);
+        wasmtime_wasi::p2::add_to_linker_async(&mut linker).unwrap();
+        let bytes = component(TRIVIAL);
+        let component = linker
+            .instantiate_pre(&wasmtime::component::Component::new(&engine, &bytes).unwrap())
+            .unwrap();
+        Raw {
+            engine,
+            module,
+            component,
+        }
+    }
+
+    fn module_lifecycle(&self) {
+        let mut store = wasmtime::Store::new(
+            &self.engine,
+            wasmtime_wasi::WasiCtxBuilder::new().build_p1(),
+        );
+        store.set_fuel(u64::MAX).unwrap();
+        store.fuel_async_yield_interval(Some(100_000)).unwrap();
+        let result = drive(async {
+            let instance = self.module.instantiate_async(&mut store).await?;
+            let start = instance.get_typed_func::<(), ()>(&mut store, "_start")?;
+            start.call_async(&mut store, ()).await
+        });
+        let exit = result.unwrap_err();
+        assert_eq!(exit.downcast_ref::<wasmtime_wasi::I32Exit>().unwrap().0, 0);
+    }
+
+    fn component_lifecycle(&self) {
+        let state = RawP2 {
+            ctx: wasmtime_wasi::WasiCtxBuilder::new().build(),
+            table: wasmtime::component::ResourceTable::new(),
+        };
+        let mut store = wasmtime::Store::new(&self.engine, state);
+        store.set_fuel(u64::MAX).unwrap();
+        store.fuel_async_yield_interval(Some(100_000)).unwrap();
+        let result = drive(async {
+            let instance = self.component.instantiate_async(&mut store).await?;
+            let run = instance
+                .get_export_index(&mut store, None, "wasi:cli/run@0.2.12")
+                .and_then(|i| instance.get_export_index(&mut store, Some(&i), "run"))
+                .unwrap();
+            let run = instance.get_typed_func::<(), (Result<(), ()>,)>(&mut store, &run)?;
+            run.call_async(&mut store, ()).await
+        });
+        assert_eq!(result.unwrap(), (Ok(()),));
+    }
+}
+
+/// Polls a future to its end on this thread, as wasmtime's examples do.
+fn drive<T>(future: impl Future<Output = T>) -> T {
+    let mut future = pin!(future);
+    let mut cx = Context::from_waker(Waker::noop());
+    loop {
+        let polled =
+            wasmtime_wasi::runtime::with_ambient_tokio_runtime(|| future.as_mut().poll(&mut cx));
+        if let Poll::Ready(output) = polled {
+            return output;
+        }
+    }
+}
+
 fn bench_baseline(c: &mut Criterion) {
-    use wasmtime::*;
-    let mut pool = PoolingAllocationConfig::new();
-    pool.total_stacks(2)
-        .total_core_instances(32)
-        .total_memories(16)
-        .total_tables(32)
-        .total_component_instances(2);
-    let mut config = Config::new();
-    config.consume_fuel(true);
-    config.allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
-    let engine = Engine::new(&config).unwrap();
-    let mut linker: Linker<wasmtime_wasi::p1::WasiP1Ctx> = Linker::new(&engine);
-    wasmtime_wasi::p1::add_to_linker_async(&mut linker, |cx| cx).unwrap();
-    let module = Module::new(&engine, TRIVIAL).unwrap();
-    let pre = linker.instantiate_pre(&module).unwrap();
+    let raw = Raw::new();
     c.bench_function("baseline/raw_wasmtime_instance_pre", |b| {
+        b.iter(|| raw.module_lifecycle())
+    });
+    c.bench_function("baseline/raw_wasmtime_component", |b| {
+        b.iter(|| raw.component_lifecycle())
+    });
+}
+
+/// Two processes that keep both cores busy while they live.
+struct BusyHost(Vec<std::process::Child>);
+
+impl BusyHost {
+    fn start() -> Self {
+        BusyHost(
+            (0..2)
+                .map(|_| {
+                    std::process::Command::new("sh")
+                        .args(["-c", "while :; do :; done"])
+                        .spawn()
+                        .unwrap()
+                })
+                .collect(),
+        )
+    }
+}
+
+impl Drop for BusyHost {
+    fn drop(&mut self) {
+        for child in &mut self.0 {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+/// The lifecycle and the raw floor again, with two busy competitor processes.
+fn bench_loaded(c: &mut Criterion) {
+    let dir = tempfile::tempdir().unwrap();
+    let rt = runtime(dir.path(), 2, |_| {});
+    let raw = Raw::new();
+    let spec = ServiceSpec::default();
+    let id = ContainerId::new("loaded", 0);
+    let wasm = wat::parse_str(TRIVIAL).unwrap();
+    lifecycle(&rt, &id, &spec, &wasm);
+    let _busy = BusyHost::start();
+    let mut group = c.benchmark_group("loaded");
+    group.bench_function("p1_module", |b| {
+        b.iter(|| lifecycle(&rt, &id, &spec, &wasm))
+    });
+    group.bench_function("raw_wasmtime_instance_pre", |b| {
+        b.iter(|| raw.module_lifecycle())
+    });
+    group.finish();
+}
+
+/// A create from the image cache of an unchanged 64 MiB image, and its remove.
+fn bench_create_large_image(c: &mut Criterion) {
+    use wasmpool::ImageSpec;
+    let dir = tempfile::tempdir().unwrap();
+    let rt = runtime(dir.path(), 1, |_| {});
+    let mut module = String::from("(module (memory (export \"memory\") 1024)\n");
+    let chunk = "\\2a".repeat(1 << 20);
+    for mib in 0..64 {
+        module.push_str(&format!("(data (i32.const {}) \"{chunk}\")\n", mib << 20));
+    }
+    module.push_str("(func (export \"_start\")))");
+    let bytes = wat::parse_str(&module).unwrap();
+    std::fs::write(dir.path().join("large.wasm"), &bytes).unwrap();
+    let spec = ServiceSpec {
+        image: ImageSpec::new("large"),
+        ..Default::default()
+    };
+    let id = ContainerId::new("large", 0);
+    rt.create_container(&id, &spec).unwrap();
+    rt.remove_container(&id).unwrap();
+    c.bench_function("create/unchanged_64mib_image", |b| {
         b.iter(|| {
-            let mut store = Store::new(&engine, wasmtime_wasi::WasiCtxBuilder::new().build_p1());
-            store.set_fuel(u64::MAX).unwrap();
-            store.fuel_async_yield_interval(Some(100_000)).unwrap();
-            let mut run = pin!(async {
-                let instance = pre.instantiate_async(&mut store).await?;
-                let start = instance.get_typed_func::<(), ()>(&mut store, "_start")?;
-                start.call_async(&mut store, ()).await
-            });
-            let mut cx = Context::from_waker(Waker::noop());
-            loop {
-                let polled = wasmtime_wasi::runtime::with_ambient_tokio_runtime(|| {
-                    run.as_mut().poll(&mut cx)
-                });
-                if let Poll::Ready(result) = polled {
-                    let exit = result.unwrap_err();
-                    assert_eq!(exit.downcast_ref::<wasmtime_wasi::I32Exit>().unwrap().0, 0);
-                    break;
-                }
-            }
+            rt.create_container(&id, &spec).unwrap();
+            rt.remove_container(&id).unwrap();
         })
     });
 }
@@ -212,6 +358,19 @@ fn bench_throughput(c: &mut Criterion) {
         group.throughput(Throughput::Elements(total as u64));
         group.bench_function(name, |b| b.iter(|| run_many(&rt, &wasm, total)));
     }
+    // The floor: raw wasmtime on two threads, each running its own lifecycles.
+    let raw = Raw::new();
+    let total = 4_000;
+    group.throughput(Throughput::Elements(total as u64));
+    group.bench_function("raw_wasmtime_2_threads", |b| {
+        b.iter(|| {
+            std::thread::scope(|scope| {
+                for _ in 0..2 {
+                    scope.spawn(|| (0..total / 2).for_each(|_| raw.module_lifecycle()));
+                }
+            })
+        })
+    });
     group.finish();
 }
 
@@ -345,6 +504,7 @@ criterion_group! {
         .warm_up_time(Duration::from_millis(500))
         .measurement_time(Duration::from_secs(3));
     targets = bench_lifecycle, bench_baseline, bench_throughput, bench_cold_start,
-        bench_hello_1000_lines, bench_stop_latency, bench_metering
+        bench_hello_1000_lines, bench_stop_latency, bench_metering, bench_loaded,
+        bench_create_large_image
 }
 criterion_main!(benches);

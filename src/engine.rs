@@ -94,7 +94,9 @@ fn pooling(stores: u32, workers: u32) -> PoolingAllocationConfig {
         .total_core_instances((stores * 2).max(workers * CORE_INSTANCES_PER_COMPONENT))
         .total_memories((stores * 2).max(workers * MEMORIES_PER_COMPONENT))
         .total_tables((stores * 2).max(workers * TABLES_PER_COMPONENT))
-        .total_stacks(stores)
+        // A parked guest keeps its fiber stack: as many as core instances, so
+        // a module's pooled instantiation fails (and falls back) before its call would.
+        .total_stacks((stores * 2).max(workers * CORE_INSTANCES_PER_COMPONENT))
         .max_core_instances_per_component(CORE_INSTANCES_PER_COMPONENT)
         .max_memories_per_component(MEMORIES_PER_COMPONENT)
         .max_tables_per_component(TABLES_PER_COMPONENT)

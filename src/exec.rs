@@ -173,16 +173,13 @@ async fn instantiate_and_call(
                     .map_err(RunError::Setup)?;
                 init.call_async(&mut *store, ())
                     .await
-                    .map_err(RunError::Guest)?;
+                    .map_err(guest_error)?;
             }
             if entry.returns_code {
                 let main = instance
                     .get_typed_func::<(), i32>(&mut *store, &entry.name)
                     .map_err(RunError::Setup)?;
-                return main
-                    .call_async(&mut *store, ())
-                    .await
-                    .map_err(RunError::Guest);
+                return main.call_async(&mut *store, ()).await.map_err(guest_error);
             }
             let start = instance
                 .get_typed_func::<(), ()>(&mut *store, &entry.name)
@@ -190,7 +187,7 @@ async fn instantiate_and_call(
             start
                 .call_async(&mut *store, ())
                 .await
-                .map_err(RunError::Guest)?;
+                .map_err(guest_error)?;
             Ok(0)
         }
         (Pre::Component(pre), Entry::Component { run }) => {
@@ -206,13 +203,21 @@ async fn instantiate_and_call(
             let run = instance
                 .get_typed_func::<(), (Result<(), ()>,)>(&mut *store, run)
                 .map_err(RunError::Setup)?;
-            let (result,) = run
-                .call_async(&mut *store, ())
-                .await
-                .map_err(RunError::Guest)?;
+            let (result,) = run.call_async(&mut *store, ()).await.map_err(guest_error)?;
             Ok(if result.is_ok() { 0 } else { 1 })
         }
         _ => Err(setup("an artifact was linked as the wrong kind".into())),
+    }
+}
+
+/// An error from calling into the guest. Running out of pooled fiber stacks
+/// happens before the guest's code starts: that is a setup error, so the run
+/// moves to on-demand allocation like a failed pooled instantiation.
+fn guest_error(error: wasmtime::Error) -> RunError {
+    if error.downcast_ref::<PoolConcurrencyLimitError>().is_some() {
+        RunError::Setup(error)
+    } else {
+        RunError::Guest(error)
     }
 }
 
