@@ -42,6 +42,7 @@ pub(crate) async fn future(shared: Arc<Shared>, instance: Arc<Instance>) -> Outc
 
 async fn run(shared: &Shared, instance: &Instance) -> Outcome {
     let artifact = &instance.artifact;
+    let compiles_now = !artifact.is_compiled();
     let compiled = match artifact.compiled(&shared.engines, shared.disk.as_ref()) {
         Ok(compiled) => compiled,
         Err(reason) => return Outcome::Failed(reason),
@@ -50,7 +51,7 @@ async fn run(shared: &Shared, instance: &Instance) -> Outcome {
         return Outcome::Stopped; // stopped or removed while it compiled
     }
     // The run's CPU and wall time start here: an artifact's first compile is not the guest's.
-    instance.stats.begin();
+    instance.stats.begin(compiles_now);
     let deadline = instance
         .plan
         .max_execution_time

@@ -1,12 +1,18 @@
 //! The completion latch of a container and the handle hosts wait on.
 
-use crate::cpu_clock::ThreadClock;
 use crate::outcome::Outcome;
+use crate::stats::CpuMark;
 use crate::task::{Slice, Task};
 use parking_lot::{Condvar, Mutex};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Weak};
 use std::time::{Duration, Instant};
+
+/// How many times `wait` looks for the outcome (a CPU spin hint each, never
+/// yielding the CPU) before it blocks. Measured with `wasmpool bench`, one
+/// caller: idle 25k/s without it, 45–61k/s with it; with two busy competitor
+/// processes 20k/s without, 27–31k/s with; no change with four callers.
+const WAIT_SPINS: u32 = 2_000;
 
 /// Starts empty and is set once with an outcome; waiters block until it is set.
 #[derive(Default)]
@@ -91,6 +97,13 @@ impl WaitHandle {
         if let Some(task) = self.task.as_ref().and_then(Weak::upgrade) {
             self.help(&task);
         }
+        // A worker may have claimed the guest first: look a little while before blocking.
+        for _ in 0..WAIT_SPINS {
+            if self.completion.is_set() {
+                break;
+            }
+            std::hint::spin_loop();
+        }
         let mut slot = self.completion.outcome.lock();
         loop {
             if let Some(outcome) = slot.as_ref() {
@@ -130,9 +143,9 @@ impl WaitHandle {
     /// Only once its artifact is compiled: a stop during a long compile must
     /// reach this waiter at once, not after the compile.
     fn help(&self, task: &Arc<Task>) {
-        let clock = ThreadClock::current();
+        let mut mark = CpuMark::now();
         while !self.completion.is_set() && task.is_runnable() && task.is_compiled() {
-            match task.run_slice(clock) {
+            match task.run_slice(&mut mark) {
                 Slice::Yielded if self.completion.is_set() => task.requeue(),
                 Slice::Yielded => continue,
                 Slice::Ended | Slice::Parked => {}

@@ -9,8 +9,8 @@
 //! runnable guest polls that guest itself meanwhile, so a start-then-wait
 //! costs no thread hand-off.
 
-use crate::cpu_clock::ThreadClock;
 use crate::outcome::Outcome;
+use crate::stats::CpuMark;
 use crate::task::{Slice, Task};
 use crossbeam_channel::{Receiver, Sender};
 use parking_lot::{Condvar, Mutex};
@@ -121,11 +121,11 @@ pub(crate) fn spawn_worker(queue: &Arc<RunQueue>, index: usize) -> std::io::Resu
 
 /// A worker's life: poll the next runnable task for one slice, again and again.
 fn work(queue: &RunQueue) {
-    let clock = ThreadClock::current();
+    let mut mark = CpuMark::now();
     while let Ok(Message::Run(task)) = queue.receiver.recv() {
         // `run_slice` catches a guest's panics itself; this keeps the worker
         // serving even if our own bookkeeping around it panicked.
-        match panic::catch_unwind(AssertUnwindSafe(|| task.run_slice(clock))) {
+        match panic::catch_unwind(AssertUnwindSafe(|| task.run_slice(&mut mark))) {
             Ok(Slice::Yielded) => task.requeue(),
             Ok(Slice::Ended | Slice::Parked) => {}
             Err(_) => task.fail(Outcome::Panicked(

@@ -25,6 +25,23 @@ struct Clock {
     cpu_total: Duration,
 }
 
+/// A thread's CPU clock and one reading of it.
+#[derive(Clone, Copy)]
+pub(crate) struct CpuMark {
+    clock: ThreadClock,
+    reading: Duration,
+}
+
+impl CpuMark {
+    /// The calling thread's clock, read now.
+    pub(crate) fn now() -> Option<Self> {
+        ThreadClock::current().map(|clock| CpuMark {
+            clock,
+            reading: clock.read(),
+        })
+    }
+}
+
 impl StatsCell {
     pub(crate) fn new(memory_limit: Option<u64>) -> Self {
         StatsCell {
@@ -36,28 +53,36 @@ impl StatsCell {
         }
     }
 
-    /// Called by a worker before it polls the guest: CPU time counts from here.
-    pub(crate) fn slice_begin(&self, clock: Option<ThreadClock>) {
-        let reading = clock.map(|c| (c, c.read()));
-        self.clock.lock().slice = reading;
+    /// Called by a poller before it polls the guest: CPU time counts from
+    /// `mark`, the poller's clock reading at the end of its previous slice (a
+    /// thread blocked between slices consumes no CPU; reading the clock is a
+    /// system call, so each slice reads it once).
+    pub(crate) fn slice_begin(&self, mark: Option<CpuMark>) {
+        self.clock.lock().slice = mark.map(|m| (m.clock, m.reading));
     }
 
-    /// Called by the worker after the poll: the slice's CPU time is the guest's
-    /// once the run began (a first compile is not), until it ended.
-    pub(crate) fn slice_end(&self) {
+    /// Called by the poller after the poll: the slice's CPU time is the guest's
+    /// once the run began (a first compile is not), until it ended. Returns
+    /// the reading that begins the poller's next slice.
+    pub(crate) fn slice_end(&self) -> Option<CpuMark> {
         let mut clock = self.clock.lock();
-        if let Some((thread_clock, start)) = clock.slice.take() {
-            if clock.started.is_some() && clock.ended.is_none() {
-                clock.cpu_total += thread_clock.read().saturating_sub(start);
-            }
+        let (thread_clock, start) = clock.slice.take()?;
+        let now = thread_clock.read();
+        if clock.started.is_some() && clock.ended.is_none() {
+            clock.cpu_total += now.saturating_sub(start);
         }
+        Some(CpuMark {
+            clock: thread_clock,
+            reading: now,
+        })
     }
 
-    /// Called inside the first slice as instantiation begins: wall and CPU time start here.
-    pub(crate) fn begin(&self) {
+    /// Called inside the first slice as instantiation begins: wall and CPU time
+    /// start here; after a compile, CPU time restarts from now.
+    pub(crate) fn begin(&self, compiled_just_now: bool) {
         let mut clock = self.clock.lock();
         clock.started = Some(Instant::now());
-        if let Some((thread_clock, start)) = &mut clock.slice {
+        if let (true, Some((thread_clock, start))) = (compiled_just_now, &mut clock.slice) {
             *start = thread_clock.read();
         }
     }

@@ -7,10 +7,10 @@
 //! poller holds the task). A wake-up while it runs is not lost: the poller
 //! sees `SCHEDULED` when it releases the task and queues it again.
 
-use crate::cpu_clock::ThreadClock;
 use crate::instance::Instance;
 use crate::outcome::Outcome;
 use crate::pool::RunQueue;
+use crate::stats::CpuMark;
 use crate::timers::{TimerKey, Timers};
 use parking_lot::Mutex;
 use std::any::Any;
@@ -101,7 +101,8 @@ impl Task {
 
     /// Claims the task and polls it once on this thread. `Parked` when it
     /// could not be claimed: another poller has it, or no poll is owed.
-    pub(crate) fn run_slice(self: &Arc<Self>, clock: Option<ThreadClock>) -> Slice {
+    /// `mark` is this thread's CPU clock reading, moved on to the slice's end.
+    pub(crate) fn run_slice(self: &Arc<Self>, mark: &mut Option<CpuMark>) -> Slice {
         if !self.claim() {
             return Slice::Parked;
         }
@@ -113,13 +114,13 @@ impl Task {
             Some(future) => {
                 let waker = Waker::from(self.clone());
                 let mut cx = Context::from_waker(&waker);
-                instance.stats.slice_begin(clock);
+                instance.stats.slice_begin(*mark);
                 let polled = panic::catch_unwind(AssertUnwindSafe(|| {
                     wasmtime_wasi::runtime::with_ambient_tokio_runtime(|| {
                         future.as_mut().poll(&mut cx)
                     })
                 }));
-                instance.stats.slice_end();
+                *mark = instance.stats.slice_end().or(*mark);
                 Some(polled)
             }
             None => None,

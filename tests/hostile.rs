@@ -232,26 +232,6 @@ fn descriptor_hog_alone() {
 /// A command component that creates TCP sockets in a loop without closing
 /// them: it exits 2 if creation ever fails, 0 after a million.
 fn socket_hog() -> Vec<u8> {
-    const WIT: &str = r#"
-        package wasi:sockets@0.2.0;
-        interface network {
-            enum error-code {
-                unknown, access-denied, not-supported, invalid-argument, out-of-memory,
-                timeout, concurrency-conflict, not-in-progress, would-block, invalid-state,
-                new-socket-limit, address-not-bindable, address-in-use, remote-unreachable,
-                connection-refused, connection-reset, connection-aborted, datagram-too-large,
-                name-unresolvable, temporary-resolver-failure, permanent-resolver-failure,
-            }
-            enum ip-address-family { ipv4, ipv6 }
-        }
-        interface tcp { resource tcp-socket; }
-        interface tcp-create-socket {
-            use network.{error-code, ip-address-family};
-            use tcp.{tcp-socket};
-            create-tcp-socket: func(address-family: ip-address-family) -> result<tcp-socket, error-code>;
-        }
-        world hog { import tcp-create-socket; }
-    "#;
     let core = r#"(module
         (import "wasi:sockets/tcp-create-socket@0.2.0" "create-tcp-socket" (func $create (param i32 i32)))
         (import "wasi_snapshot_preview1" "proc_exit" (func $exit (param i32)))
@@ -263,7 +243,8 @@ fn socket_hog() -> Vec<u8> {
                 (local.set $i (i32.add (local.get $i) (i32.const 1)))
                 (br_if $l (i32.lt_u (local.get $i) (i32.const 1000000))))
             (call $exit (i32.const 0))))"#;
-    component_with_wit(WIT, "hog", core)
+    let wit = sockets_wit("import wasi:sockets/tcp-create-socket@0.2.0;");
+    component_with_wit(&wit, "guest", core)
 }
 
 #[test]

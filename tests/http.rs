@@ -102,7 +102,7 @@ const HTTP_WIT: &str = r#"
     }
 "#;
 
-/// The imports and helpers both guests share.
+/// The imports and helpers both guests share (and `CABI_REALLOC`).
 const PRELUDE: &str = r#"
     (import "wasi:http/types@0.2.0" "[constructor]fields" (func $fields (result i32)))
     (import "wasi:http/types@0.2.0" "[constructor]outgoing-request" (func $request (param i32) (result i32)))
@@ -121,14 +121,6 @@ const PRELUDE: &str = r#"
     (import "wasi_snapshot_preview1" "proc_exit" (func $exit (param i32)))
     (memory (export "memory") 4)
     (data (i32.const 600) "ran\0a")
-    (global $heap (mut i32) (i32.const 65536))
-    (func (export "cabi_realloc") (param i32 i32) (param $align i32) (param $size i32) (result i32)
-        (local $at i32)
-        (local.set $at (i32.and
-            (i32.add (global.get $heap) (i32.sub (local.get $align) (i32.const 1)))
-            (i32.sub (i32.const 0) (local.get $align))))
-        (global.set $heap (i32.add (local.get $at) (local.get $size)))
-        (local.get $at))
     (data (i32.const 900) "error-code ")
     ;; Prints "error-code NN" and exits 1 (the adapter turns any other status into 1).
     (func $fail_with (param $code i32)
@@ -146,7 +138,7 @@ const PRELUDE: &str = r#"
 /// A component that imports wasi:http and never calls it: prints "ran", exits 0.
 fn http_importer() -> Vec<u8> {
     let core = format!(
-        r#"(module {PRELUDE}
+        r#"(module {PRELUDE} {CABI_REALLOC}
             (func (export "_start")
                 (call $print (i32.const 600) (i32.const 4))
                 (call $exit (i32.const 0))))"#
@@ -160,7 +152,7 @@ fn http_importer() -> Vec<u8> {
 fn http_getter(authority: &str) -> Vec<u8> {
     let len = authority.len();
     let core = format!(
-        r#"(module {PRELUDE}
+        r#"(module {PRELUDE} {CABI_REALLOC}
             (data (i32.const 700) "{authority}")
             (data (i32.const 800) "/hello")
             (func (export "_start") (local $req i32) (local $future i32) (local $response i32)

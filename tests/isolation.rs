@@ -140,30 +140,6 @@ fn a_guest_stays_within_its_memory_limit_while_neighbours_run() {
 /// A WASIp2 command component that tries to create a TCP socket and exits 0
 /// if it could, 1 (after printing "denied") if it could not.
 fn socket_component() -> Vec<u8> {
-    const WIT: &str = r#"
-        package wasi:sockets@0.2.0;
-        interface network {
-            enum error-code {
-                unknown, access-denied, not-supported, invalid-argument, out-of-memory,
-                timeout, concurrency-conflict, not-in-progress, would-block, invalid-state,
-                new-socket-limit, address-not-bindable, address-in-use, remote-unreachable,
-                connection-refused, connection-reset, connection-aborted, datagram-too-large,
-                name-unresolvable, temporary-resolver-failure, permanent-resolver-failure,
-            }
-            enum ip-address-family { ipv4, ipv6 }
-        }
-        interface tcp {
-            resource tcp-socket;
-        }
-        interface tcp-create-socket {
-            use network.{error-code, ip-address-family};
-            use tcp.{tcp-socket};
-            create-tcp-socket: func(address-family: ip-address-family) -> result<tcp-socket, error-code>;
-        }
-        world socket-user {
-            import tcp-create-socket;
-        }
-    "#;
     let core = r#"(module
         (import "wasi:sockets/tcp-create-socket@0.2.0" "create-tcp-socket" (func $create (param i32 i32)))
         (import "wasi_snapshot_preview1" "fd_write" (func $write (param i32 i32 i32 i32) (result i32)))
@@ -179,20 +155,8 @@ fn socket_component() -> Vec<u8> {
                 (drop (call $write (i32.const 1) (i32.const 0) (i32.const 1) (i32.const 16)))
                 (call $exit (i32.const 1))))
             (call $exit (i32.const 0))))"#;
-    let mut resolve = wit_parser::Resolve::default();
-    let package = resolve.push_str("socket.wit", WIT).expect("WIT parses");
-    let world = resolve
-        .select_world(&[package], Some("socket-user"))
-        .expect("world");
-    let mut module = wasm(core);
-    wit_component::embed_component_metadata(
-        &mut module,
-        &resolve,
-        world,
-        wit_component::StringEncoding::UTF8,
-    )
-    .expect("metadata embeds");
-    componentize(&module)
+    let wit = sockets_wit("import wasi:sockets/tcp-create-socket@0.2.0;");
+    component_with_wit(&wit, "guest", core)
 }
 
 #[test]

@@ -460,3 +460,81 @@ pub fn slow_to_compile() -> Vec<u8> {
     text.push_str("(func (export \"_start\")))");
     wasm(&text)
 }
+
+/// Enough of wasi:io and wasi:sockets 0.2.0 for TCP guests, as nested
+/// packages, under a world `guest` that imports `imports` (WIT import lines).
+pub fn sockets_wit(imports: &str) -> String {
+    format!(
+        r#"
+    package local:guest;
+    world guest {{ {imports} }}
+    {SOCKETS_DEPS}"#
+    )
+}
+
+const SOCKETS_DEPS: &str = r#"    package wasi:io@0.2.0 {
+        interface poll {
+            resource pollable { block: func(); }
+        }
+        interface error { resource error; }
+        interface streams {
+            use error.{error};
+            use poll.{pollable};
+            variant stream-error { last-operation-failed(error), closed }
+            resource input-stream {
+                blocking-read: func(len: u64) -> result<list<u8>, stream-error>;
+            }
+            resource output-stream;
+        }
+    }
+    package wasi:sockets@0.2.0 {
+        interface network {
+            resource network;
+            enum error-code {
+                unknown, access-denied, not-supported, invalid-argument, out-of-memory,
+                timeout, concurrency-conflict, not-in-progress, would-block, invalid-state,
+                new-socket-limit, address-not-bindable, address-in-use, remote-unreachable,
+                connection-refused, connection-reset, connection-aborted, datagram-too-large,
+                name-unresolvable, temporary-resolver-failure, permanent-resolver-failure,
+            }
+            enum ip-address-family { ipv4, ipv6 }
+            type ipv4-address = tuple<u8, u8, u8, u8>;
+            type ipv6-address = tuple<u16, u16, u16, u16, u16, u16, u16, u16>;
+            record ipv4-socket-address { port: u16, address: ipv4-address }
+            record ipv6-socket-address { port: u16, flow-info: u32, address: ipv6-address, scope-id: u32 }
+            variant ip-socket-address { ipv4(ipv4-socket-address), ipv6(ipv6-socket-address) }
+        }
+        interface instance-network {
+            use network.{network};
+            instance-network: func() -> network;
+        }
+        interface tcp {
+            use wasi:io/streams@0.2.0.{input-stream, output-stream};
+            use wasi:io/poll@0.2.0.{pollable};
+            use network.{network, error-code, ip-socket-address, ip-address-family};
+            resource tcp-socket {
+                start-connect: func(network: borrow<network>, remote-address: ip-socket-address) -> result<_, error-code>;
+                finish-connect: func() -> result<tuple<input-stream, output-stream>, error-code>;
+                subscribe: func() -> pollable;
+            }
+        }
+        interface tcp-create-socket {
+            use network.{error-code, ip-address-family};
+            use tcp.{tcp-socket};
+            create-tcp-socket: func(address-family: ip-address-family) -> result<tcp-socket, error-code>;
+        }
+    }
+"#;
+
+/// A core module's `cabi_realloc`: a bump allocator from 64 KiB up (memory
+/// must have at least two pages), for guests whose imports return lists.
+pub const CABI_REALLOC: &str = r#"
+    (global $heap (mut i32) (i32.const 65536))
+    (func (export "cabi_realloc") (param i32 i32) (param $align i32) (param $size i32) (result i32)
+        (local $at i32)
+        (local.set $at (i32.and
+            (i32.add (global.get $heap) (i32.sub (local.get $align) (i32.const 1)))
+            (i32.sub (i32.const 0) (local.get $align))))
+        (global.set $heap (i32.add (local.get $at) (local.get $size)))
+        (local.get $at))
+"#;
