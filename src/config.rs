@@ -38,8 +38,9 @@ pub struct WasmConfig {
     pub artifact_cache_size: usize,
     /// How long `remove_container` waits for a running guest to stop.
     pub stop_timeout: Duration,
-    /// Pre-allocate instance slots (memories, tables, fiber stacks) for every
-    /// worker; artifacts that do not fit a slot fall back to on-demand allocation.
+    /// Pre-allocate instance slots (memories, tables, fiber stacks) for the live
+    /// guests, up to 256 stores; artifacts that do not fit a slot, and guests
+    /// beyond the pool, fall back to on-demand allocation.
     pub pooling: bool,
     /// Keep compiled artifacts in `{cache_dir}/compiled` so a new runtime skips compiling them.
     ///

@@ -36,14 +36,16 @@
 //!
 //! ## About threads
 //! [`WasmRuntime`] is `Send + Sync`: share it behind an `Arc` and call it from
-//! any number of threads. Each worker runs one guest at a time, to its end;
-//! starts beyond the pool queue up to [`WasmConfig::queue_limit`]. Guests are
-//! fuel-metered and yield every [`WasmConfig::fuel_slice`] units of fuel, so a
-//! stop or a deadline ends even a guest that never calls the host. A guest
-//! waiting in a host call (a sleep, stdin) parks its worker until the host
-//! event, a stop or the deadline, whichever comes first. No registry lock is
-//! held while guest code runs, and a panic while running one guest fails that
-//! guest only.
+//! any number of threads. Guests are fuel-metered and yield every
+//! [`WasmConfig::fuel_slice`] units of fuel; each worker polls one guest for
+//! one slice, then the next runnable one, so many guests share few workers and
+//! a stop or a deadline ends even a guest that never calls the host. A guest
+//! waiting in a host call (a sleep, stdin, a socket) holds no worker until its
+//! host event, a stop or its deadline. [`WasmConfig::queue_limit`] bounds how
+//! many started guests are live at once. A thread blocked in
+//! [`WaitHandle::wait`] runs its own guest while it is runnable. No registry
+//! lock is held while guest code runs, and a panic while running one guest
+//! fails that guest only.
 #![deny(missing_docs)]
 #![deny(unsafe_code)]
 
