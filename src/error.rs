@@ -50,7 +50,7 @@ pub enum Error {
         /// Why it was refused.
         reason: String,
     },
-    /// The start queue is full: every worker is busy and `queue_limit` starts wait.
+    /// `queue_limit` started containers are live (queued, running or parked): no more may start now.
     QueueFull {
         /// The container that was refused.
         id: ContainerId,
@@ -100,7 +100,7 @@ impl fmt::Display for Error {
             } => write!(f, "invalid {field} '{value}': {reason}"),
             Error::QueueFull { id, limit } => write!(
                 f,
-                "cannot start container '{id}': the start queue is full ({limit} waiting)"
+                "cannot start container '{id}': {limit} started containers are live (queue_limit)"
             ),
             Error::Failed { id, reason } => write!(f, "container '{id}' failed: {reason}"),
             Error::Timeout { id, operation } => {

@@ -143,6 +143,9 @@ impl WaitHandle {
     /// Only once its artifact is compiled: a stop during a long compile must
     /// reach this waiter at once, not after the compile.
     fn help(&self, task: &Arc<Task>) {
+        if !(task.is_runnable() && task.is_compiled()) {
+            return;
+        }
         let mut mark = CpuMark::now();
         while !self.completion.is_set() && task.is_runnable() && task.is_compiled() {
             match task.run_slice(&mut mark) {
