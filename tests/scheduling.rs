@@ -88,7 +88,15 @@ fn a_guest_waiting_on_a_socket_holds_no_worker() {
         ..Default::default()
     };
     let (reader, handle) = launch(&rt, "socket-reader", &spec, &socket_reader(port));
-    let (mut conn, _) = listener.accept().unwrap();
+    // Accept on a thread, so a guest that never connects fails the test instead of hanging it.
+    let (accepted, connection) = crossbeam_channel::bounded(1);
+    std::thread::spawn(move || {
+        let _ = accepted.send(listener.accept().map(|(conn, _)| conn));
+    });
+    let mut conn = match connection.recv_timeout(NO_HANG) {
+        Ok(conn) => conn.unwrap(),
+        Err(_) => panic!("the guest never connected: {:?}", handle.try_wait()),
+    };
     until_ready(&rt, &reader);
     // The only worker is free while the guest waits for the peer.
     let (_, beside) = launch(
