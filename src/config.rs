@@ -20,6 +20,10 @@ use std::time::Duration;
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct WasmConfig {
     /// The image cache: `{cache_dir}/{image}.wasm`; created if missing. Named volumes live in `volumes/` under it.
+    ///
+    /// Compiled native code is kept in `{cache_dir}/compiled` (mode 0700, files
+    /// 0600) and loaded only when the folder and the file belong to the current
+    /// user and no one else may write them; otherwise it is ignored.
     pub cache_dir: PathBuf,
     /// How many worker threads run guests: 1 to 1,024.
     pub workers: usize,

@@ -195,3 +195,51 @@ fn cpu_time_of_interleaved_guests_is_each_ones_own() {
         );
     }
 }
+
+#[test]
+fn a_guest_blocked_on_stdin_holds_no_worker() {
+    use std::process::{Command, Stdio};
+    // The child's stdin is a pipe this test keeps open: its guest blocks reading it.
+    let mut child = Command::new(std::env::current_exe().unwrap())
+        .args([
+            "--ignored",
+            "--exact",
+            "scheduling::stdin_blocked_alone",
+            "--test-threads=1",
+            "--nocapture",
+        ])
+        .stdin(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let held_open = child.stdin.take();
+    let status = child.wait().unwrap();
+    drop(held_open);
+    assert!(
+        status.success(),
+        "scheduling::stdin_blocked_alone: {status}"
+    );
+}
+
+#[test]
+#[ignore = "run in a child process with a held-open stdin by a_guest_blocked_on_stdin_holds_no_worker"]
+fn stdin_blocked_alone() {
+    let (_dir, rt) = runtime(1);
+    let spec = ServiceSpec {
+        stdin: wasmpool::StdinSpec::Inherit,
+        ..Default::default()
+    };
+    let (reader, handle) = launch(&rt, "stdin-reader", &spec, &wasm(&cat_module(true)));
+    until_ready(&rt, &reader);
+    // The only worker is free while the guest waits for input.
+    let (_, beside) = launch(
+        &rt,
+        "beside",
+        &ServiceSpec::default(),
+        &wasm(&exit_module(6)),
+    );
+    let waiter = std::thread::spawn(move || beside.wait_timeout(NO_HANG));
+    assert_eq!(waiter.join().unwrap(), Some(Outcome::Exited(6)));
+    assert_eq!(handle.try_wait(), None, "the reader still waits for input");
+    rt.stop_container(&reader, NO_HANG).unwrap();
+    assert_eq!(handle.try_wait(), Some(Outcome::Stopped));
+}
