@@ -243,11 +243,9 @@ impl Compiled {
 
     /// The module's entry point: `invoke`, else its default.
     pub(crate) fn module_entry(&self, invoke: Option<&str>) -> Result<ModuleEntry, String> {
-        match (&self.code, &self.entry) {
-            (Code::Module(module), _) if invoke.is_some() => {
-                ModuleEntry::find(module, invoke.unwrap_or_default())
-            }
-            (_, Entry::Module { default, .. }) => default.clone(),
+        match (invoke, &self.code, &self.entry) {
+            (Some(name), Code::Module(module), _) => ModuleEntry::find(module, name),
+            (None, _, Entry::Module { default, .. }) => default.clone(),
             _ => Err("a component has no module entry point".into()),
         }
     }

@@ -65,6 +65,8 @@ async fn run(shared: &Shared, instance: &Instance) -> Outcome {
     if let Err(RunError::Setup(e)) = &outcome {
         if e.downcast_ref::<PoolConcurrencyLimitError>().is_some() {
             log::debug!("container '{}': pooled slots all in use ({e})", instance.id);
+            // The pooled attempt's memory is gone with its store.
+            instance.stats.forget_memory();
             let compiled = match artifact.compiled_on_demand(&shared.engines, shared.disk.as_ref())
             {
                 Ok(compiled) => compiled,
@@ -108,7 +110,7 @@ async fn run_on(
     );
     store.limiter(|state| &mut state.limiter);
     let budget = plan.max_fuel.unwrap_or(u64::MAX);
-    let slice = shared.config.fuel_slice.max(1);
+    let slice = shared.config.fuel_slice;
     store
         .set_fuel(budget)
         .and_then(|()| store.fuel_async_yield_interval(Some(slice)))

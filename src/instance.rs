@@ -5,7 +5,7 @@ use crate::artifact::Artifact;
 use crate::config::WasmConfig;
 use crate::container::{ContainerId, ContainerState};
 use crate::error::{Error, Result};
-use crate::handle::Completion;
+use crate::handle::{Completion, WaitHandle};
 use crate::logs::LogBuffer;
 use crate::outcome::Outcome;
 use crate::pool::Admission;
@@ -265,6 +265,14 @@ impl Instance {
                 .probe()
                 .expect("an ended container has an outcome")
                 .state(),
+        }
+    }
+
+    /// A handle on the container's end; while it has a task, `wait` may run it.
+    pub(crate) fn wait_handle(&self) -> WaitHandle {
+        match self.control.task() {
+            Some(task) => WaitHandle::with_task(self.completion.clone(), &task),
+            None => WaitHandle::new(self.completion.clone()),
         }
     }
 

@@ -99,12 +99,17 @@ impl Admission {
         }
     }
 
-    /// Waits until no container is live, or `deadline`; whether none is.
-    pub(crate) fn wait_idle(&self, deadline: Instant) -> bool {
+    /// Waits until no container is live, or `deadline` (`None`: no limit); whether none is.
+    pub(crate) fn wait_idle(&self, deadline: Option<Instant>) -> bool {
         let mut live = self.live.lock();
         while *live > 0 {
-            if self.idle.wait_until(&mut live, deadline).timed_out() {
-                return *live == 0;
+            match deadline {
+                Some(deadline) => {
+                    if self.idle.wait_until(&mut live, deadline).timed_out() {
+                        return *live == 0;
+                    }
+                }
+                None => self.idle.wait(&mut live),
             }
         }
         true

@@ -203,7 +203,7 @@ impl WasmRuntime {
         ));
         instance.control.attach(&task);
         task.schedule();
-        Ok(WaitHandle::with_task(instance.completion.clone(), &task))
+        Ok(instance.wait_handle())
     }
 
     /// Creates and starts a container in one call.
@@ -214,7 +214,7 @@ impl WasmRuntime {
 
     /// A handle on the container's end, valid even after the container is removed.
     pub fn wait_handle(&self, id: &ContainerId) -> Result<WaitHandle> {
-        Ok(WaitHandle::new(self.get(id)?.completion.clone()))
+        Ok(self.get(id)?.wait_handle())
     }
 
     /// Follows the container's log from its first kept line until the container ended.
@@ -287,7 +287,7 @@ impl Runtime for WasmRuntime {
     fn stop_container(&self, id: &ContainerId, timeout: Duration) -> Result<()> {
         let instance = self.get(id)?;
         instance.request_stop();
-        match WaitHandle::new(instance.completion.clone()).wait_timeout(timeout) {
+        match instance.wait_handle().wait_timeout(timeout) {
             Some(_) => Ok(()),
             None => Err(Error::Timeout {
                 id: id.clone(),
@@ -299,8 +299,8 @@ impl Runtime for WasmRuntime {
     fn remove_container(&self, id: &ContainerId) -> Result<()> {
         let instance = self.get(id)?;
         instance.request_stop();
-        let handle = WaitHandle::new(instance.completion.clone());
-        let ended = handle
+        let ended = instance
+            .wait_handle()
             .wait_timeout(self.shared.config.stop_timeout)
             .is_some();
         {
@@ -332,11 +332,7 @@ impl Runtime for WasmRuntime {
         if phase == Phase::Created {
             return Err(wrong_state(&instance, phase, "wait for"));
         }
-        let outcome = match instance.control.task() {
-            Some(task) => WaitHandle::with_task(instance.completion.clone(), &task),
-            None => WaitHandle::new(instance.completion.clone()),
-        }
-        .wait();
+        let outcome = instance.wait_handle().wait();
         if outcome.ran() {
             Ok(outcome.exit_code())
         } else {
@@ -381,7 +377,7 @@ impl Drop for WasmRuntime {
             instance.request_stop();
         }
         // Stops end at the guests' next poll; a worker stuck in a host callback gets stop_timeout.
-        let deadline = Instant::now() + self.shared.config.stop_timeout;
+        let deadline = Instant::now().checked_add(self.shared.config.stop_timeout);
         if !self.admission.wait_idle(deadline) {
             log::warn!("some containers did not stop in time; abandoning them");
         }

@@ -100,6 +100,11 @@ impl StatsCell {
         }
     }
 
+    /// Forgets the memory of a store that was dropped before a retry (the peak stays).
+    pub(crate) fn forget_memory(&self) {
+        self.memory_now.store(0, Ordering::Relaxed);
+    }
+
     /// Records memory growth from `current` to `desired` bytes.
     pub(crate) fn grew(&self, current: usize, desired: usize) {
         let added = desired.saturating_sub(current) as u64;

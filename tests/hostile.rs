@@ -391,6 +391,23 @@ fn absurd_settings_are_refused_by_name_and_nothing_is_preallocated() {
         &wasm(&exit_module(3)),
     );
     assert_eq!(wait_bounded(&handle), Outcome::Exited(3));
+    // Unbounded waits are settings too: dropping such a runtime with a guest
+    // still running stops it without overflowing a deadline.
+    let patient = WasmRuntime::new(WasmConfig {
+        stop_timeout: Duration::MAX,
+        max_execution_time: Duration::MAX,
+        ..base()
+    })
+    .expect("unbounded timeouts are accepted");
+    let (spinner, spinning) = launch(
+        &patient,
+        "patient",
+        &ServiceSpec::default(),
+        &wasm(READY_SPIN),
+    );
+    until_ready(&patient, &spinner);
+    drop(patient);
+    assert_eq!(spinning.try_wait(), Some(Outcome::Stopped));
     // Per spec, too.
     let bad = limits(WasmSpec {
         max_open_resources: Some(1),
