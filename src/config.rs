@@ -1,5 +1,7 @@
 //! Runtime-wide settings: where images live, how many workers, default limits.
 
+use crate::pull::RegistryAuth;
+use std::collections::HashMap;
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -56,6 +58,20 @@ pub struct WasmConfig {
     /// streams, pollables…); past it the guest gets `EMFILE` or its interface's
     /// error, or traps where the interface has no such error.
     pub max_open_resources: usize,
+    /// Credentials per registry host (`ghcr.io`, `localhost:5000`); a registry not
+    /// listed uses docker's `config.json` (`$DOCKER_CONFIG`, else `~/.docker`), else none.
+    pub registry_auth: HashMap<String, RegistryAuth>,
+    /// Registries (`host` or `host:port`) spoken to over plain HTTP; loopback
+    /// registries always are, every other one only over TLS.
+    pub insecure_registries: Vec<String>,
+    /// The largest WebAssembly artifact a pull downloads, in bytes.
+    pub max_artifact_size: u64,
+    /// How long a pull waits to connect to a registry.
+    pub registry_connect_timeout: Duration,
+    /// How long a pull waits for the registry's next bytes.
+    pub registry_read_timeout: Duration,
+    /// How long one pull may take in all.
+    pub registry_pull_timeout: Duration,
 }
 
 impl Default for WasmConfig {
@@ -73,6 +89,12 @@ impl Default for WasmConfig {
             pooling: true,
             compiled_cache: true,
             max_open_resources: 1024,
+            registry_auth: HashMap::new(),
+            insecure_registries: Vec::new(),
+            max_artifact_size: 512 << 20,
+            registry_connect_timeout: Duration::from_secs(10),
+            registry_read_timeout: Duration::from_secs(30),
+            registry_pull_timeout: Duration::from_secs(600),
         }
     }
 }

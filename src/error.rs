@@ -39,6 +39,14 @@ pub enum Error {
         /// Why reading it failed.
         reason: String,
     },
+    /// The image could not be pulled from its registry (or, with `PullPolicy::Never`, is not cached).
+    Pull {
+        /// The image reference, as given.
+        image: String,
+        /// Why, in one line: "not found (404): …", "unauthorized (401): …",
+        /// "digest mismatch: …", "too large: …", "cannot connect to …".
+        reason: String,
+    },
     /// The image name cannot name a file inside the cache directory.
     InvalidImageName(String),
     /// A field of the spec has a value the runtime cannot use.
@@ -92,6 +100,7 @@ impl fmt::Display for Error {
             Error::UnreadableArtifact { path, reason } => {
                 write!(f, "cannot read image '{}': {reason}", path.display())
             }
+            Error::Pull { image, reason } => write!(f, "cannot pull image '{image}': {reason}"),
             Error::InvalidImageName(name) => write!(f, "invalid image name {name:?}"),
             Error::InvalidSpec {
                 field,

@@ -66,6 +66,7 @@ mod instance;
 mod logs;
 mod outcome;
 mod pool;
+mod pull;
 mod runtime;
 mod spec;
 mod stats;
@@ -80,6 +81,7 @@ pub use handle::WaitHandle;
 pub use inspect::{inspect, Inspection};
 pub use logs::{LogEntry, LogFollower, LOG_LINE_OVERHEAD, MAX_LINE_BYTES};
 pub use outcome::Outcome;
+pub use pull::{PulledImage, RegistryAuth};
 pub use runtime::{Runtime, WasmRuntime};
 pub use spec::{
     parse_size, CommandSpec, ImageSpec, LogStream, OutputSink, PullPolicy, ServiceSpec, StdinSpec,

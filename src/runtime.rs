@@ -13,6 +13,7 @@ use crate::instance::{Instance, Phase, RunPlan};
 use crate::logs::{LogEntry, LogFollower};
 use crate::outcome::Outcome;
 use crate::pool::{self, Admission, RunQueue};
+use crate::pull::{PulledImage, Puller};
 use crate::spec::{PullPolicy, ServiceSpec};
 use crate::task::Task;
 use crate::timers::Timers;
@@ -28,7 +29,14 @@ use std::time::{Duration, Instant};
 ///
 /// The trait is object safe, so hosts can hold a `Box<dyn Runtime>`.
 pub trait Runtime: Send + Sync {
-    /// Reads the spec's image from the cache and registers a container in `Pending`.
+    /// Pulls the image into the cache unless it is there already (`PullPolicy::IfNotPresent`).
+    fn pull_image(&self, image: &str) -> Result<()>;
+    /// Pulls the image as `policy` says: `Never` only checks the cache,
+    /// `IfNotPresent` pulls a missing image, `Always` resolves the reference
+    /// again and downloads when its digest changed.
+    fn pull_image_with_policy(&self, image: &str, policy: PullPolicy) -> Result<()>;
+    /// Reads the spec's image from the cache — pulled first as its
+    /// `pull_policy` says — and registers a container in `Pending`.
     fn create_container(&self, id: &ContainerId, spec: &ServiceSpec) -> Result<()>;
     /// Queues a created container for a worker.
     fn start_container(&self, id: &ContainerId) -> Result<()>;
@@ -87,6 +95,8 @@ pub struct WasmRuntime {
     containers: RwLock<HashMap<ContainerId, Arc<Instance>>>,
     /// Image files already read, by path and file identity.
     images: ImageFiles,
+    /// Registry pulls into the cache directory.
+    puller: Puller,
     /// Removed containers that had not ended when `remove_container` gave up waiting.
     lingering: Mutex<Vec<Arc<Instance>>>,
     queue: Arc<RunQueue>,
@@ -126,6 +136,7 @@ impl WasmRuntime {
             shared: shared.clone(),
             containers: RwLock::new(HashMap::new()),
             images: ImageFiles::new(shared.config.artifact_cache_size),
+            puller: Puller::new(&shared.config),
             lingering: Mutex::new(Vec::new()),
             queue: queue.clone(),
             admission,
@@ -140,6 +151,17 @@ impl WasmRuntime {
             runtime.workers.push(worker);
         }
         Ok(runtime)
+    }
+
+    /// Makes `image` present in the image cache as `policy` says, pulling it from
+    /// its registry when it must, and says what it did.
+    ///
+    /// References are `registry/repository:tag` or `registry/repository@sha256:…`;
+    /// the artifact is a manifest (or an index with a `wasi/wasm` entry) with one
+    /// `application/wasm` (or `application/vnd.wasm.content.layer.v1+wasm`) layer.
+    /// Concurrent pulls of one image download it once.
+    pub fn pull(&self, image: &str, policy: PullPolicy) -> Result<PulledImage> {
+        self.puller.pull(image, policy)
     }
 
     /// The settings this runtime was created with.
@@ -268,14 +290,19 @@ pub(crate) fn image_path(cache_dir: &Path, name: &str) -> Result<PathBuf> {
 }
 
 impl Runtime for WasmRuntime {
+    fn pull_image(&self, image: &str) -> Result<()> {
+        self.pull(image, PullPolicy::IfNotPresent).map(drop)
+    }
+
+    fn pull_image_with_policy(&self, image: &str, policy: PullPolicy) -> Result<()> {
+        self.pull(image, policy).map(drop)
+    }
+
     fn create_container(&self, id: &ContainerId, spec: &ServiceSpec) -> Result<()> {
-        if spec.image.pull_policy == PullPolicy::Always {
-            return Err(Error::unsupported(
-                "pull policy Always",
-                "this runtime has no registry client; put the image in the cache directory",
-            ));
-        }
-        let path = image_path(&self.shared.config.cache_dir, &spec.image.name)?;
+        let path = match spec.image.pull_policy {
+            PullPolicy::Never => image_path(&self.shared.config.cache_dir, &spec.image.name)?,
+            policy => self.pull(&spec.image.name, policy)?.path,
+        };
         let artifact = self.images.artifact(&path, &self.shared.artifacts)?;
         self.register(id, spec, artifact)
     }

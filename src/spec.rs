@@ -44,7 +44,7 @@ pub struct ServiceSpec {
 pub struct ImageSpec {
     /// The image reference, such as `localhost/hello:latest`.
     pub name: String,
-    /// When to fetch the image; only the local cache exists here.
+    /// When to fetch the image from its registry (`Never`, the default, reads the cache only).
     pub pull_policy: PullPolicy,
 }
 
@@ -64,9 +64,9 @@ pub enum PullPolicy {
     /// Never: the image must be in the cache directory.
     #[default]
     Never,
-    /// Only when missing; there is no registry here, so this reads the cache like `Never`.
+    /// Only when the image is not in the cache.
     IfNotPresent,
-    /// Always; refused, as this runtime has no registry client.
+    /// Every time: the reference is resolved again, and downloaded when its digest changed.
     Always,
 }
 

@@ -437,3 +437,67 @@ fn absurd_bench_settings_are_refused_with_the_value() {
         text(&out.stderr)
     );
 }
+
+#[test]
+fn pull_and_run_take_an_image_reference_from_a_registry() {
+    use crate::common::registry::Registry;
+    let registry = Registry::start();
+    registry.push_wasm(
+        "cli/hello:v1",
+        &wasm(&print_module(&[("pulled hello", 1)], Some(3))),
+    );
+    let image = registry.reference("cli/hello:v1");
+    let cache = tempfile::tempdir().unwrap();
+    let wasmpool = |args: &[&str]| {
+        Command::new(env!("CARGO_BIN_EXE_wasmpool"))
+            .env("WASMPOOL_CACHE_DIR", cache.path())
+            .args(args)
+            .stdin(Stdio::null())
+            .output()
+            .unwrap()
+    };
+    let out = wasmpool(&["run", "--pull", "never", &image]);
+    assert_eq!(out.status.code(), Some(125));
+    assert!(
+        text(&out.stderr).contains("pull policy is Never"),
+        "{}",
+        text(&out.stderr)
+    );
+
+    let out = wasmpool(&["pull", &image]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(text(&out.stdout).starts_with(&format!("pulled {image} (sha256:")));
+    let out = wasmpool(&["pull", &image]);
+    assert!(
+        text(&out.stdout).contains("is up to date"),
+        "{}",
+        text(&out.stdout)
+    );
+
+    let out = wasmpool(&["run", &image, "guest-arg"]);
+    assert_eq!(text(&out.stdout), "pulled hello");
+    assert_eq!(out.status.code(), Some(3));
+
+    // The tag moves: the default (missing) keeps the cached copy, always fetches the new one.
+    registry.push_wasm(
+        "cli/hello:v1",
+        &wasm(&print_module(&[("moved hello", 1)], Some(4))),
+    );
+    let out = wasmpool(&["run", &image]);
+    assert_eq!(text(&out.stdout), "pulled hello");
+    let out = wasmpool(&["run", "--pull", "always", &image]);
+    assert_eq!(text(&out.stdout), "moved hello");
+    assert_eq!(out.status.code(), Some(4));
+
+    let missing = registry.reference("cli/missing:v1");
+    let out = wasmpool(&["pull", &missing]);
+    assert_eq!(out.status.code(), Some(125));
+    let stderr = text(&out.stderr);
+    assert!(
+        stderr.contains("not found (404)") && stderr.lines().count() == 1,
+        "{stderr}"
+    );
+    // A file name that does not exist is still read as a file.
+    let out = wasmpool(&["run", "no-such-file.wasm"]);
+    assert!(text(&out.stderr).contains("cannot read 'no-such-file.wasm'"));
+}

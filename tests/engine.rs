@@ -252,17 +252,37 @@ fn image_names_cannot_leave_the_cache_directory() {
 }
 
 #[test]
-fn pull_policy_always_is_refused_clearly() {
-    let (_dir, rt) = runtime(1);
+fn pull_policy_always_with_no_registry_to_ask_is_a_clear_error() {
+    let (dir, rt) = runtime(1);
+    // Cached by hand, but Always must ask the registry, and there is none on port 1.
+    let image = "127.0.0.1:1/demo/x:v1";
+    std::fs::write(
+        dir.path().join("127.0.0.1_1_demo_x_v1.wasm"),
+        wasm(&exit_module(0)),
+    )
+    .unwrap();
     let spec = ServiceSpec {
         image: ImageSpec {
-            name: "x".into(),
+            name: image.into(),
             pull_policy: PullPolicy::Always,
         },
         ..Default::default()
     };
     let err = rt.create_container(&id_for("pull"), &spec).unwrap_err();
-    assert!(err.to_string().contains("not supported"), "{err}");
+    assert!(matches!(err, Error::Pull { .. }), "{err:?}");
+    assert!(
+        err.to_string().contains("cannot connect to 127.0.0.1:1"),
+        "{err}"
+    );
+    // IfNotPresent takes the cached copy without asking.
+    let spec = ServiceSpec {
+        image: ImageSpec {
+            name: image.into(),
+            pull_policy: PullPolicy::IfNotPresent,
+        },
+        ..Default::default()
+    };
+    rt.create_container(&id_for("cached"), &spec).unwrap();
 }
 
 #[test]

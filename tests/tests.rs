@@ -13,6 +13,7 @@ mod http;
 mod isolation;
 mod limits;
 mod logs;
+mod registry;
 mod reliability;
 mod scheduling;
 mod seed;

@@ -538,3 +538,4 @@ pub const CABI_REALLOC: &str = r#"
         (global.set $heap (i32.add (local.get $at) (local.get $size)))
         (local.get $at))
 "#;
+pub mod registry;

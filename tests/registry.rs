@@ -1,0 +1,545 @@
+//! Pulls from a real OCI registry (Debian's `docker-registry`) on loopback.
+
+use crate::common::registry::*;
+use crate::common::*;
+use std::sync::Arc;
+use std::time::Duration;
+use wasmpool::{
+    ContainerId, Error, ImageSpec, Outcome, PullPolicy, RegistryAuth, Runtime, ServiceSpec,
+    WasmRuntime,
+};
+
+fn spec(image: &str, policy: PullPolicy) -> ServiceSpec {
+    ServiceSpec {
+        image: ImageSpec {
+            name: image.to_string(),
+            pull_policy: policy,
+        },
+        ..Default::default()
+    }
+}
+
+/// Creates a container of `image` with `policy`, runs it, and returns its exit code.
+fn run_image(runtime: &WasmRuntime, name: &str, image: &str, policy: PullPolicy) -> i32 {
+    let id = ContainerId::new(name, 1);
+    runtime
+        .create_container(&id, &spec(image, policy))
+        .unwrap_or_else(|e| panic!("create {image}: {e}"));
+    let outcome = wait_bounded(&runtime.start(&id).unwrap());
+    runtime.remove_container(&id).unwrap();
+    match outcome {
+        Outcome::Exited(code) => code,
+        other => panic!("{image} did not exit: {other}"),
+    }
+}
+
+fn pull_error(result: wasmpool::Result<impl std::fmt::Debug>) -> String {
+    match result {
+        Err(error @ Error::Pull { .. }) => error.to_string(),
+        other => panic!("expected a pull error, got {other:?}"),
+    }
+}
+
+/// Files in the cache folder whose names contain `part`.
+fn cache_files(dir: &std::path::Path, part: &str) -> Vec<String> {
+    std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| n.contains(part))
+        .collect()
+}
+
+#[test]
+fn an_image_pulled_by_tag_runs_and_lands_in_the_seed_cache_path() {
+    let registry = Registry::start();
+    let digest = registry.push_wasm("demo/exit:v1", &wasm(&exit_module(7)));
+    let (dir, runtime) = runtime(1);
+    let image = registry.reference("demo/exit:v1");
+    assert_eq!(
+        run_image(&runtime, "tag", &image, PullPolicy::IfNotPresent),
+        7
+    );
+    let key = image.replace(['/', ':', '@'], "_");
+    let file = dir.path().join(format!("{key}.wasm"));
+    assert_eq!(std::fs::read(&file).unwrap(), wasm(&exit_module(7)));
+    let recorded = std::fs::read_to_string(dir.path().join(format!("{key}.wasm.digest"))).unwrap();
+    assert_eq!(recorded.trim(), digest);
+    assert!(cache_files(dir.path(), ".pulling-").is_empty());
+}
+
+#[test]
+fn an_image_pulled_by_digest_is_verified_and_runs() {
+    let registry = Registry::start();
+    let digest = registry.push_wasm("demo/bydigest:v1", &wasm(&exit_module(3)));
+    let (_dir, runtime) = runtime(1);
+    let image = registry.reference(&format!("demo/bydigest@{digest}"));
+    runtime.pull_image(&image).unwrap();
+    assert_eq!(run_image(&runtime, "digest", &image, PullPolicy::Never), 3);
+    // A digest no manifest has is not found.
+    let unknown = registry.reference(&format!("demo/bydigest@{}", digest_of(b"nothing")));
+    assert!(
+        pull_error(runtime.pull(&unknown, PullPolicy::IfNotPresent)).contains("not found (404)")
+    );
+}
+
+#[test]
+fn a_cached_image_is_served_with_the_registry_stopped_unless_the_policy_is_always() {
+    let mut registry = Registry::start();
+    registry.push_wasm("demo/offline:v1", &wasm(&exit_module(5)));
+    let (_dir, runtime) = runtime(1);
+    let image = registry.reference("demo/offline:v1");
+    let first = runtime.pull(&image, PullPolicy::IfNotPresent).unwrap();
+    assert!(first.downloaded);
+    registry.stop();
+    assert_eq!(
+        run_image(&runtime, "offline", &image, PullPolicy::IfNotPresent),
+        5
+    );
+    let again = runtime.pull(&image, PullPolicy::IfNotPresent).unwrap();
+    assert!(!again.downloaded);
+    assert_eq!(again.digest, first.digest);
+    // Always must ask the registry, and says it cannot.
+    let error = pull_error(runtime.pull(&image, PullPolicy::Always));
+    assert!(error.contains("cannot connect to"), "{error}");
+}
+
+#[test]
+fn always_downloads_only_when_the_tag_moved_and_then_runs_the_new_bytes() {
+    let registry = Registry::start();
+    let (_dir, runtime) = runtime(1);
+    let image = registry.reference("demo/moving:latest");
+    registry.push_wasm("demo/moving:latest", &wasm(&exit_module(1)));
+    assert_eq!(run_image(&runtime, "v1", &image, PullPolicy::Always), 1);
+    let unchanged = runtime.pull(&image, PullPolicy::Always).unwrap();
+    assert!(!unchanged.downloaded, "the tag did not move: {unchanged:?}");
+    let moved = registry.push_wasm("demo/moving:latest", &wasm(&exit_module(2)));
+    // IfNotPresent keeps the cached copy; Always sees the move.
+    assert_eq!(
+        run_image(&runtime, "kept", &image, PullPolicy::IfNotPresent),
+        1
+    );
+    assert_eq!(run_image(&runtime, "v2", &image, PullPolicy::Always), 2);
+    let now = runtime.pull(&image, PullPolicy::Always).unwrap();
+    assert_eq!(now.digest.as_deref(), Some(moved.as_str()));
+    assert!(!now.downloaded);
+}
+
+#[test]
+fn a_layer_whose_bytes_do_not_match_its_digest_is_refused_and_leaves_nothing() {
+    let registry = Registry::start();
+    let module = wasm(&print_module(&[("genuine", 1)], None));
+    registry.push_wasm("demo/tampered:v1", &module);
+    // The registry serves what its storage holds: change a byte behind its back.
+    let blob = registry.blob_file(&digest_of(&module));
+    let mut bytes = std::fs::read(&blob).unwrap();
+    let last = bytes.len() - 1;
+    bytes[last] ^= 0xff;
+    std::fs::write(&blob, &bytes).unwrap();
+    let (dir, runtime) = runtime(1);
+    let image = registry.reference("demo/tampered:v1");
+    let error = pull_error(runtime.pull(&image, PullPolicy::IfNotPresent));
+    assert!(error.contains("digest mismatch"), "{error}");
+    assert!(cache_files(dir.path(), "tampered").is_empty());
+    assert!(cache_files(dir.path(), ".pulling-").is_empty());
+    let id = ContainerId::new("tampered", 1);
+    assert!(runtime
+        .create_container(&id, &spec(&image, PullPolicy::Never))
+        .is_err());
+}
+
+#[test]
+fn a_manifest_whose_bytes_do_not_match_the_requested_digest_is_refused() {
+    let registry = Registry::start();
+    let digest = registry.push_wasm("demo/badmanifest:v1", &wasm(&exit_module(0)));
+    let blob = registry.blob_file(&digest);
+    let text = std::fs::read_to_string(&blob).unwrap();
+    std::fs::write(&blob, text.replace("module.wasm", "module.WASM")).unwrap();
+    let (dir, runtime) = runtime(1);
+    let image = registry.reference(&format!("demo/badmanifest@{digest}"));
+    let error = pull_error(runtime.pull(&image, PullPolicy::IfNotPresent));
+    assert!(error.contains("digest"), "{error}");
+    assert!(cache_files(dir.path(), "badmanifest").is_empty());
+}
+
+#[test]
+fn missing_repositories_and_tags_are_not_found() {
+    let registry = Registry::start();
+    registry.push_wasm("demo/here:v1", &wasm(&exit_module(0)));
+    let (_dir, runtime) = runtime(1);
+    for missing in ["demo/here:v2", "demo/nowhere:v1"] {
+        let error = pull_error(runtime.pull(&registry.reference(missing), PullPolicy::Always));
+        assert!(error.contains("not found (404)"), "{error}");
+        assert!(!error.contains('\n'), "one line: {error}");
+    }
+}
+
+#[test]
+fn a_container_image_is_refused_naming_the_media_types_found() {
+    let registry = Registry::start();
+    registry.push(
+        "demo/linux:v1",
+        "application/vnd.oci.image.config.v1+json",
+        br#"{"architecture":"amd64","os":"linux"}"#,
+        &[(
+            "application/vnd.oci.image.layer.v1.tar+gzip",
+            b"not a tarball",
+        )],
+    );
+    // Two wasm layers: which one would run is a guess, so none does.
+    let module = wasm(&exit_module(0));
+    registry.push(
+        "demo/twolayers:v1",
+        WASM_CONFIG,
+        b"{}",
+        &[(WASM_LAYER, &module), (WASM_LAYER, &wasm(&exit_module(1)))],
+    );
+    let (dir, runtime) = runtime(1);
+    let error = pull_error(runtime.pull(&registry.reference("demo/linux:v1"), PullPolicy::Always));
+    assert!(error.contains("not a WebAssembly artifact"), "{error}");
+    assert!(
+        error.contains("application/vnd.oci.image.layer.v1.tar+gzip"),
+        "{error}"
+    );
+    assert!(
+        error.contains("application/vnd.oci.image.config.v1+json"),
+        "{error}"
+    );
+    let error =
+        pull_error(runtime.pull(&registry.reference("demo/twolayers:v1"), PullPolicy::Always));
+    assert!(error.contains("not a WebAssembly artifact"), "{error}");
+    // A wasm media type over bytes that are not WebAssembly.
+    registry.push(
+        "demo/liar:v1",
+        WASM_CONFIG,
+        b"{}",
+        &[(WASM_LAYER, b"#!/bin/sh\necho hi\n")],
+    );
+    let error = pull_error(runtime.pull(&registry.reference("demo/liar:v1"), PullPolicy::Always));
+    assert!(error.contains("not WebAssembly"), "{error}");
+    assert!(cache_files(dir.path(), ".wasm").is_empty());
+}
+
+#[test]
+fn the_older_wasm_layer_type_and_an_index_with_a_wasi_platform_are_pulled() {
+    let registry = Registry::start();
+    let (_dir, runtime) = runtime(1);
+    registry.push(
+        "demo/old:v1",
+        "application/vnd.wasm.config.v1+json",
+        b"{}",
+        &[(
+            "application/vnd.wasm.content.layer.v1+wasm",
+            &wasm(&exit_module(11)),
+        )],
+    );
+    let old = registry.reference("demo/old:v1");
+    assert_eq!(
+        run_image(&runtime, "old", &old, PullPolicy::IfNotPresent),
+        11
+    );
+
+    // An index: a linux/amd64 container image and a wasi/wasm artifact.
+    let linux = registry.push(
+        "demo/multi:linux",
+        "application/vnd.oci.image.config.v1+json",
+        b"{}",
+        &[("application/vnd.oci.image.layer.v1.tar", b"tar")],
+    );
+    let wasi = registry.push_wasm("demo/multi:wasi", &wasm(&exit_module(12)));
+    let index_digest = registry.push_index(
+        "demo/multi:v1",
+        &[
+            (
+                linux.clone(),
+                registry.manifest_size(&linux),
+                "linux",
+                "amd64",
+            ),
+            (wasi.clone(), registry.manifest_size(&wasi), "wasi", "wasm"),
+        ],
+    );
+    let multi = registry.reference("demo/multi:v1");
+    assert_eq!(
+        run_image(&runtime, "multi", &multi, PullPolicy::IfNotPresent),
+        12
+    );
+    let pulled = runtime.pull(&multi, PullPolicy::Always).unwrap();
+    assert_eq!(pulled.digest.as_deref(), Some(index_digest.as_str()));
+    assert!(!pulled.downloaded);
+
+    // An index without a wasm platform is refused naming what it has.
+    registry.push_index(
+        "demo/multi:linux-only",
+        &[(
+            linux.clone(),
+            registry.manifest_size(&linux),
+            "linux",
+            "amd64",
+        )],
+    );
+    let error = pull_error(runtime.pull(
+        &registry.reference("demo/multi:linux-only"),
+        PullPolicy::Always,
+    ));
+    assert!(
+        error.contains("wasi/wasm") && error.contains("linux/amd64"),
+        "{error}"
+    );
+}
+
+#[test]
+fn a_pulled_component_runs_as_a_component() {
+    let registry = Registry::start();
+    let component = component(&print_module(&[("from a component", 1)], None));
+    registry.push_wasm("demo/component:v1", &component);
+    let (_dir, runtime) = runtime(1);
+    let image = registry.reference("demo/component:v1");
+    let id = ContainerId::new("component", 1);
+    runtime
+        .create_container(&id, &spec(&image, PullPolicy::IfNotPresent))
+        .unwrap();
+    assert_eq!(
+        wait_bounded(&runtime.start(&id).unwrap()),
+        Outcome::Exited(0)
+    );
+    assert_eq!(stdout_lines(&runtime, &id), ["from a component"]);
+}
+
+#[test]
+fn a_registry_that_requires_basic_auth_refuses_anonymous_pulls_and_serves_credentials() {
+    let registry = Registry::with_basic_auth("puller", "s3cret-pass");
+    registry.push_wasm("private/app:v1", &wasm(&exit_module(9)));
+    let image = registry.reference("private/app:v1");
+
+    let (dir, anonymous) = runtime(1);
+    let error = pull_error(anonymous.pull(&image, PullPolicy::IfNotPresent));
+    assert!(error.contains("unauthorized (401)"), "{error}");
+    assert!(cache_files(dir.path(), "private").is_empty());
+
+    let (_dir, wrong) = runtime_with(1, |config| {
+        config.registry_auth.insert(
+            registry.host.clone(),
+            RegistryAuth::Basic {
+                username: "puller".into(),
+                password: "wrong".into(),
+            },
+        );
+    });
+    let error = pull_error(wrong.pull(&image, PullPolicy::IfNotPresent));
+    assert!(error.contains("unauthorized (401)"), "{error}");
+    assert!(
+        !error.contains("wrong"),
+        "the error must not quote the password: {error}"
+    );
+
+    let (_dir, authorized) = runtime_with(1, |config| {
+        config.registry_auth.insert(
+            registry.host.clone(),
+            RegistryAuth::Basic {
+                username: "puller".into(),
+                password: "s3cret-pass".into(),
+            },
+        );
+    });
+    assert_eq!(
+        run_image(&authorized, "auth", &image, PullPolicy::IfNotPresent),
+        9
+    );
+    let debug = format!("{:?}", authorized.config());
+    assert!(
+        !debug.contains("s3cret-pass"),
+        "Debug must not print secrets"
+    );
+}
+
+#[test]
+fn credentials_come_from_the_docker_config_file() {
+    run_alone("registry::docker_config_credentials_alone");
+}
+
+/// Sets `DOCKER_CONFIG` for this whole process: run alone, by the test above.
+#[test]
+#[ignore = "run by credentials_come_from_the_docker_config_file in its own process"]
+fn docker_config_credentials_alone() {
+    use base64::Engine as _;
+    let registry = Registry::with_basic_auth("docker-user", "from-config");
+    registry.push_wasm("private/docker:v1", &wasm(&exit_module(21)));
+    let config = tempfile::tempdir().unwrap();
+    let auth = base64::engine::general_purpose::STANDARD.encode("docker-user:from-config");
+    std::fs::write(
+        config.path().join("config.json"),
+        format!(
+            r#"{{"auths": {{"http://{}": {{"auth": "{auth}"}}}}}}"#,
+            registry.host
+        ),
+    )
+    .unwrap();
+    std::env::set_var("DOCKER_CONFIG", config.path());
+    let (_dir, runtime) = runtime(1);
+    let image = registry.reference("private/docker:v1");
+    assert_eq!(
+        run_image(&runtime, "docker", &image, PullPolicy::IfNotPresent),
+        21
+    );
+}
+
+#[test]
+fn an_artifact_over_the_size_limit_is_refused() {
+    let registry = Registry::start();
+    let module = wasm(&print_module(
+        &[("a module of a few hundred bytes", 1)],
+        None,
+    ));
+    registry.push_wasm("demo/big:v1", &module);
+    let (dir, runtime) = runtime_with(1, |config| {
+        config.max_artifact_size = module.len() as u64 - 1;
+    });
+    let image = registry.reference("demo/big:v1");
+    let error = pull_error(runtime.pull(&image, PullPolicy::IfNotPresent));
+    assert!(error.contains("too large"), "{error}");
+    assert!(error.contains(&module.len().to_string()), "{error}");
+    assert!(cache_files(dir.path(), "big").is_empty());
+    // At the limit it is accepted.
+    let (_dir, runtime) = runtime_with(1, |config| {
+        config.max_artifact_size = module.len() as u64;
+    });
+    assert!(
+        runtime
+            .pull(&image, PullPolicy::IfNotPresent)
+            .unwrap()
+            .downloaded
+    );
+}
+
+#[test]
+fn a_layer_larger_than_its_manifest_declares_is_refused() {
+    let registry = Registry::start();
+    let module = wasm(&exit_module(0));
+    let digest = registry.push_wasm("demo/grows:v1", &module);
+    // Serve a longer blob than the manifest's size (and so another digest, too).
+    let blob = registry.blob_file(&digest_of(&module));
+    let mut longer = module.clone();
+    longer.extend_from_slice(&vec![0u8; 4096]);
+    std::fs::write(&blob, &longer).unwrap();
+    let (dir, runtime) = runtime(1);
+    let error = pull_error(runtime.pull(&registry.reference("demo/grows:v1"), PullPolicy::Always));
+    assert!(
+        error.contains("larger than") || error.contains("digest mismatch"),
+        "{error} ({digest})"
+    );
+    assert!(cache_files(dir.path(), "grows").is_empty());
+}
+
+#[test]
+fn threads_and_runtimes_pulling_one_reference_at_once_download_it_once() {
+    let registry = Registry::start();
+    registry.push_wasm("demo/shared:v1", &wasm(&exit_module(4)));
+    let (dir, runtime) = runtime(2);
+    // A second runtime on the same cache folder, as another process would be.
+    let other = Arc::new(
+        WasmRuntime::new(wasmpool::WasmConfig {
+            cache_dir: dir.path().to_path_buf(),
+            workers: 1,
+            ..Default::default()
+        })
+        .unwrap(),
+    );
+    let image = Arc::new(registry.reference("demo/shared:v1"));
+    let barrier = Arc::new(std::sync::Barrier::new(4));
+    let pulls: Vec<_> = [&runtime, &runtime, &other, &other]
+        .into_iter()
+        .map(|runtime| {
+            let (runtime, image, barrier) = (runtime.clone(), image.clone(), barrier.clone());
+            std::thread::spawn(move || {
+                barrier.wait();
+                runtime.pull(&image, PullPolicy::IfNotPresent).unwrap()
+            })
+        })
+        .collect();
+    let results: Vec<_> = pulls.into_iter().map(|t| t.join().unwrap()).collect();
+    let downloads = results.iter().filter(|r| r.downloaded).count();
+    assert_eq!(downloads, 1, "{results:?}");
+    assert!(results.iter().all(|r| r.digest == results[0].digest));
+    assert_eq!(run_image(&runtime, "shared", &image, PullPolicy::Never), 4);
+    assert_eq!(run_image(&other, "shared", &image, PullPolicy::Never), 4);
+}
+
+#[test]
+fn never_reads_the_cache_only_and_says_so() {
+    let registry = Registry::start();
+    registry.push_wasm("demo/never:v1", &wasm(&exit_module(0)));
+    let (_dir, runtime) = runtime(1);
+    let image = registry.reference("demo/never:v1");
+    let error = pull_error(runtime.pull(&image, PullPolicy::Never));
+    assert!(error.contains("pull policy is Never"), "{error}");
+    let id = ContainerId::new("never", 1);
+    assert!(matches!(
+        runtime.create_container(&id, &spec(&image, PullPolicy::Never)),
+        Err(Error::UnreadableArtifact { .. })
+    ));
+}
+
+#[test]
+fn unreachable_registries_and_bad_references_fail_with_one_line() {
+    let (_dir, runtime) = runtime_with(1, |config| {
+        config.registry_connect_timeout = Duration::from_secs(5);
+        config.registry_pull_timeout = Duration::from_secs(20);
+    });
+    // A loopback port nobody listens on.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let error = pull_error(runtime.pull(
+        &format!("127.0.0.1:{port}/demo/x:v1"),
+        PullPolicy::IfNotPresent,
+    ));
+    assert!(error.contains("cannot connect to"), "{error}");
+    // A host name that cannot resolve (`.invalid` is reserved for that).
+    let error = pull_error(runtime.pull("registry.invalid/demo/x:v1", PullPolicy::IfNotPresent));
+    assert!(
+        error.contains("registry.invalid") && !error.contains('\n'),
+        "{error}"
+    );
+    let error = pull_error(runtime.pull("localhost:5000/Upper/Case:v1", PullPolicy::IfNotPresent));
+    assert!(error.contains("invalid reference"), "{error}");
+    assert!(matches!(
+        runtime.pull("../escape:v1", PullPolicy::IfNotPresent),
+        Err(Error::InvalidImageName(_))
+    ));
+}
+
+#[test]
+fn a_registry_off_loopback_is_spoken_to_over_tls_unless_listed_as_insecure() {
+    let Some(address) = non_loopback_address() else {
+        eprintln!("skipped: this machine has no non-loopback IPv4 address");
+        return;
+    };
+    let registry = Registry::on_all_interfaces();
+    registry.push_wasm("demo/lan:v1", &wasm(&exit_module(6)));
+    let port = registry.host.rsplit(':').next().unwrap();
+    let image = format!("{address}:{port}/demo/lan:v1");
+    let (_dir, strict) = runtime_with(1, |config| {
+        config.registry_pull_timeout = Duration::from_secs(20);
+    });
+    // TLS against a plain-HTTP registry: the handshake fails, nothing is pulled.
+    let error = pull_error(strict.pull(&image, PullPolicy::IfNotPresent));
+    assert!(!error.contains('\n'), "{error}");
+    let (_dir, insecure) = runtime_with(1, |config| {
+        config.insecure_registries = vec![format!("{address}:{port}")];
+    });
+    assert_eq!(
+        run_image(&insecure, "lan", &image, PullPolicy::IfNotPresent),
+        6
+    );
+}
+
+/// An IPv4 address of this machine other than loopback, if it has one.
+fn non_loopback_address() -> Option<std::net::IpAddr> {
+    // Connecting a UDP socket sends nothing; it only picks the outgoing address.
+    let socket = std::net::UdpSocket::bind("0.0.0.0:0").ok()?;
+    socket.connect("192.0.2.1:9").ok()?;
+    let ip = socket.local_addr().ok()?.ip();
+    (!ip.is_loopback() && !ip.is_unspecified()).then_some(ip)
+}
