@@ -12,7 +12,7 @@ use crate::runtime::image_path;
 use crate::spec::PullPolicy;
 use futures_util::StreamExt;
 use oci_client::client::{ClientConfig, ClientProtocol};
-use oci_client::errors::{OciDistributionError, OciErrorCode};
+use oci_client::errors::{DigestError, OciDistributionError, OciErrorCode};
 use oci_client::manifest::{OciDescriptor, OciImageIndex, OciImageManifest, OciManifest};
 use oci_client::secrets::RegistryAuth as OciAuth;
 use oci_client::{Client, Reference};
@@ -643,7 +643,10 @@ fn describe(error: &OciDistributionError, registry: &str) -> String {
         OciDistributionError::ImageManifestNotFoundError(why) => {
             format!("not found (404): {}", one_line(why))
         }
-        OciDistributionError::DigestError(e) => format!("digest mismatch: {}", one_line(&e.to_string())),
+        OciDistributionError::DigestError(DigestError::VerificationError { expected, actual }) => {
+            mismatch(expected, actual)
+        }
+        OciDistributionError::DigestError(e) => format!("digest error: {}", chain(e)),
         OciDistributionError::UnsupportedMediaTypeError(media_type) => format!(
             "not a WebAssembly artifact: the manifest's media type is {media_type}; expected one of {}",
             MANIFEST_MEDIA_TYPES.join(", ")
@@ -664,6 +667,12 @@ fn describe(error: &OciDistributionError, registry: &str) -> String {
 
 /// A failure while streaming a blob: a digest check of oci-client's, or the transport's.
 fn describe_io(error: &std::io::Error, digest: &str) -> String {
+    let inner = error
+        .get_ref()
+        .and_then(|e| e.downcast_ref::<DigestError>());
+    if let Some(DigestError::VerificationError { expected, actual }) = inner {
+        return format!("layer {}", mismatch(expected, actual));
+    }
     let text = chain(error);
     if text.contains("digest") {
         format!("digest mismatch for layer {digest}: {text}")

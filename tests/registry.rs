@@ -543,3 +543,24 @@ fn non_loopback_address() -> Option<std::net::IpAddr> {
     let ip = socket.local_addr().ok()?.ip();
     (!ip.is_loopback() && !ip.is_unspecified()).then_some(ip)
 }
+
+#[test]
+fn a_registry_that_never_answers_times_out_on_the_read_and_the_whole_pull_bounds() {
+    // Listens but never accepts: the kernel completes the handshake, nobody answers.
+    let silent = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let address = silent.local_addr().unwrap();
+    let image = format!("{address}/demo/silent:v1");
+    let started = std::time::Instant::now();
+    let (_dir, runtime) = runtime_with(1, |config| {
+        config.registry_read_timeout = Duration::from_millis(500);
+    });
+    let error = pull_error(runtime.pull(&image, PullPolicy::IfNotPresent));
+    assert!(error.contains("timed out"), "{error}");
+    let (_dir, runtime) = runtime_with(1, |config| {
+        config.registry_pull_timeout = Duration::from_millis(500);
+    });
+    let error = pull_error(runtime.pull(&image, PullPolicy::IfNotPresent));
+    assert!(error.contains("registry_pull_timeout"), "{error}");
+    assert!(started.elapsed() < NO_HANG);
+    drop(silent);
+}
