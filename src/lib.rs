@@ -46,6 +46,13 @@
 //! [`WaitHandle::wait`] runs its own guest while it is runnable. No registry
 //! lock is held while guest code runs, and a panic while running one guest
 //! fails that guest only.
+//!
+//! ## Registries
+//! [`Runtime::pull_image`] and [`Runtime::pull_image_with_policy`] (and
+//! `create_container` with a spec's [`PullPolicy`]) fetch WebAssembly OCI
+//! artifacts — one `application/wasm` layer — into the image cache, blocking;
+//! [`WasmRuntime::pull`] also says what it did. Credentials come from
+//! [`WasmConfig::registry_auth`] or docker's `config.json`.
 #![deny(missing_docs)]
 #![deny(unsafe_code)]
 
