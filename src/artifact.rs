@@ -5,17 +5,25 @@ use crate::disk_cache::DiskCache;
 use crate::engine::{misfit, EngineSet, Engines};
 use crate::host::HostState;
 use parking_lot::Mutex;
-use std::collections::hash_map::DefaultHasher;
 use std::collections::HashMap;
-use std::hash::{Hash, Hasher};
 use std::sync::{Arc, OnceLock};
 use wasmtime::component::{Component, ComponentExportIndex};
-use wasmtime::{Engine, ExternType, InstancePre, Module};
+use wasmtime::{Engine, ExternType, InstancePre, Module, Precompiled};
 use wasmtime_wasi::I32Exit;
 
-/// The bytes of one image and, once a worker needed it, its compiled form.
+/// The SHA-256 of an image's bytes: its identity here and in the compiled cache.
+pub(crate) type Digest = [u8; 32];
+
+/// The SHA-256 of `bytes`.
+pub(crate) fn digest_of(bytes: &[u8]) -> Digest {
+    use sha2::Digest as _;
+    sha2::Sha256::digest(bytes).into()
+}
+
+/// One image (by content) and, once a worker needed it, its compiled form.
 pub(crate) struct Artifact {
-    pub(crate) bytes: Arc<[u8]>,
+    digest: Digest,
+    source: Source,
     /// Compiled for the pooled engine when it fits a slot, else on demand.
     compiled: OnceLock<Result<Compiled, String>>,
     /// Compiled for the on-demand engine, for a run that finds every pooled slot taken.
@@ -36,6 +44,60 @@ pub(crate) struct Compiled {
 enum Code {
     Module(Module),
     Component(Component),
+}
+
+/// Where an artifact's bytes are: in memory, or in an image file whose content
+/// digest is known (read only if the compiled cache lacks its native code).
+enum Source {
+    Bytes(Arc<[u8]>),
+    File {
+        path: std::path::PathBuf,
+        read: Mutex<Option<Arc<[u8]>>>,
+    },
+}
+
+/// An artifact's native code, ready to deserialize into any engine of one
+/// compatibility hash: a file of the compiled cache, or fresh from the compiler.
+enum Native {
+    File(std::path::PathBuf, Precompiled),
+    Bytes(Vec<u8>, Precompiled),
+}
+
+impl Native {
+    fn kind(&self) -> Precompiled {
+        match self {
+            Native::File(_, kind) | Native::Bytes(_, kind) => *kind,
+        }
+    }
+
+    fn module(&self, set: &EngineSet, disk: Option<&DiskCache>) -> Result<Module, String> {
+        match (self, disk) {
+            (Native::File(path, _), Some(disk)) => disk.module(&set.engine, path),
+            (Native::Bytes(bytes, _), _) => deserialize_module(&set.engine, bytes),
+            (Native::File(..), None) => Err("no compiled cache".into()),
+        }
+    }
+
+    fn component(&self, set: &EngineSet, disk: Option<&DiskCache>) -> Result<Component, String> {
+        match (self, disk) {
+            (Native::File(path, _), Some(disk)) => disk.component(&set.engine, path),
+            (Native::Bytes(bytes, _), _) => deserialize_component(&set.engine, bytes),
+            (Native::File(..), None) => Err("no compiled cache".into()),
+        }
+    }
+}
+
+#[allow(unsafe_code)]
+fn deserialize_module(engine: &Engine, bytes: &[u8]) -> Result<Module, String> {
+    // SAFETY: `bytes` come straight from `precompile_module` of an engine with
+    // this engine's compatibility hash, in this process.
+    unsafe { Module::deserialize(engine, bytes) }.map_err(|e| format!("{e:#}"))
+}
+
+#[allow(unsafe_code)]
+fn deserialize_component(engine: &Engine, bytes: &[u8]) -> Result<Component, String> {
+    // SAFETY: as for `deserialize_module`, from `precompile_component`.
+    unsafe { Component::deserialize(engine, bytes) }.map_err(|e| format!("{e:#}"))
 }
 
 /// A pre-linked artifact.
@@ -141,9 +203,34 @@ impl Artifact {
         disk: Option<&DiskCache>,
     ) -> Result<&Compiled, String> {
         self.compiled
-            .get_or_init(|| compile(engines, disk, &self.bytes))
+            .get_or_init(|| compile(engines, disk, self))
             .as_ref()
             .map_err(Clone::clone)
+    }
+
+    /// The image's bytes, read from its file on first need (and checked
+    /// against the digest it was known by).
+    fn bytes(&self) -> Result<Arc<[u8]>, String> {
+        match &self.source {
+            Source::Bytes(bytes) => Ok(bytes.clone()),
+            Source::File { path, read } => {
+                let mut read = read.lock();
+                if let Some(bytes) = &*read {
+                    return Ok(bytes.clone());
+                }
+                let bytes: Arc<[u8]> = std::fs::read(path)
+                    .map_err(|e| format!("cannot read image '{}': {e}", path.display()))?
+                    .into();
+                if digest_of(&bytes) != self.digest {
+                    return Err(format!(
+                        "image '{}' changed while it was being used; create the container again",
+                        path.display()
+                    ));
+                }
+                *read = Some(bytes.clone());
+                Ok(bytes)
+            }
+        }
     }
 
     /// Whether the artifact was compiled (or found uncompilable) already.
@@ -158,7 +245,7 @@ impl Artifact {
         disk: Option<&DiskCache>,
     ) -> Result<&Compiled, String> {
         self.on_demand
-            .get_or_init(|| compile_with(None, &engines.on_demand, disk, &self.bytes))
+            .get_or_init(|| compile_with(None, &engines.on_demand, disk, self))
             .as_ref()
             .map_err(Clone::clone)
     }
@@ -337,46 +424,89 @@ fn link_component(linkers: &Linkers, component: &Component) -> Result<Pre, Strin
         .map_err(|e| format!("cannot link component: {e:#}"))
 }
 
-/// Compiles (or loads from `disk`) and pre-links `bytes` on the pooled engine,
-/// or on the on-demand engine when the artifact does not fit a pooling slot.
+/// Compiles (or loads from `disk`) and pre-links an artifact on the pooled
+/// engine, or on the on-demand engine when it does not fit a pooling slot.
 pub(crate) fn compile(
     engines: &Engines,
     disk: Option<&DiskCache>,
-    bytes: &[u8],
+    artifact: &Artifact,
 ) -> Result<Compiled, String> {
-    compile_with(engines.pooled.as_ref(), &engines.on_demand, disk, bytes)
+    compile_with(engines.pooled.as_ref(), &engines.on_demand, disk, artifact)
 }
 
+/// Tries each engine in turn; native code is compiled once for all engines of
+/// one compatibility hash (the pooled and on-demand engines share theirs), so
+/// an artifact that does not fit a pooling slot is not compiled twice.
 fn compile_with(
     pooled: Option<&EngineSet>,
     on_demand: &EngineSet,
     disk: Option<&DiskCache>,
-    bytes: &[u8],
+    artifact: &Artifact,
 ) -> Result<Compiled, String> {
-    let engines = (pooled, on_demand);
-    let retry = bytes_are_wasm(bytes);
-    if is_component(bytes) {
-        let (set, component) = on_fitting_engine(
-            engines,
-            retry,
-            |set| load_component(set, disk, bytes),
-            |component| misfit(component.resources_required(), true),
-        )?;
-        let run = find_run_export(&set.engine, &component)?;
-        return Ok(Compiled {
-            linked: link_component(&set.linkers, &component),
-            entry: Entry::Component { run },
-            code: Code::Component(component),
-            lenient: OnceLock::new(),
-        });
+    let mut native: Option<(u64, Native)> = None;
+    for set in pooled.into_iter().chain([on_demand]) {
+        let is_last = std::ptr::eq(set, on_demand);
+        if native.as_ref().map(|(compat, _)| *compat) != Some(set.compat) {
+            native = Some((set.compat, native_code(set, disk, artifact)?));
+        }
+        let Some((_, code)) = &native else { continue };
+        let why = match fit(code, set, disk, is_last) {
+            Ok(compiled) => return Ok(compiled),
+            Err(why) => why,
+        };
+        if !is_last {
+            log::info!("artifact does not fit a pooling slot ({why}): allocating it on demand");
+            continue;
+        }
+        // No engine loads the cached file: it is stale or damaged; compile afresh.
+        let (Some(disk), Native::File(path, _)) = (disk, code) else {
+            return Err(why);
+        };
+        disk.discard(path, &why);
+        let fresh = compile_native(set, None, artifact)?;
+        return fit(&fresh, set, Some(disk), true);
     }
-    let (set, module) = on_fitting_engine(
-        engines,
-        retry,
-        |set| load_module(set, disk, bytes),
-        |module| misfit(Some(module.resources_required()), false),
-    )?;
+    Err("no engine".into())
+}
+
+/// The artifact loaded into `set`'s engine; unless `last`, refused when it
+/// does not fit the engine's pooling slots.
+fn fit(
+    code: &Native,
+    set: &EngineSet,
+    disk: Option<&DiskCache>,
+    last: bool,
+) -> Result<Compiled, String> {
+    match code.kind() {
+        Precompiled::Component => {
+            let component = code.component(set, disk)?;
+            match misfit(component.resources_required(), true) {
+                Some(why) if !last => Err(why),
+                _ => component_compiled(set, component),
+            }
+        }
+        Precompiled::Module => {
+            let module = code.module(set, disk)?;
+            match misfit(Some(module.resources_required()), false) {
+                Some(why) if !last => Err(why),
+                _ => Ok(module_compiled(set, module)),
+            }
+        }
+    }
+}
+
+fn component_compiled(set: &EngineSet, component: Component) -> Result<Compiled, String> {
+    let run = find_run_export(&set.engine, &component)?;
     Ok(Compiled {
+        linked: link_component(&set.linkers, &component),
+        entry: Entry::Component { run },
+        code: Code::Component(component),
+        lenient: OnceLock::new(),
+    })
+}
+
+fn module_compiled(set: &EngineSet, module: Module) -> Compiled {
+    Compiled {
         linked: link_module(&set.linkers, &module),
         entry: Entry::Module {
             initialize: matches!(
@@ -387,81 +517,60 @@ fn compile_with(
         },
         code: Code::Module(module),
         lenient: OnceLock::new(),
-    })
-}
-
-/// Loads an artifact with the pooled engine, or with the on-demand one when it
-/// does not fit a pooling slot: `misfit` says why, or the pooled engine refused
-/// it already at compile time (then `retry` says whether a second try is worth it).
-fn on_fitting_engine<'e, A>(
-    (pooled, on_demand): (Option<&'e EngineSet>, &'e EngineSet),
-    retry: bool,
-    load: impl Fn(&EngineSet) -> Result<A, String>,
-    misfit: impl Fn(&A) -> Option<String>,
-) -> Result<(&'e EngineSet, A), String> {
-    if let Some(pooled) = pooled {
-        let why = match load(pooled) {
-            Ok(artifact) => match misfit(&artifact) {
-                None => return Ok((pooled, artifact)),
-                Some(why) => why,
-            },
-            Err(why) if retry => why,
-            Err(why) => return Err(why),
-        };
-        log::info!("artifact does not fit a pooling slot ({why}): allocating it on demand");
     }
-    load(on_demand).map(|artifact| (on_demand, artifact))
 }
 
-/// Whether the bytes could be WebAssembly at all, so a failed compile is worth a second try.
-fn bytes_are_wasm(bytes: &[u8]) -> bool {
-    bytes.starts_with(b"\0asm") || looks_like_text(bytes)
-}
-
-fn load_component(
+/// The artifact's native code for `set`'s compatibility hash: the compiled
+/// cache's file if it has one, else compiled now (and saved there).
+fn native_code(
     set: &EngineSet,
     disk: Option<&DiskCache>,
-    bytes: &[u8],
-) -> Result<Component, String> {
-    let path = disk.map(|d| d.path(set.compat, bytes));
-    if let Some(component) = disk
-        .zip(path.as_deref())
-        .and_then(|(d, p)| d.component(&set.engine, p))
-    {
-        return Ok(component);
+    artifact: &Artifact,
+) -> Result<Native, String> {
+    if let Some(disk) = disk {
+        let path = disk.path(set.compat, &artifact.digest);
+        if let Some(kind) = disk.precompiled_kind(&path) {
+            return Ok(Native::File(path, kind));
+        }
     }
-    let component = Component::new(&set.engine, bytes)
-        .map_err(|e| format!("invalid WASIp2 component: {e:#}"))?;
-    if let Some((disk, path)) = disk.zip(path.as_deref()) {
-        disk.store(path, component.serialize());
-    }
-    Ok(component)
+    compile_native(set, disk, artifact)
 }
 
-fn load_module(set: &EngineSet, disk: Option<&DiskCache>, bytes: &[u8]) -> Result<Module, String> {
-    let path = disk.map(|d| d.path(set.compat, bytes));
-    if let Some(module) = disk
-        .zip(path.as_deref())
-        .and_then(|(d, p)| d.module(&set.engine, p))
-    {
-        return Ok(module);
-    }
-    let module = if bytes.starts_with(b"\0asm") {
-        Module::from_binary(&set.engine, bytes)
-    } else if looks_like_text(bytes) {
-        Module::new(&set.engine, bytes)
+/// Compiles the artifact for `set`'s engine, saving the result in `disk` if given.
+fn compile_native(
+    set: &EngineSet,
+    disk: Option<&DiskCache>,
+    artifact: &Artifact,
+) -> Result<Native, String> {
+    let path = disk.map(|d| d.path(set.compat, &artifact.digest));
+    let bytes = artifact.bytes()?;
+    let (kind, compiled) = if is_component(&bytes) {
+        let compiled = set
+            .engine
+            .precompile_component(&bytes)
+            .map_err(|e| format!("invalid WASIp2 component: {e:#}"))?;
+        (Precompiled::Component, compiled)
+    } else if bytes.starts_with(b"\0asm") || looks_like_text(&bytes) {
+        let compiled = set
+            .engine
+            .precompile_module(&bytes)
+            .map_err(|e| format!("invalid WebAssembly module: {e:#}"))?;
+        (Precompiled::Module, compiled)
     } else {
         let head: Vec<String> = bytes.iter().take(4).map(|b| format!("{b:02x}")).collect();
         return Err(format!(
             "invalid WebAssembly module: not a WebAssembly binary (expected the magic bytes 00 61 73 6d, found '{}')",
             head.join(" ")
         ));
+    };
+    if let Some((disk, path)) = disk.zip(path.as_ref()) {
+        disk.store(path, &compiled);
+        // Mapped from the file rather than copied from memory, when it was saved.
+        if disk.precompiled_kind(path) == Some(kind) {
+            return Ok(Native::File(path.clone(), kind));
+        }
     }
-    .map_err(|e| format!("invalid WebAssembly module: {e:#}"))?;
-    if let Some((disk, path)) = disk.zip(path.as_deref()) {
-        disk.store(path, module.serialize());
-    }
-    Ok(module)
+    Ok(Native::Bytes(compiled, kind))
 }
 
 /// WAT text starts, after white space, with `(` or a `;;` comment.
@@ -493,7 +602,7 @@ fn find_run_export(engine: &Engine, component: &Component) -> Result<ComponentEx
 
 /// Every artifact this runtime knows, by content: equal bytes share one compilation.
 pub(crate) struct ArtifactCache {
-    entries: Mutex<HashMap<u64, Vec<Arc<Artifact>>>>,
+    entries: Mutex<HashMap<Digest, Arc<Artifact>>>,
     /// How many artifacts no container uses are kept.
     keep_unused: usize,
 }
@@ -508,42 +617,58 @@ impl ArtifactCache {
 
     /// The artifact with exactly these bytes, added if new.
     pub(crate) fn intern(&self, bytes: &[u8]) -> Arc<Artifact> {
-        let mut hasher = DefaultHasher::new();
-        bytes.hash(&mut hasher);
-        let key = hasher.finish();
+        self.intern_digested(digest_of(bytes), bytes)
+    }
+
+    /// As [`ArtifactCache::intern`], for bytes whose digest is known.
+    pub(crate) fn intern_digested(&self, digest: Digest, bytes: &[u8]) -> Arc<Artifact> {
+        let artifact = self.intern_with(digest, || Source::Bytes(bytes.into()));
+        // Known by its file until now: keep these bytes, the file may change.
+        if let Source::File { read, .. } = &artifact.source {
+            read.lock().get_or_insert_with(|| bytes.into());
+        }
+        artifact
+    }
+
+    /// The artifact whose bytes have `digest`, known to be in the image file
+    /// at `path`: its bytes are read only if its native code must be compiled.
+    pub(crate) fn intern_file(&self, digest: Digest, path: &std::path::Path) -> Arc<Artifact> {
+        self.intern_with(digest, || Source::File {
+            path: path.to_path_buf(),
+            read: Mutex::new(None),
+        })
+    }
+
+    fn intern_with(&self, digest: Digest, source: impl FnOnce() -> Source) -> Arc<Artifact> {
         let mut entries = self.entries.lock();
-        let bucket = entries.entry(key).or_default();
-        if let Some(found) = bucket.iter().find(|a| *a.bytes == *bytes) {
+        if let Some(found) = entries.get(&digest) {
             return found.clone();
         }
         let artifact = Arc::new(Artifact {
-            bytes: bytes.into(),
+            digest,
+            source: source(),
             compiled: OnceLock::new(),
             on_demand: OnceLock::new(),
         });
-        bucket.push(artifact.clone());
+        entries.insert(digest, artifact.clone());
         self.evict_unused(&mut entries);
         artifact
     }
 
     /// Drops artifacts only the cache holds, once there are more than `keep_unused`.
-    fn evict_unused(&self, entries: &mut HashMap<u64, Vec<Arc<Artifact>>>) {
+    fn evict_unused(&self, entries: &mut HashMap<Digest, Arc<Artifact>>) {
         let unused = entries
             .values()
-            .flatten()
             .filter(|a| Arc::strong_count(a) == 1)
             .count();
         let mut excess = unused.saturating_sub(self.keep_unused);
         if excess == 0 {
             return;
         }
-        for bucket in entries.values_mut() {
-            bucket.retain(|a| {
-                let evict = excess > 0 && Arc::strong_count(a) == 1;
-                excess -= usize::from(evict);
-                !evict
-            });
-        }
-        entries.retain(|_, bucket| !bucket.is_empty());
+        entries.retain(|_, a| {
+            let evict = excess > 0 && Arc::strong_count(a) == 1;
+            excess -= usize::from(evict);
+            !evict
+        });
     }
 }

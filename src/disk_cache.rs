@@ -2,7 +2,6 @@
 //! their bytes and by the engine's compatibility hash, so a new process runs a
 //! known artifact without compiling it.
 
-use sha2::{Digest, Sha256};
 use std::collections::hash_map::DefaultHasher;
 use std::hash::{Hash, Hasher};
 use std::io::Write;
@@ -44,35 +43,98 @@ impl DiskCache {
         }
     }
 
-    /// Where the artifact compiled from `bytes` by an engine with compatibility
-    /// hash `compat` lives: `{sha256 of bytes}-{compat}.cwasm`.
-    pub(crate) fn path(&self, compat: u64, bytes: &[u8]) -> PathBuf {
-        let digest = Sha256::digest(bytes);
+    /// Where the artifact compiled from the bytes with SHA-256 `digest` by an
+    /// engine with compatibility hash `compat` lives: `{sha256}-{compat}.cwasm`.
+    pub(crate) fn path(&self, compat: u64, digest: &[u8; 32]) -> PathBuf {
         let hex: String = digest.iter().map(|b| format!("{b:02x}")).collect();
         self.dir.join(format!("{hex}-{compat:016x}.cwasm"))
     }
 
-    /// The cached module at `path`, if there is one and it loads.
-    pub(crate) fn module(&self, engine: &Engine, path: &Path) -> Option<Module> {
-        trusted_file(path, Precompiled::Module)?;
-        load_or_discard(path, |p| deserialize_module(engine, p))
+    /// What kind of artifact the trusted file at `path` holds, if there is one.
+    pub(crate) fn precompiled_kind(&self, path: &Path) -> Option<Precompiled> {
+        for kind in [Precompiled::Module, Precompiled::Component] {
+            match trusted_file(path, kind) {
+                Found::Yes => return Some(kind),
+                Found::OtherKind => continue,
+                Found::No => return None,
+            }
+        }
+        None
     }
 
-    /// The cached component at `path`, if there is one and it loads.
-    pub(crate) fn component(&self, engine: &Engine, path: &Path) -> Option<Component> {
-        trusted_file(path, Precompiled::Component)?;
-        load_or_discard(path, |p| deserialize_component(engine, p))
+    /// The cached module at `path`; the error says why it did not load (the
+    /// file is kept: an engine with a pooling allocator refuses what does not
+    /// fit its slots, and another engine may load it).
+    pub(crate) fn module(&self, engine: &Engine, path: &Path) -> Result<Module, String> {
+        match trusted_file(path, Precompiled::Module) {
+            Found::Yes => deserialize_module(engine, path).map_err(|e| format!("{e:#}")),
+            _ => Err(format!("'{}' holds no trusted module", path.display())),
+        }
+    }
+
+    /// The cached component at `path`, as for [`DiskCache::module`].
+    pub(crate) fn component(&self, engine: &Engine, path: &Path) -> Result<Component, String> {
+        match trusted_file(path, Precompiled::Component) {
+            Found::Yes => deserialize_component(engine, path).map_err(|e| format!("{e:#}")),
+            _ => Err(format!("'{}' holds no trusted component", path.display())),
+        }
+    }
+
+    /// The content digest recorded for an image file by its identity `key`
+    /// (path, device, inode, size, modification and change times), if any:
+    /// a new process need not read and hash an unchanged image again.
+    pub(crate) fn identity(&self, key: &str) -> Option<[u8; 32]> {
+        let path = self.identity_path(key);
+        trusted(&self.dir, true)
+            .and_then(|()| trusted(&path, false))
+            .ok()?;
+        let text = std::fs::read_to_string(&path).ok()?;
+        let text = text.trim();
+        if text.len() != 64 {
+            return None;
+        }
+        let mut digest = [0u8; 32];
+        for (i, byte) in digest.iter_mut().enumerate() {
+            *byte = u8::from_str_radix(text.get(2 * i..2 * i + 2)?, 16).ok()?;
+        }
+        Some(digest)
+    }
+
+    /// Records the content digest of the image file with identity `key`.
+    pub(crate) fn record_identity(&self, key: &str, digest: &[u8; 32]) {
+        let path = self.identity_path(key);
+        let hex: String = digest.iter().map(|b| format!("{b:02x}")).collect();
+        if let Err(e) = write_atomically(&self.dir, &path, hex.as_bytes()) {
+            log::debug!("cannot record image identity '{}': {e}", path.display());
+        }
+    }
+
+    fn identity_path(&self, key: &str) -> PathBuf {
+        use sha2::Digest as _;
+        let hash = sha2::Sha256::digest(key.as_bytes());
+        let hex: String = hash.iter().take(16).map(|b| format!("{b:02x}")).collect();
+        self.dir.join(format!("{hex}.identity"))
+    }
+
+    /// Removes a cached artifact no engine could load.
+    pub(crate) fn discard(&self, path: &Path, why: &str) {
+        log::warn!("discarding cached artifact '{}': {why}", path.display());
+        let _ = std::fs::remove_file(path);
     }
 
     /// Saves a serialized artifact at `path`; a failure only costs a compile next time.
-    pub(crate) fn store(&self, path: &Path, serialized: wasmtime::Result<Vec<u8>>) {
-        let result = serialized
-            .map_err(|e| std::io::Error::other(format!("{e:#}")))
-            .and_then(|data| write_atomically(&self.dir, path, &data));
-        if let Err(e) = result {
+    pub(crate) fn store(&self, path: &Path, serialized: &[u8]) {
+        if let Err(e) = write_atomically(&self.dir, path, serialized) {
             log::warn!("cannot save compiled artifact '{}': {e}", path.display());
         }
     }
+}
+
+/// What `trusted_file` found.
+enum Found {
+    Yes,
+    OtherKind,
+    No,
 }
 
 /// Whether `path` exists and holds a precompiled artifact of the expected kind.
@@ -83,41 +145,32 @@ impl DiskCache {
 /// by `store` from wasmtime's own serializer, and its name carries the
 /// SHA-256 of the exact source bytes and the engine's compatibility hash, so a
 /// file is only ever loaded for the bytes and engine it was compiled from.
-fn trusted_file(path: &Path, kind: Precompiled) -> Option<()> {
-    let dir = path.parent()?;
+fn trusted_file(path: &Path, kind: Precompiled) -> Found {
+    let Some(dir) = path.parent() else {
+        return Found::No;
+    };
     if let Err(why) = trusted(dir, true).and_then(|()| trusted(path, false)) {
         if path.exists() {
             log::warn!("not loading cached artifact '{}': {why}", path.display());
         }
-        return None;
+        return Found::No;
     }
     match Engine::detect_precompiled_file(path) {
-        Ok(Some(found)) if found == kind => Some(()),
-        Ok(_) => None,
+        Ok(Some(found)) if found == kind => Found::Yes,
+        Ok(Some(_)) => Found::OtherKind,
+        Ok(None) => Found::No,
         Err(e)
             if e.downcast_ref::<std::io::Error>().map(|e| e.kind())
                 == Some(std::io::ErrorKind::NotFound) =>
         {
-            None
+            Found::No
         }
         Err(e) => {
             log::warn!(
                 "ignoring unreadable cached artifact '{}': {e:#}",
                 path.display()
             );
-            None
-        }
-    }
-}
-
-/// Loads with `load`; a stale or corrupt file is removed and reads as a miss.
-fn load_or_discard<T>(path: &Path, load: impl FnOnce(&Path) -> wasmtime::Result<T>) -> Option<T> {
-    match load(path) {
-        Ok(artifact) => Some(artifact),
-        Err(e) => {
-            log::warn!("discarding cached artifact '{}': {e:#}", path.display());
-            let _ = std::fs::remove_file(path);
-            None
+            Found::No
         }
     }
 }

@@ -1,6 +1,7 @@
 //! Image files already read: a create of an unchanged file costs a `stat`, not a read and a hash.
 
-use crate::artifact::{Artifact, ArtifactCache};
+use crate::artifact::{digest_of, Artifact, ArtifactCache};
+use crate::disk_cache::DiskCache;
 use crate::error::{Error, Result};
 use parking_lot::Mutex;
 use std::collections::HashMap;
@@ -48,8 +49,15 @@ impl ImageFiles {
 
     /// The artifact of the file at `path`: remembered if the file is unchanged
     /// (same device, inode, size, modification and change times), else read,
-    /// interned by content, and remembered.
-    pub(crate) fn artifact(&self, path: &Path, artifacts: &ArtifactCache) -> Result<Arc<Artifact>> {
+    /// interned by content, and remembered. A new runtime finds the content
+    /// digest of an unchanged file in the compiled cache's identity records,
+    /// and reads the file only if its native code must be compiled.
+    pub(crate) fn artifact(
+        &self,
+        path: &Path,
+        artifacts: &ArtifactCache,
+        disk: Option<&DiskCache>,
+    ) -> Result<Arc<Artifact>> {
         let unreadable = |e: std::io::Error| Error::UnreadableArtifact {
             path: path.to_path_buf(),
             reason: e.to_string(),
@@ -60,16 +68,30 @@ impl ImageFiles {
                 return Ok(artifact.clone());
             }
         }
+        let key = format!("{}\0{before:?}", path.display());
+        if let Some(digest) = disk.and_then(|d| d.identity(&key)) {
+            let artifact = artifacts.intern_file(digest, path);
+            self.remember(path, before, &artifact);
+            return Ok(artifact);
+        }
         let bytes = std::fs::read(path).map_err(unreadable)?;
-        let artifact = artifacts.intern(&bytes);
+        let digest = digest_of(&bytes);
+        let artifact = artifacts.intern_digested(digest, &bytes);
         // Remembered only if the file did not change while it was read.
         if FileIdentity::of(path).ok() == Some(before) {
-            let mut known = self.known.lock();
-            if known.len() >= self.limit && !known.contains_key(path) {
-                known.clear();
+            self.remember(path, before, &artifact);
+            if let Some(disk) = disk {
+                disk.record_identity(&key, &digest);
             }
-            known.insert(path.to_path_buf(), (before, artifact.clone()));
         }
         Ok(artifact)
+    }
+
+    fn remember(&self, path: &Path, identity: FileIdentity, artifact: &Arc<Artifact>) {
+        let mut known = self.known.lock();
+        if known.len() >= self.limit && !known.contains_key(path) {
+            known.clear();
+        }
+        known.insert(path.to_path_buf(), (identity, artifact.clone()));
     }
 }

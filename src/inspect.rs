@@ -70,7 +70,8 @@ pub fn inspect(bytes: &[u8]) -> Inspection {
             .collect();
         report.exports = module.exports().map(|e| e.name().to_string()).collect();
     }
-    match artifact::compile(&engines, None, bytes) {
+    let artifact = artifact::ArtifactCache::new(0).intern(bytes);
+    match artifact::compile(&engines, None, &artifact) {
         Ok(compiled) => {
             report.entry = compiled.describe_entry();
             report.problem = compiled.problem();

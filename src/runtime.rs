@@ -303,7 +303,9 @@ impl Runtime for WasmRuntime {
             PullPolicy::Never => image_path(&self.shared.config.cache_dir, &spec.image.name)?,
             policy => self.pull(&spec.image.name, policy)?.path,
         };
-        let artifact = self.images.artifact(&path, &self.shared.artifacts)?;
+        let artifact =
+            self.images
+                .artifact(&path, &self.shared.artifacts, self.shared.disk.as_ref())?;
         self.register(id, spec, artifact)
     }
 

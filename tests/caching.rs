@@ -211,3 +211,90 @@ fn an_image_file_rewritten_in_place_runs_its_new_bytes() {
         Err(wasmpool::Error::UnreadableArtifact { .. })
     ));
 }
+
+#[test]
+fn an_artifact_too_big_for_a_pooling_slot_is_cached_once_and_loads_in_a_new_runtime() {
+    // A table larger than a pooling slot's: compiled once, kept, loaded on demand.
+    let guest = wasm(
+        r#"(module
+        (import "wasi_snapshot_preview1" "proc_exit" (func $exit (param i32)))
+        (memory (export "memory") 1)
+        (table 200000 funcref)
+        (func (export "_start") (call $exit (i32.const 9))))"#,
+    );
+    let cache = tempfile::tempdir().unwrap();
+    for round in 0..2 {
+        let rt = runtime_on(cache.path());
+        let (_, handle) = launch(
+            &rt,
+            &format!("misfit-{round}"),
+            &ServiceSpec::default(),
+            &guest,
+        );
+        assert_eq!(handle.wait(), Outcome::Exited(9));
+        let files = cached_files(cache.path());
+        assert_eq!(files.len(), 1, "round {round}: {files:?}");
+    }
+}
+
+#[test]
+fn a_new_runtime_runs_an_unchanged_cached_image_without_reading_it() {
+    run_alone("caching::unchanged_image_in_a_new_runtime_alone");
+}
+
+/// Counts the bytes this process reads (`rchar`): run alone, by the test above.
+#[test]
+#[ignore = "run by a_new_runtime_runs_an_unchanged_cached_image_without_reading_it in its own process"]
+fn unchanged_image_in_a_new_runtime_alone() {
+    use wasmpool::{ImageSpec, Runtime};
+    let read_so_far = || -> u64 {
+        let io = std::fs::read_to_string("/proc/self/io").unwrap();
+        io.lines()
+            .find_map(|l| l.strip_prefix("rchar: "))
+            .unwrap()
+            .parse()
+            .unwrap()
+    };
+    let cache = tempfile::tempdir().unwrap();
+    // A large image: 16 MiB of data segment behind a trivial `_start`.
+    let mut image = wasm(&exit_module(6));
+    let custom_payload = vec![7u8; 16 << 20];
+    image.push(0); // a custom section: id 0, size, name, payload
+    let mut size = Vec::new();
+    let mut len = (custom_payload.len() + 5) as u64;
+    loop {
+        let byte = (len & 0x7f) as u8;
+        len >>= 7;
+        if len == 0 {
+            size.push(byte);
+            break;
+        }
+        size.push(byte | 0x80);
+    }
+    image.extend(size);
+    image.extend([4, b'f', b'i', b'l', b'l']);
+    image.extend(&custom_payload);
+    let path = cache.path().join("localhost_large.wasm");
+    std::fs::write(&path, &image).unwrap();
+    let spec = ServiceSpec {
+        image: ImageSpec::new("localhost/large"),
+        ..Default::default()
+    };
+    let run = |rt: &WasmRuntime, name: &str| {
+        let id = id(name);
+        rt.create_container(&id, &spec).unwrap();
+        rt.start(&id).unwrap().wait()
+    };
+    assert_eq!(run(&runtime_on(cache.path()), "first"), Outcome::Exited(6));
+    let before = read_so_far();
+    assert_eq!(run(&runtime_on(cache.path()), "second"), Outcome::Exited(6));
+    let read = read_so_far() - before;
+    assert!(
+        read < 4 << 20,
+        "a new runtime read {read} bytes to run an unchanged {}-byte image",
+        image.len()
+    );
+    // Changed (a new identity): read, hashed and compiled again.
+    std::fs::write(&path, wasm(&exit_module(7))).unwrap();
+    assert_eq!(run(&runtime_on(cache.path()), "third"), Outcome::Exited(7));
+}
