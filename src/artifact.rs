@@ -450,12 +450,21 @@ fn compile_with(
             native = Some((set.compat, native_code(set, disk, artifact)?));
         }
         let Some((_, code)) = &native else { continue };
+        // A cached artifact known not to fit a slot skips the pooled engine.
+        if let (false, Some(disk), Native::File(path, _)) = (is_last, disk, code) {
+            if disk.known_misfit(path) {
+                continue;
+            }
+        }
         let why = match fit(code, set, disk, is_last) {
             Ok(compiled) => return Ok(compiled),
             Err(why) => why,
         };
         if !is_last {
             log::info!("artifact does not fit a pooling slot ({why}): allocating it on demand");
+            if let (Some(disk), Native::File(path, _)) = (disk, code) {
+                disk.record_misfit(path);
+            }
             continue;
         }
         // No engine loads the cached file: it is stale or damaged; compile afresh.

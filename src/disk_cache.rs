@@ -116,10 +116,22 @@ impl DiskCache {
         self.dir.join(format!("{hex}.identity"))
     }
 
+    /// Whether loading the artifact at `path` into a pooling engine failed
+    /// before (it does not fit a slot): a new runtime then loads it once, not twice.
+    pub(crate) fn known_misfit(&self, path: &Path) -> bool {
+        path.with_extension("misfit").exists()
+    }
+
+    /// Notes that the artifact at `path` does not fit a pooling slot.
+    pub(crate) fn record_misfit(&self, path: &Path) {
+        let _ = write_atomically(&self.dir, &path.with_extension("misfit"), b"");
+    }
+
     /// Removes a cached artifact no engine could load.
     pub(crate) fn discard(&self, path: &Path, why: &str) {
         log::warn!("discarding cached artifact '{}': {why}", path.display());
         let _ = std::fs::remove_file(path);
+        let _ = std::fs::remove_file(path.with_extension("misfit"));
     }
 
     /// Saves a serialized artifact at `path`; a failure only costs a compile next time.

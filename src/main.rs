@@ -80,6 +80,16 @@ impl RegistryArgs {
     }
 }
 
+/// What `run` was given.
+enum Workload {
+    /// WAT text, already made binary.
+    Text(Vec<u8>),
+    /// A binary module or component file, read by the runtime.
+    Binary,
+    /// An image reference, pulled into the cache as `--pull` says.
+    Image,
+}
+
 /// When `run REF` pulls.
 #[derive(Clone, Copy, ValueEnum)]
 enum PullWhen {
@@ -179,6 +189,21 @@ fn main() -> ExitCode {
         eprintln!("wasmpool: {error:#}");
         ExitCode::from(EXIT_WASMPOOL_ERROR)
     })
+}
+
+/// Whether `file` holds WAT text (a `.wat` name, or text starting with `(`).
+fn is_text(file: &Path) -> Result<bool> {
+    use std::io::Read;
+    if file.extension().is_some_and(|e| e == "wat") {
+        return Ok(true);
+    }
+    let mut first = [0u8; 1];
+    let mut opened =
+        std::fs::File::open(file).with_context(|| format!("cannot read '{}'", file.display()))?;
+    let read = opened
+        .read(&mut first)
+        .with_context(|| format!("cannot read '{}'", file.display()))?;
+    Ok(read == 1 && first[0] == b'(')
 }
 
 /// Reads a workload; `.wat` files (and WAT text in any file) become binary.
@@ -293,10 +318,17 @@ fn run(args: RunArgs) -> Result<ExitCode> {
         guest_args.remove(0);
     }
     let file = PathBuf::from(&target);
-    let (image, wasm) = if is_reference(&target) {
-        (ImageSpec::new(target.clone()), None)
+    let workload = if is_reference(&target) {
+        Workload::Image
+    } else if is_text(&file)? {
+        Workload::Text(load(&file)?)
     } else {
-        (ImageSpec::new(guest_name(&file)), Some(load(&file)?))
+        // A binary is read through the runtime: unchanged, it is not read again.
+        Workload::Binary
+    };
+    let image = match workload {
+        Workload::Image => ImageSpec::new(target.clone()),
+        _ => ImageSpec::new(guest_name(&file)),
     };
     let mut storage = mounts(&args.dirs, false)?;
     storage.extend(mounts(&args.ro_dirs, true)?);
@@ -340,17 +372,18 @@ fn run(args: RunArgs) -> Result<ExitCode> {
         ..args.registry.config()
     })?);
     let id = ContainerId::new(guest_name(&file), 1);
-    if wasm.is_none() {
-        let policy = match args.pull {
-            PullWhen::Always => PullPolicy::Always,
-            PullWhen::Missing => PullPolicy::IfNotPresent,
-            PullWhen::Never => PullPolicy::Never,
-        };
-        runtime.pull(&target, policy)?;
-    }
-    match &wasm {
-        Some(wasm) => runtime.create_container_from_bytes(&id, &spec, wasm)?,
-        None => wasmpool::Runtime::create_container(&*runtime, &id, &spec)?,
+    match &workload {
+        Workload::Text(wasm) => runtime.create_container_from_bytes(&id, &spec, wasm)?,
+        Workload::Binary => runtime.create_container_from_file(&id, &spec, &file)?,
+        Workload::Image => {
+            let policy = match args.pull {
+                PullWhen::Always => PullPolicy::Always,
+                PullWhen::Missing => PullPolicy::IfNotPresent,
+                PullWhen::Never => PullPolicy::Never,
+            };
+            runtime.pull(&target, policy)?;
+            wasmpool::Runtime::create_container(&*runtime, &id, &spec)?;
+        }
     }
     let interrupted = Arc::new(AtomicBool::new(false));
     {

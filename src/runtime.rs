@@ -181,6 +181,24 @@ impl WasmRuntime {
         self.register(id, spec, artifact)
     }
 
+    /// Registers a container that runs the module or component in the file at
+    /// `path` (as `create_container` reads cache images): a file unchanged since
+    /// it was last read — by this runtime, or by any runtime sharing the compiled
+    /// cache — is neither read nor hashed again.
+    pub fn create_container_from_file(
+        &self,
+        id: &ContainerId,
+        spec: &ServiceSpec,
+        path: impl AsRef<Path>,
+    ) -> Result<()> {
+        let artifact = self.images.artifact(
+            path.as_ref(),
+            &self.shared.artifacts,
+            self.shared.disk.as_ref(),
+        )?;
+        self.register(id, spec, artifact)
+    }
+
     fn register(
         &self,
         id: &ContainerId,

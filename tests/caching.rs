@@ -298,3 +298,34 @@ fn unchanged_image_in_a_new_runtime_alone() {
     std::fs::write(&path, wasm(&exit_module(7))).unwrap();
     assert_eq!(run(&runtime_on(cache.path()), "third"), Outcome::Exited(7));
 }
+
+#[test]
+fn a_container_from_a_file_runs_its_current_bytes() {
+    let cache = tempfile::tempdir().unwrap();
+    let elsewhere = tempfile::tempdir().unwrap();
+    let rt = runtime_on(cache.path());
+    let path = elsewhere.path().join("tool.wasm");
+    let run = |name: &str| {
+        let id = id(name);
+        rt.create_container_from_file(&id, &ServiceSpec::default(), &path)
+            .unwrap();
+        rt.start(&id).unwrap().wait()
+    };
+    std::fs::write(&path, wasm(&exit_module(12))).unwrap();
+    assert_eq!(run("first"), Outcome::Exited(12));
+    assert_eq!(run("again"), Outcome::Exited(12));
+    std::fs::write(&path, wasm(&exit_module(13))).unwrap();
+    assert_eq!(run("rewritten"), Outcome::Exited(13));
+    // A new runtime on the same cache, the file unchanged: the same program.
+    let fresh = runtime_on(cache.path());
+    let id = id("fresh");
+    fresh
+        .create_container_from_file(&id, &ServiceSpec::default(), &path)
+        .unwrap();
+    assert_eq!(fresh.start(&id).unwrap().wait(), Outcome::Exited(13));
+    std::fs::remove_file(&path).unwrap();
+    assert!(matches!(
+        rt.create_container_from_file(&crate::common::id("gone"), &ServiceSpec::default(), &path),
+        Err(wasmpool::Error::UnreadableArtifact { .. })
+    ));
+}

@@ -501,3 +501,18 @@ fn pull_and_run_take_an_image_reference_from_a_registry() {
     let out = wasmpool(&["run", "no-such-file.wasm"]);
     assert!(text(&out.stderr).contains("cannot read 'no-such-file.wasm'"));
 }
+
+#[test]
+fn a_binary_file_runs_and_a_rewritten_one_runs_its_new_bytes() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("tool.wasm");
+    std::fs::write(&file, wasm(&exit_module(21))).unwrap();
+    let path = file.to_str().unwrap();
+    assert_eq!(run(&["run", path]).status.code(), Some(21));
+    assert_eq!(run(&["run", path]).status.code(), Some(21));
+    std::fs::write(&file, wasm(&exit_module(22))).unwrap();
+    assert_eq!(run(&["run", path]).status.code(), Some(22));
+    std::fs::write(&file, b"\0asm\x01\0\0\0\x7f garbage").unwrap();
+    let out = run(&["run", path]);
+    assert_eq!(out.status.code(), Some(126), "{}", text(&out.stderr));
+}
