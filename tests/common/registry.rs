@@ -216,36 +216,25 @@ impl Registry {
 
     fn push_blob(&self, repository_and_tag: &str, bytes: &[u8]) {
         let reference = self.parse(repository_and_tag);
-        let auth = self.auth();
-        block_on(async {
-            let client = client();
-            client
-                .store_auth_if_needed(reference.resolve_registry(), &auth)
-                .await;
-            client
-                .push_blob(&reference, bytes.to_vec(), &digest_of(bytes))
-                .await
-                .map(drop)
-        })
-        .expect("push blob");
+        let client = self.client_for(&reference);
+        block_on(client.push_blob(&reference, bytes.to_vec(), &digest_of(bytes)))
+            .expect("push blob");
     }
 
     fn push_manifest(&self, repository_and_tag: &str, manifest: &[u8], media_type: &str) -> String {
         let reference = self.parse(repository_and_tag);
-        let auth = self.auth();
+        let client = self.client_for(&reference);
         let content_type: http::HeaderValue = media_type.parse().unwrap();
-        block_on(async {
-            let client = client();
-            client
-                .store_auth_if_needed(reference.resolve_registry(), &auth)
-                .await;
-            client
-                .push_manifest_raw(&reference, manifest.to_vec(), content_type)
-                .await
-                .map(drop)
-        })
-        .expect("push manifest");
+        block_on(client.push_manifest_raw(&reference, manifest.to_vec(), content_type))
+            .expect("push manifest");
         digest_of(manifest)
+    }
+
+    /// A client holding this registry's credentials.
+    fn client_for(&self, reference: &Reference) -> Client {
+        let client = client();
+        block_on(client.store_auth_if_needed(reference.resolve_registry(), &self.auth()));
+        client
     }
 
     fn parse(&self, repository_and_tag: &str) -> Reference {
