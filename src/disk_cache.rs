@@ -80,38 +80,40 @@ impl DiskCache {
         }
     }
 
-    /// The content digest recorded for an image file by its identity `key`
-    /// (path, device, inode, size, modification and change times), if any:
-    /// a new process need not read and hash an unchanged image again.
-    pub(crate) fn identity(&self, key: &str) -> Option<[u8; 32]> {
-        let path = self.identity_path(key);
+    /// The content digest recorded for the image file at `image` while it had
+    /// `identity` (device, inode, size, modification and change times), if
+    /// any: a new process need not read and hash an unchanged image again.
+    pub(crate) fn identity(&self, image: &Path, identity: &str) -> Option<[u8; 32]> {
+        let path = self.identity_path(image);
         trusted(&self.dir, true)
             .and_then(|()| trusted(&path, false))
             .ok()?;
         let text = std::fs::read_to_string(&path).ok()?;
-        let text = text.trim();
-        if text.len() != 64 {
+        let (recorded, hex) = text.trim_end().rsplit_once('\n')?;
+        if recorded != identity || hex.len() != 64 {
             return None;
         }
         let mut digest = [0u8; 32];
         for (i, byte) in digest.iter_mut().enumerate() {
-            *byte = u8::from_str_radix(text.get(2 * i..2 * i + 2)?, 16).ok()?;
+            *byte = u8::from_str_radix(hex.get(2 * i..2 * i + 2)?, 16).ok()?;
         }
         Some(digest)
     }
 
-    /// Records the content digest of the image file with identity `key`.
-    pub(crate) fn record_identity(&self, key: &str, digest: &[u8; 32]) {
-        let path = self.identity_path(key);
+    /// Records the content digest of the image file at `image` with `identity`
+    /// (one record per image path, replaced when the file changes).
+    pub(crate) fn record_identity(&self, image: &Path, identity: &str, digest: &[u8; 32]) {
+        let path = self.identity_path(image);
         let hex: String = digest.iter().map(|b| format!("{b:02x}")).collect();
-        if let Err(e) = write_atomically(&self.dir, &path, hex.as_bytes()) {
+        let record = format!("{}\n{hex}\n", identity.replace('\n', " "));
+        if let Err(e) = write_atomically(&self.dir, &path, record.as_bytes()) {
             log::debug!("cannot record image identity '{}': {e}", path.display());
         }
     }
 
-    fn identity_path(&self, key: &str) -> PathBuf {
+    fn identity_path(&self, image: &Path) -> PathBuf {
         use sha2::Digest as _;
-        let hash = sha2::Sha256::digest(key.as_bytes());
+        let hash = sha2::Sha256::digest(image.as_os_str().as_encoded_bytes());
         let hex: String = hash.iter().take(16).map(|b| format!("{b:02x}")).collect();
         self.dir.join(format!("{hex}.identity"))
     }

@@ -68,8 +68,8 @@ impl ImageFiles {
                 return Ok(artifact.clone());
             }
         }
-        let key = format!("{}\0{before:?}", path.display());
-        if let Some(digest) = disk.and_then(|d| d.identity(&key)) {
+        let identity = format!("{before:?}");
+        if let Some(digest) = disk.and_then(|d| d.identity(path, &identity)) {
             let artifact = artifacts.intern_file(digest, path);
             self.remember(path, before, &artifact);
             return Ok(artifact);
@@ -81,7 +81,7 @@ impl ImageFiles {
         if FileIdentity::of(path).ok() == Some(before) {
             self.remember(path, before, &artifact);
             if let Some(disk) = disk {
-                disk.record_identity(&key, &digest);
+                disk.record_identity(path, &identity, &digest);
             }
         }
         Ok(artifact)
