@@ -2,7 +2,9 @@
 //!
 //! The transport is `oci-client` (auth challenges, token exchange, digest
 //! checks), driven on a private current-thread tokio runtime inside the
-//! blocking call. What is kept is the seed's cache file
+//! blocking call, as issue 12 prescribes: the only tokio runtime our code
+//! starts, built per pull and dropped before the call returns, never entered
+//! by guests nor visible in the API (`block_on` below). What is kept is the seed's cache file
 //! `{cache_dir}/{name with '/', ':', '@' as '_'}.wasm`, written atomically, with
 //! the digest the reference resolved to in `….wasm.digest` beside it.
 
