@@ -145,18 +145,19 @@ impl Puller {
     /// Makes `image` present in the cache as `policy` says, pulling when it must.
     pub(crate) fn pull(&self, image: &str, policy: PullPolicy) -> Result<PulledImage> {
         let path = image_path(&self.cache_dir, image)?;
+        // Reading the cache needs no lock: pulls replace the file by renaming.
+        if policy == PullPolicy::Never || (policy == PullPolicy::IfNotPresent && path.is_file()) {
+            return self.pull_locked(image, &path, policy);
+        }
         let lock = self.lock_for(&path);
         let pulling = lock.lock();
         // Other runtimes and processes on this cache folder wait too.
-        let result = match policy {
-            PullPolicy::Never => self.pull_locked(image, &path, policy),
-            _ => FileLock::acquire(&path)
-                .map_err(|e| Error::Pull {
-                    image: image.to_string(),
-                    reason: format!("cannot lock '{}': {e}", path.display()),
-                })
-                .and_then(|_file_lock| self.pull_locked(image, &path, policy)),
-        };
+        let result = FileLock::acquire(&path)
+            .map_err(|e| Error::Pull {
+                image: image.to_string(),
+                reason: format!("cannot lock '{}': {e}", path.display()),
+            })
+            .and_then(|_file_lock| self.pull_locked(image, &path, policy));
         drop(pulling);
         drop(lock);
         // Forget locks nobody holds or waits for (a waiter holds a clone).
