@@ -1,10 +1,9 @@
 //! Registry pulls: WebAssembly OCI artifacts into the image cache, blocking.
 //!
 //! The transport is `oci-client` (auth challenges, token exchange, digest
-//! checks), driven on a private current-thread tokio runtime inside the
-//! blocking call, as issue 12 prescribes: the only tokio runtime our code
-//! starts, built per pull and dropped before the call returns, never entered
-//! by guests nor visible in the API (`block_on` below). What is kept is the seed's cache file
+//! checks), whose futures run on wasmtime-wasi's own tokio runtime while the
+//! blocking call waits (`run_within`): our code starts no async runtime. What
+//! is kept is the seed's cache file
 //! `{cache_dir}/{name with '/', ':', '@' as '_'}.wasm`, written atomically, with
 //! the digest the reference resolved to in `….wasm.digest` beside it.
 
@@ -24,6 +23,7 @@ use std::collections::HashMap;
 use std::fmt;
 use std::io::Write;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -205,15 +205,17 @@ impl Puller {
         if cached && reference.digest().is_some() && recorded.as_deref() == reference.digest() {
             return Ok(present());
         }
+        let cancel = Arc::new(AtomicBool::new(false));
         let fetch = Fetch {
-            puller: self,
-            reference: &reference,
+            client: self.client(reference.resolve_registry()).map_err(refuse)?,
             auth: self.auth_for(&reference),
-            path,
+            reference,
+            path: path.to_path_buf(),
             known: if cached { recorded.clone() } else { None },
+            limit: self.max_size,
+            cancel: cancel.clone(),
         };
-        let pulled = block_on(self.pull_timeout, fetch.run()).map_err(refuse)?;
-        Ok(pulled)
+        run_within(self.pull_timeout, cancel, fetch.run()).map_err(refuse)
     }
 
     /// The credentials for the reference's registry: `WasmConfig::registry_auth`,
@@ -283,21 +285,25 @@ impl FileLock {
     }
 }
 
-/// One pull of one reference, on the private runtime.
-struct Fetch<'a> {
-    puller: &'a Puller,
-    reference: &'a Reference,
+/// One pull of one reference, run on wasmtime-wasi's tokio runtime.
+struct Fetch {
+    client: Client,
+    reference: Reference,
     auth: OciAuth,
-    path: &'a Path,
+    path: PathBuf,
     /// The digest of the copy in the cache, if any: `Always` downloads only when it changed.
     known: Option<String>,
+    /// `max_artifact_size`.
+    limit: u64,
+    /// Set when the caller gave up (`registry_pull_timeout`): nothing more is written.
+    cancel: Arc<AtomicBool>,
 }
 
-impl Fetch<'_> {
+impl Fetch {
     async fn run(self) -> std::result::Result<PulledImage, String> {
         let registry = self.reference.resolve_registry();
-        let client = self.puller.client(registry)?;
-        let reference = self.reference;
+        let client = &self.client;
+        let reference = &self.reference;
         if let Some(known) = &self.known {
             let current = client
                 .fetch_manifest_digest(reference, &self.auth)
@@ -331,20 +337,28 @@ impl Fetch<'_> {
         }
         let layer = wasm_layer(&manifest)?;
         let size = u64::try_from(layer.size).unwrap_or(0);
-        let limit = self.puller.max_size;
+        let limit = self.limit;
         if size > limit {
             return Err(too_large(size, limit));
         }
-        let file = self.download(&client, layer, limit).await?;
-        file.persist(self.path)
+        let file = self.download(client, layer, limit).await?;
+        self.check_cancel()?;
+        file.persist(&self.path)
             .map_err(|e| format!("cannot write '{}': {}", self.path.display(), e.error))?;
-        record_digest(self.path, &digest)?;
+        record_digest(&self.path, &digest)?;
         log::info!("pulled {reference} ({digest}, {size} bytes)");
         Ok(PulledImage {
             path: self.path.to_path_buf(),
             digest: Some(digest),
             downloaded: true,
         })
+    }
+
+    fn check_cancel(&self) -> std::result::Result<(), String> {
+        if self.cancel.load(Ordering::Acquire) {
+            return Err("cancelled: the caller's registry_pull_timeout passed".into());
+        }
+        Ok(())
     }
 
     fn unchanged(&self, digest: String) -> PulledImage {
@@ -372,7 +386,7 @@ impl Fetch<'_> {
             .map_err(|e| format!("cannot write in '{}': {e}", folder.display()))?;
         let mut hasher = LayerHasher::new(&layer.digest)?;
         let mut stream = client
-            .pull_blob_stream(self.reference, layer)
+            .pull_blob_stream(&self.reference, layer)
             .await
             .map_err(|e| describe(&e, registry))?;
         if let Some(length) = stream.content_length {
@@ -384,6 +398,7 @@ impl Fetch<'_> {
         let mut written: u64 = 0;
         let mut magic = Vec::with_capacity(4);
         while let Some(chunk) = stream.next().await {
+            self.check_cancel()?;
             let chunk = chunk.map_err(|e| describe_io(&e, &layer.digest))?;
             written += chunk.len() as u64;
             if written > limit {
@@ -558,38 +573,33 @@ fn record_digest(path: &Path, digest: &str) -> std::result::Result<(), String> {
     write().map_err(|e| format!("cannot write '{}': {e}", target.display()))
 }
 
-/// Runs `future` to completion on a private current-thread runtime, within `timeout`.
-///
-/// From inside a tokio runtime (a blocking call made from async code), the
-/// private runtime runs on a scoped thread, as tokio forbids nesting them.
-fn block_on<T: Send>(
+/// Runs `future` on wasmtime-wasi's tokio runtime (on a thread of its own, so
+/// the caller may even be inside another tokio runtime) and waits for it up to
+/// `timeout`; past that, sets `cancel` — the pull then writes nothing more and
+/// ends at its next read, or by its read timeout — and gives up.
+fn run_within<T: Send + 'static>(
     timeout: Duration,
-    future: impl std::future::Future<Output = std::result::Result<T, String>> + Send,
+    cancel: Arc<AtomicBool>,
+    future: impl std::future::Future<Output = std::result::Result<T, String>> + Send + 'static,
 ) -> std::result::Result<T, String> {
-    let run = move || {
-        let runtime = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .map_err(|e| format!("cannot start the registry client: {e}"))?;
-        runtime.block_on(async {
-            tokio::time::timeout(timeout, future)
-                .await
-                .unwrap_or_else(|_| {
-                    Err(format!(
-                        "timed out after {timeout:?} (registry_pull_timeout)"
-                    ))
-                })
+    let (done, result) = crossbeam_channel::bounded(1);
+    std::thread::Builder::new()
+        .name("wasmpool-pull".into())
+        .spawn(move || {
+            let _ = done.send(wasmtime_wasi::runtime::in_tokio(future));
         })
-    };
-    if tokio::runtime::Handle::try_current().is_ok() {
-        std::thread::scope(|scope| {
-            scope
-                .spawn(run)
-                .join()
-                .unwrap_or_else(|_| Err("the registry client panicked".into()))
-        })
-    } else {
-        run()
+        .map_err(|e| format!("cannot start the registry client: {e}"))?;
+    match result.recv_timeout(timeout) {
+        Ok(result) => result,
+        Err(crossbeam_channel::RecvTimeoutError::Timeout) => {
+            cancel.store(true, Ordering::Release);
+            Err(format!(
+                "timed out after {timeout:?} (registry_pull_timeout)"
+            ))
+        }
+        Err(crossbeam_channel::RecvTimeoutError::Disconnected) => {
+            Err("the registry client panicked".into())
+        }
     }
 }
 

@@ -294,9 +294,5 @@ fn client() -> Client {
 }
 
 fn block_on<T>(future: impl std::future::Future<Output = T>) -> T {
-    tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap()
-        .block_on(future)
+    wasmtime_wasi::runtime::in_tokio(future)
 }
