@@ -123,6 +123,11 @@ impl WaitHandle {
 
     /// Blocks until the container ended or `deadline` passed; `None` on timeout.
     pub fn wait_deadline(&self, deadline: Instant) -> Option<Outcome> {
+        // This waiter does not run the guest (a slice could outlast the
+        // deadline): a start left for a waiter goes to a worker now.
+        if let Some(task) = self.task.as_ref().and_then(Weak::upgrade) {
+            task.expedite();
+        }
         let mut slot = self.completion.outcome.lock();
         loop {
             if let Some(outcome) = slot.as_ref() {

@@ -8,16 +8,42 @@
 //! A thread blocked in [`WaitHandle::wait`](crate::WaitHandle::wait) on a
 //! runnable guest polls that guest itself meanwhile, so a start-then-wait
 //! costs no thread hand-off.
+//!
+//! Nor a wake-up, while the pool is warm: waking a sleeping worker costs the
+//! starting thread 3–20 µs on these machines (a futex and an inter-processor
+//! interrupt), more than a trivial guest's whole run. So while one idle worker
+//! *watches* — from when it runs out of work until [`WATCH_QUIET`] passes with
+//! no start — a start of a compiled guest goes to a deferred list instead of
+//! the run queue. Its waiter claims it from there; what no one claimed, the
+//! watcher queues at its next look. It looks every [`WATCH_TICK`] while it
+//! finds starts no one claimed, and less often (doubling up to
+//! [`WATCH_TICK_MAX`]) while waiters claim every start themselves, so a host
+//! running start-then-wait in a loop is not charged 10,000 wake-ups a second.
+//! When no worker watches (all busy, or the pool idle for long), a start
+//! queues the task and wakes a worker as before.
 
 use crate::outcome::Outcome;
 use crate::stats::CpuMark;
 use crate::task::{Slice, Task};
-use crossbeam_channel::{Receiver, Sender};
+use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
 use parking_lot::{Condvar, Mutex};
 use std::panic::{self, AssertUnwindSafe};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::thread::{self, JoinHandle};
-use std::time::Instant;
+use std::time::{Duration, Instant};
+
+/// How often the watching worker looks at the deferred list while it finds
+/// starts no one claimed.
+pub(crate) const WATCH_TICK: Duration = Duration::from_micros(100);
+
+/// The longest the watcher goes between looks: the longest a started guest
+/// no one waits on stays deferred while workers are idle.
+pub(crate) const WATCH_TICK_MAX: Duration = Duration::from_millis(1);
+
+/// How long the watcher keeps watching with no start deferred, before it
+/// sleeps until a wake-up like any idle worker (then starts wake it again).
+pub(crate) const WATCH_QUIET: Duration = Duration::from_millis(5);
 
 /// The set of instructions a worker knows how to process.
 pub(crate) enum Message {
@@ -31,12 +57,89 @@ pub(crate) enum Message {
 pub(crate) struct RunQueue {
     sender: Sender<Message>,
     receiver: Receiver<Message>,
+    /// Fresh starts left for their waiters; some may have been claimed since.
+    deferred: Mutex<Vec<Arc<Task>>>,
+    /// Whether an idle worker watches `deferred`.
+    watching: AtomicBool,
 }
 
 impl RunQueue {
     pub(crate) fn new() -> Arc<Self> {
         let (sender, receiver) = crossbeam_channel::unbounded();
-        Arc::new(RunQueue { sender, receiver })
+        Arc::new(RunQueue {
+            sender,
+            receiver,
+            deferred: Mutex::new(Vec::new()),
+            watching: AtomicBool::new(false),
+        })
+    }
+
+    /// Leaves a fresh task (marked deferred) for the watcher; false if no worker watches.
+    pub(crate) fn defer(&self, task: &Arc<Task>) -> bool {
+        if !self.watching.load(Ordering::SeqCst) {
+            return false;
+        }
+        self.deferred.lock().push(task.clone());
+        // The watcher clears the flag before its last look, and that look
+        // takes the list's lock: if it looked before our push, we see the flag clear.
+        if !self.watching.load(Ordering::SeqCst) {
+            task.expedite();
+        }
+        true
+    }
+
+    /// Queues every deferred task no one claimed yet.
+    fn release_deferred(&self) -> Released {
+        let deferred = std::mem::take(&mut *self.deferred.lock());
+        if deferred.is_empty() {
+            return Released::None;
+        }
+        let mut queued = false;
+        for task in deferred {
+            queued |= task.expedite();
+        }
+        if queued {
+            Released::Queued
+        } else {
+            Released::AllClaimed
+        }
+    }
+
+    /// The next message for an idle worker, watching the deferred list
+    /// meanwhile if no other worker does; `None` once the queue is gone.
+    fn next_message(&self) -> Option<Message> {
+        if let Ok(message) = self.receiver.try_recv() {
+            return Some(message);
+        }
+        if self
+            .watching
+            .compare_exchange(false, true, Ordering::SeqCst, Ordering::Relaxed)
+            .is_err()
+        {
+            return self.receiver.recv().ok();
+        }
+        let mut tick = WATCH_TICK;
+        let mut quiet = Duration::ZERO;
+        let watched = loop {
+            match self.receiver.recv_timeout(tick) {
+                Ok(message) => break Some(message),
+                Err(RecvTimeoutError::Disconnected) => return None,
+                Err(RecvTimeoutError::Timeout) => match self.release_deferred() {
+                    Released::Queued => (tick, quiet) = (WATCH_TICK, Duration::ZERO),
+                    Released::AllClaimed => {
+                        (tick, quiet) = ((tick * 2).min(WATCH_TICK_MAX), Duration::ZERO)
+                    }
+                    Released::None if quiet >= WATCH_QUIET => break None,
+                    Released::None => quiet += tick,
+                },
+            }
+        };
+        self.watching.store(false, Ordering::SeqCst);
+        self.release_deferred();
+        match watched {
+            Some(message) => Some(message),
+            None => self.receiver.recv().ok(),
+        }
     }
 
     pub(crate) fn push_task(&self, task: Arc<Task>) {
@@ -48,16 +151,29 @@ impl RunQueue {
         let _ = self.sender.send(Message::Shutdown);
     }
 
-    /// Tasks still queued once the workers are gone.
+    /// Tasks still queued or deferred once the workers are gone.
     pub(crate) fn drain_tasks(&self) -> Vec<Arc<Task>> {
-        self.receiver
-            .try_iter()
-            .filter_map(|message| match message {
-                Message::Run(task) => Some(task),
-                Message::Shutdown => None,
-            })
-            .collect()
+        let mut tasks = std::mem::take(&mut *self.deferred.lock());
+        tasks.extend(
+            self.receiver
+                .try_iter()
+                .filter_map(|message| match message {
+                    Message::Run(task) => Some(task),
+                    Message::Shutdown => None,
+                }),
+        );
+        tasks
     }
+}
+
+/// What the watcher found in the deferred list.
+enum Released {
+    /// Nothing: no start since the last look.
+    None,
+    /// Only starts their waiters had claimed.
+    AllClaimed,
+    /// At least one start no one claimed, now queued.
+    Queued,
 }
 
 /// Bounds how many started containers may be live (queued, running or parked) at once.
@@ -127,7 +243,7 @@ pub(crate) fn spawn_worker(queue: &Arc<RunQueue>, index: usize) -> std::io::Resu
 /// A worker's life: poll the next runnable task for one slice, again and again.
 fn work(queue: &RunQueue) {
     let mut mark = CpuMark::now();
-    while let Ok(Message::Run(task)) = queue.receiver.recv() {
+    while let Some(Message::Run(task)) = queue.next_message() {
         // `run_slice` catches a guest's panics itself; this keeps the worker
         // serving even if our own bookkeeping around it panicked.
         match panic::catch_unwind(AssertUnwindSafe(|| task.run_slice(&mut mark))) {

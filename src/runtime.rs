@@ -242,7 +242,7 @@ impl WasmRuntime {
             self.shared.config.fuel_slice,
         ));
         instance.control.attach(&task);
-        task.schedule();
+        task.schedule_start();
         Ok(instance.wait_handle())
     }
 

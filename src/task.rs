@@ -6,6 +6,11 @@
 //! Two bits make that safe: `SCHEDULED` (a poll is owed) and `RUNNING` (a
 //! poller holds the task). A wake-up while it runs is not lost: the poller
 //! sees `SCHEDULED` when it releases the task and queues it again.
+//!
+//! A third bit, `DEFERRED`, marks a fresh start left for its waiter: it sits
+//! in the run queue's deferred list instead of waking a worker, and whoever
+//! comes first takes it — the waiter (claiming it), the watching worker, or
+//! any wake-up (queuing it).
 
 use crate::instance::Instance;
 use crate::outcome::Outcome;
@@ -28,6 +33,8 @@ pub(crate) type GuestFuture = Pin<Box<dyn Future<Output = Outcome> + Send>>;
 const SCHEDULED: u8 = 1;
 /// A poller holds the task.
 const RUNNING: u8 = 2;
+/// Started, owed its first poll, and in the deferred list rather than the run queue.
+const DEFERRED: u8 = 4;
 
 /// One started container as the scheduler sees it.
 pub(crate) struct Task {
@@ -76,9 +83,37 @@ impl Task {
     /// poller holds it (that poller queues it again as it lets go).
     pub(crate) fn schedule(self: &Arc<Self>) {
         let previous = self.state.fetch_or(SCHEDULED, Ordering::AcqRel);
-        if previous & (SCHEDULED | RUNNING) == 0 {
+        if previous & DEFERRED != 0 {
+            self.expedite();
+        } else if previous & (SCHEDULED | RUNNING) == 0 {
             self.push();
         }
+    }
+
+    /// Owes a fresh task its first poll without waking a worker when a worker
+    /// watches the deferred list: a waiter about to run the task itself then
+    /// costs no wake-up, and otherwise the watcher queues it within a tick.
+    /// A task that must compile first always goes to the run queue.
+    pub(crate) fn schedule_start(self: &Arc<Self>) {
+        let queue = match self.queue.upgrade() {
+            Some(queue) if self.is_compiled() => queue,
+            _ => return self.schedule(),
+        };
+        self.state.fetch_or(SCHEDULED | DEFERRED, Ordering::AcqRel);
+        if !queue.defer(self) {
+            self.expedite();
+        }
+    }
+
+    /// Moves a deferred task to the run queue, unless someone took it first; whether it did.
+    pub(crate) fn expedite(self: &Arc<Self>) -> bool {
+        let previous = self.state.fetch_and(!DEFERRED, Ordering::AcqRel);
+        // Claiming clears DEFERRED: still set, no one polls the task or holds a queue place for it.
+        if previous & DEFERRED == 0 {
+            return false;
+        }
+        self.push();
+        true
     }
 
     fn push(self: &Arc<Self>) {
@@ -89,14 +124,25 @@ impl Task {
 
     /// Whether a poll is owed and no poller holds the task.
     pub(crate) fn is_runnable(&self) -> bool {
-        self.state.load(Ordering::Acquire) == SCHEDULED
+        self.state.load(Ordering::Acquire) & (SCHEDULED | RUNNING) == SCHEDULED
     }
 
-    /// Takes the task for one poll if a poll is owed and no one holds it.
+    /// Takes the task for one poll if a poll is owed and no one holds it
+    /// (taking it out of the deferred list's hands too).
     fn claim(&self) -> bool {
-        self.state
-            .compare_exchange(SCHEDULED, RUNNING, Ordering::AcqRel, Ordering::Acquire)
-            .is_ok()
+        let mut state = self.state.load(Ordering::Acquire);
+        while state & (SCHEDULED | RUNNING) == SCHEDULED {
+            match self.state.compare_exchange_weak(
+                state,
+                RUNNING,
+                Ordering::AcqRel,
+                Ordering::Acquire,
+            ) {
+                Ok(_) => return true,
+                Err(now) => state = now,
+            }
+        }
+        false
     }
 
     /// Claims the task and polls it once on this thread. `Parked` when it

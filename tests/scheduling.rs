@@ -2,7 +2,7 @@
 //! guests share a worker one fuel slice at a time.
 
 use crate::common::*;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 use wasmpool::{Outcome, Runtime, ServiceSpec, WasmSpec};
 
 #[test]
@@ -242,4 +242,114 @@ fn stdin_blocked_alone() {
     assert_eq!(handle.try_wait(), None, "the reader still waits for input");
     rt.stop_container(&reader, NO_HANG).unwrap();
     assert_eq!(handle.try_wait(), Some(Outcome::Stopped));
+}
+
+/// Polls `handle` without blocking (`try_wait` neither runs nor queues the
+/// guest) until it ends, failing the test after [`NO_HANG`].
+fn poll_until_ended(handle: &wasmpool::WaitHandle) -> Outcome {
+    let deadline = Instant::now() + NO_HANG;
+    loop {
+        if let Some(outcome) = handle.try_wait() {
+            return outcome;
+        }
+        assert!(Instant::now() < deadline, "a started guest never ran");
+        std::thread::sleep(Duration::from_micros(50));
+    }
+}
+
+#[test]
+fn a_start_no_one_waits_for_runs_whether_the_pool_is_warm_or_cold() {
+    // A start-then-wait leaves its guest to the waiter (no worker is woken);
+    // a start no one waits for must still run: queued by the watching worker
+    // while the pool is warm, or by a woken worker once it went cold (5 ms
+    // without starts). The pauses straddle that edge.
+    let (_dir, rt) = runtime(2);
+    let spec = ServiceSpec::default();
+    let (waited, alone) = (wasm(&exit_module(0)), wasm(&exit_module(3)));
+    for i in 0..60u32 {
+        let (_, handle) = launch(&rt, &format!("waited-{i}"), &spec, &waited);
+        assert_eq!(handle.wait(), Outcome::Exited(0));
+        std::thread::sleep(Duration::from_micros(u64::from(i) * 150));
+        let (_, handle) = launch(&rt, &format!("alone-{i}"), &spec, &alone);
+        assert_eq!(poll_until_ended(&handle), Outcome::Exited(3));
+    }
+    // Several starters at once, mixing the two kinds.
+    let starters: Vec<_> = (0..4u32)
+        .map(|t| {
+            let (rt, waited, alone) = (rt.clone(), waited.clone(), alone.clone());
+            std::thread::spawn(move || {
+                for i in 0..150u32 {
+                    let name = format!("mixed-{t}-{i}");
+                    if i % 2 == 0 {
+                        let (_, handle) = launch(&rt, &name, &ServiceSpec::default(), &waited);
+                        assert_eq!(handle.wait(), Outcome::Exited(0));
+                    } else {
+                        let (_, handle) = launch(&rt, &name, &ServiceSpec::default(), &alone);
+                        assert_eq!(poll_until_ended(&handle), Outcome::Exited(3));
+                    }
+                }
+            })
+        })
+        .collect();
+    for starter in starters {
+        starter.join().unwrap();
+    }
+}
+
+#[test]
+fn a_start_left_for_its_waiter_is_stopped_at_once() {
+    let (_dir, rt) = runtime(2);
+    let spin = wasm(SPIN);
+    let (first, _) = launch(&rt, "spin-first", &ServiceSpec::default(), &spin);
+    until_running(&rt, &first);
+    rt.stop_container(&first, NO_HANG).unwrap();
+    for i in 0..30 {
+        // Warm, compiled: each start is left for a waiter that never comes.
+        let (_, warm) = launch(
+            &rt,
+            &format!("warm-{i}"),
+            &ServiceSpec::default(),
+            &wasm(&exit_module(0)),
+        );
+        assert_eq!(warm.wait(), Outcome::Exited(0));
+        let (id, handle) = launch(&rt, &format!("spin-{i}"), &ServiceSpec::default(), &spin);
+        rt.stop_container(&id, NO_HANG).unwrap();
+        assert_eq!(handle.try_wait(), Some(Outcome::Stopped));
+    }
+}
+
+#[test]
+fn dropping_the_runtime_ends_starts_left_for_waiters() {
+    let (_dir, rt) = runtime(2);
+    let exit = wasm(&exit_module(0));
+    let spin = wasm(SPIN);
+    let (_, warm) = launch(&rt, "warm", &ServiceSpec::default(), &exit);
+    assert_eq!(warm.wait(), Outcome::Exited(0));
+    let (first, _) = launch(&rt, "spin-first", &ServiceSpec::default(), &spin);
+    until_running(&rt, &first);
+    let handles: Vec<_> = (0..50)
+        .map(|i| {
+            launch(
+                &rt,
+                &format!("left-{i}"),
+                &ServiceSpec::default(),
+                if i % 2 == 0 { &exit } else { &spin },
+            )
+            .1
+        })
+        .collect();
+    let rt = std::sync::Arc::try_unwrap(rt)
+        .ok()
+        .expect("the only reference");
+    drop(rt);
+    for handle in handles {
+        assert!(
+            matches!(
+                handle.try_wait(),
+                Some(Outcome::Exited(0) | Outcome::Stopped)
+            ),
+            "{:?}",
+            handle.try_wait()
+        );
+    }
 }
