@@ -118,6 +118,7 @@ impl RunQueue {
         {
             return self.receiver.recv().ok();
         }
+        let watch = Watch(self);
         let mut tick = WATCH_TICK;
         let mut quiet = Duration::ZERO;
         let watched = loop {
@@ -134,8 +135,7 @@ impl RunQueue {
                 },
             }
         };
-        self.watching.store(false, Ordering::SeqCst);
-        self.release_deferred();
+        drop(watch);
         match watched {
             Some(message) => Some(message),
             None => self.receiver.recv().ok(),
@@ -163,6 +163,21 @@ impl RunQueue {
                 }),
         );
         tasks
+    }
+}
+
+/// One worker's watch of the deferred list; it ends however the worker
+/// leaves it, so no start is left deferred behind a watcher that is gone.
+struct Watch<'a>(&'a RunQueue);
+
+impl Drop for Watch<'_> {
+    fn drop(&mut self) {
+        self.0.watching.store(false, Ordering::SeqCst);
+        // After the flag: a start deferred from now on queues itself (see `defer`).
+        // Not while unwinding: a second panic would abort the host.
+        if !thread::panicking() {
+            self.0.release_deferred();
+        }
     }
 }
 
