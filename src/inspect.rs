@@ -1,9 +1,10 @@
 //! Looking inside an artifact without running it: kind, imports, exports, and whether it would run.
 
-use crate::artifact;
-use crate::config::WasmConfig;
-use crate::detect::{detect_wasm_version_from_binary, WasiVersion};
-use crate::engine::Engines;
+use crate::artifacts::{
+    detect_wasm_version_from_binary, is_component, ArtifactCache, Engines, WasiVersion,
+};
+use crate::guest::{Linking, Prepared};
+use crate::settings::WasmConfig;
 use wasmtime::component::Component;
 use wasmtime::Module;
 
@@ -55,7 +56,7 @@ pub fn inspect(bytes: &[u8]) -> Inspection {
         }
     };
     let engine = &engines.on_demand.engine;
-    if artifact::is_component(bytes) {
+    if is_component(bytes) {
         report.kind = "WASIp2 component";
         if let Ok(component) = Component::new(engine, bytes) {
             let ty = component.component_type();
@@ -70,11 +71,19 @@ pub fn inspect(bytes: &[u8]) -> Inspection {
             .collect();
         report.exports = module.exports().map(|e| e.name().to_string()).collect();
     }
-    let artifact = artifact::ArtifactCache::new(0).intern(bytes);
-    match artifact::compile(&engines, None, &artifact) {
+    let linking = match Linking::new(&engines) {
+        Ok(linking) => linking,
+        Err(e) => {
+            report.problem = Some(format!("cannot create the WASI linkers: {e:#}"));
+            return report;
+        }
+    };
+    let artifact = ArtifactCache::<Prepared>::new(0).intern(bytes);
+    match artifact.compiled(&engines, None) {
         Ok(compiled) => {
-            report.entry = compiled.describe_entry();
-            report.problem = compiled.problem();
+            let prepared = Prepared::of(compiled, &linking);
+            report.entry = prepared.describe_entry();
+            report.problem = prepared.problem();
         }
         Err(problem) => report.problem = Some(problem),
     }

@@ -56,46 +56,25 @@
 #![deny(missing_docs)]
 #![deny(unsafe_code)]
 
-mod artifact;
-mod config;
-mod container;
-mod cpu_clock;
-mod detect;
-mod disk_cache;
-mod engine;
-mod error;
-mod exec;
-mod handle;
-mod host;
-mod image_files;
+mod artifacts;
+mod guest;
 mod inspect;
-mod instance;
-mod logs;
-mod outcome;
-mod pool;
-mod pull;
+mod registry;
 mod runtime;
-mod spec;
-mod stats;
-mod task;
-mod timers;
+mod scheduler;
+mod settings;
 
-pub use config::WasmConfig;
-pub use container::{ContainerId, ContainerState, ContainerStats};
-pub use detect::{detect_wasm_version_from_binary, WasiVersion};
-pub use error::{Error, Result};
-pub use handle::WaitHandle;
+pub use artifacts::{detect_wasm_version_from_binary, WasiVersion};
+pub use guest::{LogEntry, LogFollower, LOG_LINE_OVERHEAD, MAX_LINE_BYTES};
 pub use inspect::{inspect, Inspection};
-pub use logs::{LogEntry, LogFollower, LOG_LINE_OVERHEAD, MAX_LINE_BYTES};
-pub use outcome::Outcome;
-pub use pull::{PulledImage, RegistryAuth};
+pub use registry::PulledImage;
 pub use runtime::{Runtime, WasmRuntime};
-pub use spec::{
-    parse_size, CommandSpec, ImageSpec, LogStream, OutputSink, PullPolicy, ServiceSpec, StdinSpec,
-    StorageSpec, WasmSpec,
+pub use scheduler::WaitHandle;
+pub use settings::{
+    parse_size, CommandSpec, ContainerId, ContainerState, ContainerStats, Error, ImageSpec,
+    LogStream, Outcome, OutputSink, PullPolicy, RegistryAuth, Result, ServiceSpec, StdinSpec,
+    StorageSpec, WasmConfig, WasmSpec,
 };
-
-pub(crate) use runtime::Shared;
 
 #[allow(dead_code)]
 fn _assert_send_sync() {
@@ -105,3 +84,8 @@ fn _assert_send_sync() {
     is::<Box<dyn Runtime>>();
     is::<Error>();
 }
+
+/// The README's Rust code blocks, compiled and run as doc tests.
+#[doc = include_str!("../README.md")]
+#[cfg(doctest)]
+pub struct ReadmeDoctests;

@@ -1,25 +1,19 @@
 //! The public facade: `WasmRuntime`, the container registry, and the `Runtime` trait.
 
-use crate::artifact::{Artifact, ArtifactCache};
-use crate::config::WasmConfig;
-use crate::container::{ContainerId, ContainerState, ContainerStats};
-use crate::disk_cache::DiskCache;
-use crate::engine::Engines;
-use crate::error::{Error, Result};
-use crate::exec;
-use crate::handle::WaitHandle;
-use crate::image_files::ImageFiles;
-use crate::instance::{Instance, Phase, RunPlan};
-use crate::logs::{LogEntry, LogFollower};
-use crate::outcome::Outcome;
-use crate::pool::{self, Admission, RunQueue};
-use crate::pull::{PulledImage, Puller};
-use crate::spec::{PullPolicy, ServiceSpec};
-use crate::task::Task;
-use crate::timers::Timers;
+use crate::artifacts::{image_path, ArtifactCache, DiskCache, Engines, ImageFiles};
+use crate::guest::{
+    self, Artifact, Instance, Linking, LogEntry, LogFollower, Phase, Prepared, RunPlan, Shared,
+};
+use crate::registry::{PulledImage, Puller};
+use crate::scheduler::{self, Admission, RunQueue, Task, Timers, WaitHandle};
+use crate::settings::{
+    ContainerId, ContainerState, ContainerStats, Error, Outcome, PullPolicy, Result, ServiceSpec,
+    WasmConfig,
+};
+use crossbeam_channel::{Receiver, RecvTimeoutError};
 use parking_lot::{Mutex, RwLock};
 use std::collections::HashMap;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -58,14 +52,6 @@ pub trait Runtime: Send + Sync {
     fn exec(&self, id: &ContainerId, cmd: &[String]) -> Result<(i32, String, String)>;
 }
 
-/// What the facade and the workers share: the engine, the linkers, the artifacts.
-pub(crate) struct Shared {
-    pub(crate) engines: Engines,
-    pub(crate) disk: Option<DiskCache>,
-    pub(crate) config: WasmConfig,
-    artifacts: ArtifactCache,
-}
-
 /// Runs WASI workloads as containers on a fixed pool of worker threads.
 ///
 /// Every operation blocks the caller only as long as it must: `start` queues
@@ -93,8 +79,10 @@ pub(crate) struct Shared {
 pub struct WasmRuntime {
     shared: Arc<Shared>,
     containers: RwLock<HashMap<ContainerId, Arc<Instance>>>,
+    /// Every artifact this runtime knows, by content.
+    artifacts: ArtifactCache<Prepared>,
     /// Image files already read, by path and file identity.
-    images: ImageFiles,
+    images: ImageFiles<Prepared>,
     /// Registry pulls into the cache directory.
     puller: Puller,
     /// Removed containers that had not ended when `remove_container` gave up waiting.
@@ -103,6 +91,8 @@ pub struct WasmRuntime {
     admission: Arc<Admission>,
     timers: Arc<Timers>,
     workers: Vec<JoinHandle<()>>,
+    /// Disconnected once every worker thread has left its loop.
+    workers_exited: Receiver<()>,
     timer_thread: Option<JoinHandle<()>>,
 }
 
@@ -117,6 +107,7 @@ impl WasmRuntime {
             ))
         })?;
         let engines = Engines::new(&config).map_err(|e| Error::Setup(format!("{e:#}")))?;
+        let linking = Linking::new(&engines).map_err(|e| Error::Setup(format!("{e:#}")))?;
         let disk = config
             .compiled_cache
             .then(|| DiskCache::open(config.cache_dir.join("compiled")))
@@ -126,15 +117,17 @@ impl WasmRuntime {
         let (timers, timer_thread) = Timers::start()
             .map_err(|e| Error::Setup(format!("cannot start the timer thread: {e}")))?;
         let workers = config.workers;
+        let (exited, workers_exited) = crossbeam_channel::bounded(0);
         let shared = Arc::new(Shared {
             engines,
+            linking,
             disk,
-            artifacts: ArtifactCache::new(config.artifact_cache_size),
             config,
         });
         let mut runtime = WasmRuntime {
             shared: shared.clone(),
             containers: RwLock::new(HashMap::new()),
+            artifacts: ArtifactCache::new(shared.config.artifact_cache_size),
             images: ImageFiles::new(shared.config.artifact_cache_size),
             puller: Puller::new(&shared.config),
             lingering: Mutex::new(Vec::new()),
@@ -142,14 +135,20 @@ impl WasmRuntime {
             admission,
             timers: timers.clone(),
             workers: Vec::new(),
+            workers_exited,
             timer_thread: Some(timer_thread),
         };
-        // On failure, dropping `runtime` stops the threads started so far.
-        for index in 0..workers {
-            let worker = pool::spawn_worker(&queue, index)
-                .map_err(|e| Error::Setup(format!("cannot start worker threads: {e}")))?;
+        let spawned = (0..workers).try_for_each(|index| {
+            let worker = scheduler::spawn_worker(&queue, index, exited.clone())?;
             runtime.workers.push(worker);
-        }
+            Ok(())
+        });
+        // Only the workers hold senders: the channel disconnects once they all left.
+        drop(exited);
+        // On failure, dropping `runtime` stops the threads started so far.
+        spawned.map_err(|e: std::io::Error| {
+            Error::Setup(format!("cannot start worker threads: {e}"))
+        })?;
         Ok(runtime)
     }
 
@@ -177,7 +176,7 @@ impl WasmRuntime {
         spec: &ServiceSpec,
         wasm: impl AsRef<[u8]>,
     ) -> Result<()> {
-        let artifact = self.shared.artifacts.intern(wasm.as_ref());
+        let artifact = self.artifacts.intern(wasm.as_ref());
         self.register(id, spec, artifact)
     }
 
@@ -191,11 +190,9 @@ impl WasmRuntime {
         spec: &ServiceSpec,
         path: impl AsRef<Path>,
     ) -> Result<()> {
-        let artifact = self.images.artifact(
-            path.as_ref(),
-            &self.shared.artifacts,
-            self.shared.disk.as_ref(),
-        )?;
+        let artifact =
+            self.images
+                .artifact(path.as_ref(), &self.artifacts, self.shared.disk.as_ref())?;
         self.register(id, spec, artifact)
     }
 
@@ -233,7 +230,7 @@ impl WasmRuntime {
                 },
             });
         }
-        let future = exec::future(self.shared.clone(), instance.clone());
+        let future = guest::run::future(self.shared.clone(), instance.clone());
         let task = Arc::new(Task::new(
             instance.clone(),
             Box::pin(future),
@@ -293,20 +290,6 @@ fn wrong_state(instance: &Instance, phase: Phase, operation: &'static str) -> Er
     }
 }
 
-/// The cache file of an image name, refusing names that could leave the cache directory.
-pub(crate) fn image_path(cache_dir: &Path, name: &str) -> Result<PathBuf> {
-    let refuse = || Error::InvalidImageName(name.to_string());
-    if name.is_empty()
-        || name.chars().any(|c| c.is_control() || c == '\\')
-        || name.starts_with('/')
-        || name.split(['/', ':', '@']).any(|part| part == "..")
-    {
-        return Err(refuse());
-    }
-    let key = name.replace(['/', ':', '@'], "_");
-    Ok(cache_dir.join(format!("{key}.wasm")))
-}
-
 impl Runtime for WasmRuntime {
     fn pull_image(&self, image: &str) -> Result<()> {
         self.pull(image, PullPolicy::IfNotPresent).map(drop)
@@ -321,9 +304,9 @@ impl Runtime for WasmRuntime {
             PullPolicy::Never => image_path(&self.shared.config.cache_dir, &spec.image.name)?,
             policy => self.pull(&spec.image.name, policy)?.path,
         };
-        let artifact =
-            self.images
-                .artifact(&path, &self.shared.artifacts, self.shared.disk.as_ref())?;
+        let artifact = self
+            .images
+            .artifact(&path, &self.artifacts, self.shared.disk.as_ref())?;
         self.register(id, spec, artifact)
     }
 
@@ -423,7 +406,8 @@ impl Drop for WasmRuntime {
         for instance in &instances {
             instance.request_stop();
         }
-        // Stops end at the guests' next poll; a worker stuck in a host callback gets stop_timeout.
+        // Stops end at the guests' next poll; a worker stuck in a host callback
+        // or a long compile gets stop_timeout, for the whole drop.
         let deadline = Instant::now().checked_add(self.shared.config.stop_timeout);
         if !self.admission.wait_idle(deadline) {
             log::warn!("some containers did not stop in time; abandoning them");
@@ -431,9 +415,29 @@ impl Drop for WasmRuntime {
         for _ in &self.workers {
             self.queue.push_shutdown();
         }
+        let all_left = loop {
+            let next = match deadline {
+                Some(deadline) => self.workers_exited.recv_deadline(deadline),
+                None => self
+                    .workers_exited
+                    .recv()
+                    .map_err(|_| RecvTimeoutError::Disconnected),
+            };
+            match next {
+                Ok(()) => continue,
+                Err(RecvTimeoutError::Disconnected) => break true,
+                Err(RecvTimeoutError::Timeout) => break false,
+            }
+        };
+        if !all_left {
+            log::warn!("a worker is still busy (compiling, or in a host call) after stop_timeout; leaving it to end by itself");
+        }
         for worker in self.workers.drain(..) {
-            // A worker that panicked outside a guest run has nothing left to hand over.
-            let _ = worker.join();
+            // One still busy is detached: it takes its Shutdown message when its poll returns.
+            if worker.is_finished() {
+                // A worker that panicked outside a guest run has nothing left to hand over.
+                let _ = worker.join();
+            }
         }
         self.timers.shutdown();
         if let Some(thread) = self.timer_thread.take() {

@@ -306,6 +306,32 @@ fn stop_while_the_worker_compiles_ends_the_container_at_once() {
 }
 
 #[test]
+fn dropping_the_runtime_while_a_worker_compiles_is_bounded_by_the_stop_timeout() {
+    let (dir, rt) = runtime_with(1, |c| c.stop_timeout = Duration::from_millis(100));
+    let big = slow_to_compile();
+    let id = id("compiling");
+    rt.create_container_from_bytes(&id, &ServiceSpec::default(), &big)
+        .unwrap();
+    let handle = rt.start(&id).unwrap();
+    // A timed wait hands the start to the worker (it never runs the guest
+    // itself); the worker is compiling (seconds for this module) when it times out.
+    assert_eq!(handle.wait_timeout(Duration::from_millis(300)), None);
+    drop(
+        Arc::try_unwrap(rt)
+            .ok()
+            .expect("the test holds the only reference"),
+    );
+    // The drop returned before the compile ended: the worker was left to
+    // finish it alone, so no compiled artifact is saved yet.
+    let saved = std::fs::read_dir(dir.path().join("compiled"))
+        .unwrap()
+        .filter(|entry| entry.as_ref().unwrap().path().extension() == Some("cwasm".as_ref()))
+        .count();
+    assert_eq!(saved, 0, "the drop waited for the compile");
+    assert_eq!(handle.try_wait(), Some(Outcome::Stopped));
+}
+
+#[test]
 fn a_stopped_queued_container_gives_its_queue_place_back() {
     let (_dir, rt) = runtime_with(1, |c| c.queue_limit = 2);
     let (hog, hog_handle) = launch(&rt, "hog", &ServiceSpec::default(), &wasm(READY_SPIN));

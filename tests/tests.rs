@@ -6,6 +6,7 @@ mod caching;
 mod cli;
 mod components;
 mod control;
+mod docs;
 mod engine;
 mod entry;
 mod hostile;

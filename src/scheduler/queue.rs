@@ -1,16 +1,7 @@
-//! The fixed pool of worker threads, the run queue they share, and admission.
+//! The run queue every worker takes from, and the deferred list of fresh starts.
 //!
-//! Every worker is a small scheduler: it takes the next runnable task from the
-//! one shared run queue, polls it for one fuel slice (or until it waits on a
-//! host event), and takes the next. A guest that waits is parked off every
-//! worker until its waker queues it again; CPU-bound guests take turns, one
-//! slice each, in queue order. A worker blocks only when no task is runnable.
-//! A thread blocked in [`WaitHandle::wait`](crate::WaitHandle::wait) on a
-//! runnable guest polls that guest itself meanwhile, so a start-then-wait
-//! costs no thread hand-off.
-//!
-//! Nor a wake-up, while the pool is warm: waking a sleeping worker costs the
-//! starting thread 3–20 µs on these machines (a futex and an inter-processor
+//! Waking a sleeping worker costs the starting thread 3–20 µs on these
+//! machines (a futex and an inter-processor
 //! interrupt), more than a trivial guest's whole run. So while one idle worker
 //! *watches* — from when it runs out of work until [`WATCH_QUIET`] passes with
 //! no start — a start of a compiled guest goes to a deferred list instead of
@@ -22,28 +13,25 @@
 //! When no worker watches (all busy, or the pool idle for long), a start
 //! queues the task and wakes a worker as before.
 
-use crate::outcome::Outcome;
-use crate::stats::CpuMark;
-use crate::task::{Slice, Task};
+use super::task::Task;
 use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
-use parking_lot::{Condvar, Mutex};
-use std::panic::{self, AssertUnwindSafe};
+use parking_lot::Mutex;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
-use std::thread::{self, JoinHandle};
-use std::time::{Duration, Instant};
+use std::thread;
+use std::time::Duration;
 
 /// How often the watching worker looks at the deferred list while it finds
 /// starts no one claimed.
-pub(crate) const WATCH_TICK: Duration = Duration::from_micros(100);
+const WATCH_TICK: Duration = Duration::from_micros(100);
 
 /// The longest the watcher goes between looks: the longest a started guest
 /// no one waits on stays deferred while workers are idle.
-pub(crate) const WATCH_TICK_MAX: Duration = Duration::from_millis(1);
+const WATCH_TICK_MAX: Duration = Duration::from_millis(1);
 
 /// How long the watcher keeps watching with no start deferred, before it
 /// sleeps until a wake-up like any idle worker (then starts wake it again).
-pub(crate) const WATCH_QUIET: Duration = Duration::from_millis(5);
+const WATCH_QUIET: Duration = Duration::from_millis(5);
 
 /// The set of instructions a worker knows how to process.
 pub(crate) enum Message {
@@ -107,7 +95,7 @@ impl RunQueue {
 
     /// The next message for an idle worker, watching the deferred list
     /// meanwhile if no other worker does; `None` once the queue is gone.
-    fn next_message(&self) -> Option<Message> {
+    pub(super) fn next_message(&self) -> Option<Message> {
         if let Ok(message) = self.receiver.try_recv() {
             return Some(message);
         }
@@ -189,84 +177,4 @@ enum Released {
     AllClaimed,
     /// At least one start no one claimed, now queued.
     Queued,
-}
-
-/// Bounds how many started containers may be live (queued, running or parked) at once.
-pub(crate) struct Admission {
-    live: Mutex<usize>,
-    idle: Condvar,
-    limit: usize,
-}
-
-impl Admission {
-    pub(crate) fn new(limit: usize) -> Arc<Self> {
-        Arc::new(Admission {
-            live: Mutex::new(0),
-            idle: Condvar::new(),
-            limit,
-        })
-    }
-
-    pub(crate) fn limit(&self) -> usize {
-        self.limit
-    }
-
-    /// Takes a place, or says there is none.
-    pub(crate) fn try_admit(&self) -> bool {
-        let mut live = self.live.lock();
-        if *live >= self.limit {
-            return false;
-        }
-        *live += 1;
-        true
-    }
-
-    /// Gives a place back; called once per admitted container, as it ends.
-    pub(crate) fn release(&self) {
-        let mut live = self.live.lock();
-        *live -= 1;
-        if *live == 0 {
-            self.idle.notify_all();
-        }
-    }
-
-    /// Waits until no container is live, or `deadline` (`None`: no limit); whether none is.
-    pub(crate) fn wait_idle(&self, deadline: Option<Instant>) -> bool {
-        let mut live = self.live.lock();
-        while *live > 0 {
-            match deadline {
-                Some(deadline) => {
-                    if self.idle.wait_until(&mut live, deadline).timed_out() {
-                        return *live == 0;
-                    }
-                }
-                None => self.idle.wait(&mut live),
-            }
-        }
-        true
-    }
-}
-
-/// Starts worker number `index` on `queue`; it exits at a `Shutdown` message.
-pub(crate) fn spawn_worker(queue: &Arc<RunQueue>, index: usize) -> std::io::Result<JoinHandle<()>> {
-    let queue = queue.clone();
-    thread::Builder::new()
-        .name(format!("wasmpool-worker-{index}"))
-        .spawn(move || work(&queue))
-}
-
-/// A worker's life: poll the next runnable task for one slice, again and again.
-fn work(queue: &RunQueue) {
-    let mut mark = CpuMark::now();
-    while let Some(Message::Run(task)) = queue.next_message() {
-        // `run_slice` catches a guest's panics itself; this keeps the worker
-        // serving even if our own bookkeeping around it panicked.
-        match panic::catch_unwind(AssertUnwindSafe(|| task.run_slice(&mut mark))) {
-            Ok(Slice::Yielded) => task.requeue(),
-            Ok(Slice::Ended | Slice::Parked) => {}
-            Err(_) => task.fail(Outcome::Panicked(
-                "the worker failed while running the container".into(),
-            )),
-        }
-    }
 }

@@ -1,7 +1,8 @@
 //! Runtime-wide settings: where images live, how many workers, default limits.
 
-use crate::pull::RegistryAuth;
+use super::error::{Error, Result};
 use std::collections::HashMap;
+use std::fmt;
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -104,9 +105,9 @@ pub(crate) const MAX_WORKERS: usize = 1024;
 
 impl WasmConfig {
     /// Refuses settings the runtime cannot honour, naming the field and value.
-    pub(crate) fn validate(&self) -> crate::Result<()> {
+    pub(crate) fn validate(&self) -> Result<()> {
         let invalid = |field: &'static str, value: String, reason: &str| {
-            Err(crate::Error::InvalidSpec {
+            Err(Error::InvalidSpec {
                 field,
                 value,
                 reason: reason.to_string(),
@@ -159,6 +160,41 @@ fn default_cache_dir() -> PathBuf {
         return PathBuf::from(home).join(".cache").join("wasmpool");
     }
     let mut dir = std::env::temp_dir();
-    dir.push(format!("wasmpool-{}", crate::disk_cache::current_user()));
+    dir.push(format!("wasmpool-{}", current_user()));
     dir
+}
+
+/// Credentials for one registry, as `WasmConfig::registry_auth` maps them by host.
+#[derive(Clone, PartialEq, Eq, Default)]
+pub enum RegistryAuth {
+    /// No credentials (a bearer token is still fetched anonymously if the registry asks).
+    #[default]
+    Anonymous,
+    /// HTTP basic credentials, also used to obtain a bearer token when the registry asks.
+    Basic {
+        /// The user name.
+        username: String,
+        /// The password or access token.
+        password: String,
+    },
+    /// A bearer token sent as is.
+    Bearer(String),
+}
+
+impl fmt::Debug for RegistryAuth {
+    /// Names the kind of credentials, never the secret.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            RegistryAuth::Anonymous => f.write_str("Anonymous"),
+            RegistryAuth::Basic { username, .. } => write!(f, "Basic({username:?}, ***)"),
+            RegistryAuth::Bearer(_) => f.write_str("Bearer(***)"),
+        }
+    }
+}
+
+/// The effective user id: whose files the caches trust.
+#[allow(unsafe_code)]
+pub(crate) fn current_user() -> u32 {
+    // SAFETY: `geteuid` has no preconditions and cannot fail.
+    unsafe { libc::geteuid() }
 }

@@ -1,6 +1,6 @@
 //! A container's output: a bounded line buffer that guests write into and hosts read or follow.
 
-use crate::spec::{LogStream, OutputSink};
+use crate::settings::{LogStream, OutputSink};
 use parking_lot::{Condvar, Mutex};
 use std::collections::VecDeque;
 use std::sync::Arc;

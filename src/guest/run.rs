@@ -1,13 +1,14 @@
 //! The run of one container as a future: compile, instantiate, call the entry
 //! point, and say how it ended. Workers poll it one fuel slice at a time.
 
-use crate::artifact::{Compiled, Entry, Pre};
-use crate::host::{HostState, HttpHooks, MemoryLimitExceeded, MemoryLimiter, Wasi};
-use crate::instance::Instance;
-use crate::logs::GuestOutput;
-use crate::outcome::Outcome;
-use crate::spec::{LogStream, StdinSpec};
-use crate::Shared;
+use super::entry::Entry;
+use super::host::{HostState, MemoryLimitExceeded, MemoryLimiter};
+use super::instance::Instance;
+use super::link::{Pre, Prepared};
+use super::wasi::build_wasi;
+use super::Shared;
+use crate::artifacts::Compiled;
+use crate::settings::Outcome;
 use std::future::{poll_fn, Future};
 use std::pin::pin;
 use std::sync::Arc;
@@ -15,8 +16,7 @@ use std::task::Poll;
 use std::time::Instant;
 use wasmtime::component::ResourceTableError;
 use wasmtime::{PoolConcurrencyLimitError, Store, Trap};
-use wasmtime_wasi::{FsPerms, I32Exit, WasiCtxBuilder, WasiView};
-use wasmtime_wasi_http::WasiHttpCtx;
+use wasmtime_wasi::I32Exit;
 
 /// Why the guest's future ended with an error.
 enum RunError {
@@ -89,13 +89,18 @@ fn finish(outcome: Result<Outcome, RunError>, instance: &Instance) -> Outcome {
 async fn run_on(
     shared: &Shared,
     instance: &Instance,
-    compiled: &Compiled,
+    compiled: &Compiled<Prepared>,
     deadline: Option<Instant>,
 ) -> Result<Outcome, RunError> {
     let plan = &instance.plan;
-    let wasi = build_wasi(instance, compiled).map_err(RunError::CannotRun)?;
-    let pre = compiled
-        .pre(&shared.engines, plan.trap_unknown_imports)
+    let prepared = Prepared::of(compiled, &shared.linking);
+    let entry = prepared
+        .entry
+        .as_ref()
+        .map_err(|e| RunError::CannotRun(e.clone()))?;
+    let wasi = build_wasi(instance, &compiled.code).map_err(RunError::CannotRun)?;
+    let pre = prepared
+        .pre(compiled, &shared.linking, plan.trap_unknown_imports)
         .map_err(RunError::CannotRun)?;
     let mut store = Store::new(
         compiled.engine(),
@@ -119,8 +124,9 @@ async fn run_on(
     let driven = {
         let mut call = pin!(instantiate_and_call(
             &mut store,
-            compiled,
+            entry,
             pre,
+            || prepared.module_entry(compiled, plan.invoke.as_deref()),
             plan.invoke.as_deref()
         ));
         poll_fn(|cx| {
@@ -158,14 +164,15 @@ async fn run_on(
 /// `_start`, else `main`).
 async fn instantiate_and_call(
     store: &mut Store<HostState>,
-    compiled: &Compiled,
+    entry: &Entry,
     pre: &Pre,
+    module_entry: impl FnOnce() -> Result<super::entry::ModuleEntry, String>,
     invoke: Option<&str>,
 ) -> Result<i32, RunError> {
     let setup = RunError::CannotRun;
-    match (pre, &compiled.entry) {
+    match (pre, entry) {
         (Pre::Module(pre), Entry::Module { initialize, .. }) => {
-            let entry = compiled.module_entry(invoke).map_err(setup)?;
+            let entry = module_entry().map_err(setup)?;
             let instance = pre
                 .instantiate_async(&mut *store)
                 .await
@@ -193,7 +200,7 @@ async fn instantiate_and_call(
                 .map_err(guest_error)?;
             Ok(0)
         }
-        (Pre::Component(pre), Entry::Component { run }) => {
+        (Pre::Component(pre), Entry::Component { run, .. }) => {
             if let Some(name) = invoke {
                 return Err(setup(format!(
                     "cannot invoke '{name}': invoking an export is supported for core modules; a component runs `wasi:cli/run`"
@@ -250,72 +257,4 @@ fn classify(error: RunError, instance: &Instance) -> Outcome {
         None if during_setup => Outcome::Failed(format!("instantiation failed: {error:#}")),
         None => Outcome::Trapped(format!("{error:#}")),
     }
-}
-
-/// The guest's WASI context: exactly the plan's env, argv, mounts and stdio.
-fn build_wasi(instance: &Instance, compiled: &Compiled) -> Result<Wasi, String> {
-    let plan = &instance.plan;
-    let mut builder = WasiCtxBuilder::new();
-    builder.args(&plan.argv).envs(&plan.env);
-    let output = |stream| GuestOutput {
-        buffer: instance.logs.clone(),
-        stream,
-        sink: plan.output.clone(),
-    };
-    builder
-        .stdout(output(LogStream::Stdout))
-        .stderr(output(LogStream::Stderr));
-    match &plan.stdin {
-        StdinSpec::Empty => {}
-        StdinSpec::Bytes(bytes) => {
-            builder.stdin(wasmtime_wasi::p2::pipe::MemoryInputPipe::new(bytes.clone()));
-        }
-        StdinSpec::Inherit => {
-            builder.inherit_stdin();
-        }
-    }
-    for mount in &plan.mounts {
-        let perms = if mount.readonly {
-            FsPerms::ReadOnly
-        } else {
-            FsPerms::ReadWrite
-        };
-        builder
-            .preopened_dir(&mount.host, &mount.guest, perms)
-            .map_err(|e| format!("cannot mount '{}': {e:#}", mount.host.display()))?;
-    }
-    if let Some(dir) = &plan.workdir {
-        builder.initial_cwd(dir);
-    }
-    // Off unless the spec asks: wasmtime-wasi refuses TCP, UDP and name lookups
-    // by default, and no address passes its default check.
-    if plan.network {
-        builder
-            .inherit_network()
-            .allow_tcp(true)
-            .allow_udp(true)
-            .allow_ip_name_lookup(true);
-    }
-    // Every open descriptor, stream, socket and pollable is an entry in the
-    // store's resource table: bounding the table bounds what a guest holds.
-    let cap = plan.max_open_resources;
-    Ok(match compiled.entry {
-        Entry::Module { .. } => {
-            let mut ctx = builder.build_p1();
-            ctx.ctx().table.set_max_capacity(cap);
-            Wasi::Preview1(ctx)
-        }
-        Entry::Component { .. } => {
-            let mut table = wasmtime::component::ResourceTable::new();
-            table.set_max_capacity(cap);
-            Wasi::Preview2 {
-                ctx: builder.build(),
-                table,
-                http: WasiHttpCtx::new(),
-                hooks: HttpHooks {
-                    network: plan.network,
-                },
-            }
-        }
-    })
 }

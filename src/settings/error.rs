@@ -1,6 +1,6 @@
 //! The error type of the public API: misuse and bad input, never a guest's outcome.
 
-use crate::container::ContainerId;
+use super::container::ContainerId;
 use std::fmt;
 use std::path::PathBuf;
 

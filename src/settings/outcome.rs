@@ -1,6 +1,6 @@
 //! How a container ended: one value that every waiter receives.
 
-use crate::container::ContainerState;
+use super::container::ContainerState;
 use std::fmt;
 use std::time::Duration;
 

@@ -1,8 +1,9 @@
-//! Image files already read: a create of an unchanged file costs a `stat`, not a read and a hash.
+//! The image cache's files: where an image name's file is, and the files
+//! already read (a create of an unchanged file costs a `stat`, not a read and a hash).
 
-use crate::artifact::{digest_of, Artifact, ArtifactCache};
-use crate::disk_cache::DiskCache;
-use crate::error::{Error, Result};
+use super::disk_cache::DiskCache;
+use super::{digest_of, Artifact, ArtifactCache};
+use crate::settings::{Error, Result};
 use parking_lot::Mutex;
 use std::collections::HashMap;
 use std::os::unix::fs::MetadataExt;
@@ -32,14 +33,17 @@ impl FileIdentity {
     }
 }
 
+/// A file's identity when it was read, and its artifact.
+type Known<P> = (FileIdentity, Arc<Artifact<P>>);
+
 /// The artifact of each image file read so far, valid while the file's identity holds.
-pub(crate) struct ImageFiles {
-    known: Mutex<HashMap<PathBuf, (FileIdentity, Arc<Artifact>)>>,
+pub(crate) struct ImageFiles<P> {
+    known: Mutex<HashMap<PathBuf, Known<P>>>,
     /// How many files are remembered; past it, all is forgotten and learned again.
     limit: usize,
 }
 
-impl ImageFiles {
+impl<P> ImageFiles<P> {
     pub(crate) fn new(limit: usize) -> Self {
         ImageFiles {
             known: Mutex::new(HashMap::new()),
@@ -55,9 +59,9 @@ impl ImageFiles {
     pub(crate) fn artifact(
         &self,
         path: &Path,
-        artifacts: &ArtifactCache,
+        artifacts: &ArtifactCache<P>,
         disk: Option<&DiskCache>,
-    ) -> Result<Arc<Artifact>> {
+    ) -> Result<Arc<Artifact<P>>> {
         let unreadable = |e: std::io::Error| Error::UnreadableArtifact {
             path: path.to_path_buf(),
             reason: e.to_string(),
@@ -87,11 +91,26 @@ impl ImageFiles {
         Ok(artifact)
     }
 
-    fn remember(&self, path: &Path, identity: FileIdentity, artifact: &Arc<Artifact>) {
+    fn remember(&self, path: &Path, identity: FileIdentity, artifact: &Arc<Artifact<P>>) {
         let mut known = self.known.lock();
         if known.len() >= self.limit && !known.contains_key(path) {
             known.clear();
         }
         known.insert(path.to_path_buf(), (identity, artifact.clone()));
     }
+}
+
+/// The cache file of an image name, `{cache_dir}/{name with '/', ':', '@' as
+/// '_'}.wasm`, refusing names that could leave the cache directory.
+pub(crate) fn image_path(cache_dir: &Path, name: &str) -> Result<PathBuf> {
+    let refuse = || Error::InvalidImageName(name.to_string());
+    if name.is_empty()
+        || name.chars().any(|c| c.is_control() || c == '\\')
+        || name.starts_with('/')
+        || name.split(['/', ':', '@']).any(|part| part == "..")
+    {
+        return Err(refuse());
+    }
+    let key = name.replace(['/', ':', '@'], "_");
+    Ok(cache_dir.join(format!("{key}.wasm")))
 }

@@ -1,7 +1,7 @@
 //! Live resource accounting of one container: memory, fuel, CPU and wall time.
 
-use crate::container::ContainerStats;
-use crate::cpu_clock::ThreadClock;
+use crate::scheduler::{CpuMark, ThreadClock};
+use crate::settings::ContainerStats;
 use parking_lot::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
@@ -23,23 +23,6 @@ struct Clock {
     slice: Option<(ThreadClock, Duration)>,
     /// CPU time of the slices polled so far, from instantiation on.
     cpu_total: Duration,
-}
-
-/// A thread's CPU clock and one reading of it.
-#[derive(Clone, Copy)]
-pub(crate) struct CpuMark {
-    clock: ThreadClock,
-    reading: Duration,
-}
-
-impl CpuMark {
-    /// The calling thread's clock, read now.
-    pub(crate) fn now() -> Option<Self> {
-        ThreadClock::current().map(|clock| CpuMark {
-            clock,
-            reading: clock.read(),
-        })
-    }
 }
 
 impl StatsCell {

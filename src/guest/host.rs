@@ -1,6 +1,6 @@
 //! What a guest's store holds: its WASI context and the limiter that accounts its memory.
 
-use crate::stats::StatsCell;
+use super::stats::StatsCell;
 use http_body_util::BodyExt;
 use std::fmt;
 use std::future::Future;

@@ -4,7 +4,7 @@
 //! guest parked on a host event (a sleep, stdin, a socket) is not polled, so
 //! its deadline is armed here the first time it parks.
 
-use crate::task::Task;
+use super::task::Task;
 use parking_lot::{Condvar, Mutex};
 use std::collections::BTreeMap;
 use std::sync::{Arc, Weak};

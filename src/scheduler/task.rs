@@ -1,4 +1,4 @@
-//! A task: one started container's future, and how a wake-up puts it back on the run queue.
+//! A task: one job's future, and how a wake-up puts it back on the run queue.
 //!
 //! This is the `Runnable` of async-task, kept small: the run queue holds
 //! `Arc<Task>`s, and a poller — a worker, or a thread waiting for this very
@@ -12,11 +12,10 @@
 //! comes first takes it — the waiter (claiming it), the watching worker, or
 //! any wake-up (queuing it).
 
-use crate::instance::Instance;
-use crate::outcome::Outcome;
-use crate::pool::RunQueue;
-use crate::stats::CpuMark;
-use crate::timers::{TimerKey, Timers};
+use super::cpu_clock::CpuMark;
+use super::queue::RunQueue;
+use super::timers::{TimerKey, Timers};
+use crate::settings::Outcome;
 use parking_lot::Mutex;
 use std::any::Any;
 use std::future::Future;
@@ -25,9 +24,34 @@ use std::pin::Pin;
 use std::sync::atomic::{AtomicU8, Ordering};
 use std::sync::{Arc, Weak};
 use std::task::{Context, Poll, Wake, Waker};
+use std::time::Instant;
 
-/// The whole run of one container: compile, instantiate, call, classify.
-pub(crate) type GuestFuture = Pin<Box<dyn Future<Output = Outcome> + Send>>;
+/// The future a task polls: one whole run, ending with its outcome.
+pub(crate) type JobFuture = Pin<Box<dyn Future<Output = Outcome> + Send>>;
+
+/// What a task runs for, as the scheduler sees it: the small hook a task calls
+/// around its polls. The scheduler knows nothing else of what it runs.
+pub(crate) trait Job: Send + Sync + 'static {
+    /// A name for log lines.
+    fn name(&self) -> String;
+    /// Whether the job ended already (stopped or removed): it is not polled again.
+    fn has_ended(&self) -> bool;
+    /// Whether the first poll is short (nothing to compile first): only then is
+    /// a start deferred to its waiter, or run by a waiting thread.
+    fn is_ready(&self) -> bool;
+    /// A poller begins a slice; its CPU time counts from `mark`.
+    fn slice_begin(&self, mark: Option<CpuMark>);
+    /// The slice ended; the reading that begins the poller's next slice.
+    fn slice_end(&self) -> Option<CpuMark>;
+    /// The job used up a whole slice of `fuel`.
+    fn yielded(&self, fuel: u64);
+    /// When a parked job must be woken to end at its deadline, if it has one.
+    fn deadline(&self) -> Option<Instant>;
+    /// Ends the job with `outcome` (the first end wins) and tells its waiters.
+    fn finish(&self, outcome: Outcome);
+    /// The task is done with the job: it holds no task from now on.
+    fn detach(&self);
+}
 
 /// A poll is owed: the task is in the run queue, or its poller will queue it.
 const SCHEDULED: u8 = 1;
@@ -36,11 +60,11 @@ const RUNNING: u8 = 2;
 /// Started, owed its first poll, and in the deferred list rather than the run queue.
 const DEFERRED: u8 = 4;
 
-/// One started container as the scheduler sees it.
+/// One started job as the scheduler sees it.
 pub(crate) struct Task {
-    pub(crate) instance: Arc<Instance>,
+    job: Arc<dyn Job>,
     /// `None` once the run ended; only the poller holding `RUNNING` locks it.
-    future: Mutex<Option<GuestFuture>>,
+    future: Mutex<Option<JobFuture>>,
     state: AtomicU8,
     queue: Weak<RunQueue>,
     timers: Arc<Timers>,
@@ -62,14 +86,14 @@ pub(crate) enum Slice {
 
 impl Task {
     pub(crate) fn new(
-        instance: Arc<Instance>,
-        future: GuestFuture,
+        job: Arc<dyn Job>,
+        future: JobFuture,
         queue: &Arc<RunQueue>,
         timers: &Arc<Timers>,
         fuel_slice: u64,
     ) -> Self {
         Task {
-            instance,
+            job,
             future: Mutex::new(Some(future)),
             state: AtomicU8::new(0),
             queue: Arc::downgrade(queue),
@@ -96,7 +120,7 @@ impl Task {
     /// A task that must compile first always goes to the run queue.
     pub(crate) fn schedule_start(self: &Arc<Self>) {
         let queue = match self.queue.upgrade() {
-            Some(queue) if self.is_compiled() => queue,
+            Some(queue) if self.is_ready() => queue,
             _ => return self.schedule(),
         };
         self.state.fetch_or(SCHEDULED | DEFERRED, Ordering::AcqRel);
@@ -148,25 +172,43 @@ impl Task {
     /// Claims the task and polls it once on this thread. `Parked` when it
     /// could not be claimed: another poller has it, or no poll is owed.
     /// `mark` is this thread's CPU clock reading, moved on to the slice's end.
+    ///
+    /// Never unwinds: a panic in the job's future is its outcome, and a panic
+    /// around the poll (the job's hooks, dropping the finished future) ends
+    /// the job too, so every waiter hears of it — whichever thread polled,
+    /// a worker or a waiter running its own job.
     pub(crate) fn run_slice(self: &Arc<Self>, mark: &mut Option<CpuMark>) -> Slice {
+        match panic::catch_unwind(AssertUnwindSafe(|| self.poll_once(mark))) {
+            Ok(slice) => slice,
+            Err(payload) => {
+                self.fail(Outcome::Panicked(format!(
+                    "the scheduler failed around the run: {}",
+                    panic_message(payload.as_ref())
+                )));
+                Slice::Ended
+            }
+        }
+    }
+
+    fn poll_once(self: &Arc<Self>, mark: &mut Option<CpuMark>) -> Slice {
         if !self.claim() {
             return Slice::Parked;
         }
-        let instance = &self.instance;
+        let job = &*self.job;
         let mut slot = self.future.lock();
         let polled = match slot.as_mut() {
             // Stopped or removed while it waited for a poller: it never runs.
-            Some(_) if instance.has_ended() => None,
+            Some(_) if job.has_ended() => None,
             Some(future) => {
                 let waker = Waker::from(self.clone());
                 let mut cx = Context::from_waker(&waker);
-                instance.stats.slice_begin(*mark);
+                job.slice_begin(*mark);
                 let polled = panic::catch_unwind(AssertUnwindSafe(|| {
                     wasmtime_wasi::runtime::with_ambient_tokio_runtime(|| {
                         future.as_mut().poll(&mut cx)
                     })
                 }));
-                *mark = instance.stats.slice_end().or(*mark);
+                *mark = job.slice_end().or(*mark);
                 Some(polled)
             }
             None => None,
@@ -187,10 +229,10 @@ impl Task {
             self.timers.cancel(key);
         }
         if let Some(outcome) = outcome {
-            log::debug!("container '{}' ended: {outcome}", instance.id);
-            instance.finish(outcome);
+            log::debug!("{} ended: {outcome}", job.name());
+            job.finish(outcome);
         }
-        instance.control.detach();
+        job.detach();
         // Ended for good: later wake-ups find RUNNING and queue nothing.
         Slice::Ended
     }
@@ -200,14 +242,11 @@ impl Task {
         let previous = self.state.fetch_and(!RUNNING, Ordering::AcqRel);
         if previous & SCHEDULED != 0 {
             // Woken during the poll: the guest used up a fuel slice.
-            self.instance
-                .stats
-                .fuel
-                .fetch_add(self.fuel_slice, Ordering::Relaxed);
+            self.job.yielded(self.fuel_slice);
             return Slice::Yielded;
         }
         // A parked guest is not polled: its deadline must wake it.
-        if let Some(deadline) = self.instance.control.deadline() {
+        if let Some(deadline) = self.job.deadline() {
             let mut timer = self.timer.lock();
             if timer.is_none() {
                 *timer = Some(self.timers.arm(deadline, self));
@@ -221,18 +260,38 @@ impl Task {
         self.push();
     }
 
-    /// Whether the first poll can run without compiling (the artifact is ready).
-    pub(crate) fn is_compiled(&self) -> bool {
-        self.instance.artifact.is_compiled()
+    /// Whether the first poll is short (see [`Job::is_ready`]).
+    pub(crate) fn is_ready(&self) -> bool {
+        self.job.is_ready()
     }
 
-    /// Drops the future (cancelling the guest where it stands) and ends the
-    /// container with `outcome`, unless it already ended. Only once no poller runs.
+    /// Ends the job with `outcome`, unless it already ended, and drops the
+    /// future (cancelling the run where it stands) — at once if no poller
+    /// holds it, else as that poller's poll returns (a long compile, a host
+    /// call that blocks): the job's end never waits for a poll.
     pub(crate) fn fail(&self, outcome: Outcome) {
         self.state.fetch_or(RUNNING, Ordering::AcqRel);
-        let future = self.future.lock().take();
-        drop(future);
-        self.instance.finish(outcome);
+        if let Some(mut slot) = self.future.try_lock() {
+            drop(slot.take());
+        }
+        self.job.finish(outcome);
+        self.job.detach();
+    }
+}
+
+impl Drop for Task {
+    /// A task whose last reference goes before its run ended was parked, and
+    /// host code dropped its waker without waking it: it can never be polled
+    /// again. It ends as stopped, so its waiters do not wait forever.
+    fn drop(&mut self) {
+        if self.future.get_mut().take().is_some() && !self.job.has_ended() {
+            log::warn!(
+                "{} lost its wake-up while parked: ending it as stopped",
+                self.job.name()
+            );
+            self.job.finish(Outcome::Stopped);
+            self.job.detach();
+        }
     }
 }
 
@@ -253,5 +312,99 @@ fn panic_message(payload: &(dyn Any + Send)) -> String {
         text.clone()
     } else {
         "a panic with a non-text payload".to_string()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::scheduler::{Completion, WaitHandle};
+    use std::sync::atomic::AtomicBool;
+
+    /// A job that only records its end, and can make its hook panic once.
+    struct Probe {
+        completion: Arc<Completion>,
+        panic_after_poll: AtomicBool,
+    }
+
+    impl Job for Probe {
+        fn name(&self) -> String {
+            "probe".into()
+        }
+        fn has_ended(&self) -> bool {
+            self.completion.is_set()
+        }
+        fn is_ready(&self) -> bool {
+            true
+        }
+        fn slice_begin(&self, _: Option<CpuMark>) {}
+        fn slice_end(&self) -> Option<CpuMark> {
+            if self.panic_after_poll.swap(false, Ordering::AcqRel) {
+                panic!("a hook failed after the poll");
+            }
+            None
+        }
+        fn yielded(&self, _: u64) {}
+        fn deadline(&self) -> Option<std::time::Instant> {
+            None
+        }
+        fn finish(&self, outcome: Outcome) {
+            self.completion.set(outcome);
+        }
+        fn detach(&self) {}
+    }
+
+    fn task_of(
+        future: JobFuture,
+        panic_after_poll: bool,
+    ) -> (Arc<Task>, Arc<Completion>, Arc<RunQueue>, Arc<Timers>) {
+        let completion = Arc::new(Completion::default());
+        let job = Arc::new(Probe {
+            completion: completion.clone(),
+            panic_after_poll: AtomicBool::new(panic_after_poll),
+        });
+        let queue = RunQueue::new();
+        let (timers, thread) = Timers::start().unwrap();
+        timers.shutdown();
+        thread.join().unwrap();
+        let task = Arc::new(Task::new(job, future, &queue, &timers, 1_000));
+        (task, completion, queue, timers)
+    }
+
+    #[test]
+    fn a_panic_around_a_waiters_poll_ends_the_job_for_every_waiter() {
+        let (task, completion, queue, _timers) =
+            task_of(Box::pin(async { Outcome::Exited(0) }), true);
+        task.schedule();
+        let waiter = WaitHandle::with_task(completion.clone(), &task);
+        let twin = WaitHandle::new(completion);
+        // The waiter runs the job itself; the hook's panic must not reach it.
+        let outcome = std::panic::catch_unwind(AssertUnwindSafe(|| waiter.wait()))
+            .expect("a panic around the poll unwound into the waiter");
+        assert!(
+            matches!(&outcome, Outcome::Panicked(m) if m.contains("a hook failed after the poll")),
+            "{outcome:?}"
+        );
+        assert_eq!(twin.try_wait(), Some(outcome));
+        // Ended for good: the queued message polls nothing.
+        for queued in queue.drain_tasks() {
+            assert!(matches!(queued.run_slice(&mut None), Slice::Parked));
+        }
+    }
+
+    #[test]
+    fn a_parked_task_whose_waker_is_dropped_ends_as_stopped() {
+        // Parks without keeping its waker, as host code that drops it unwoken.
+        let future = std::future::poll_fn(|_cx| Poll::<Outcome>::Pending);
+        let (task, completion, queue, _timers) = task_of(Box::pin(future), false);
+        task.schedule();
+        let queued = queue.drain_tasks();
+        assert_eq!(queued.len(), 1);
+        assert!(matches!(task.run_slice(&mut None), Slice::Parked));
+        drop(queued);
+        let waiter = WaitHandle::new(completion);
+        assert_eq!(waiter.try_wait(), None, "parked, not ended");
+        drop(task);
+        assert_eq!(waiter.try_wait(), Some(Outcome::Stopped));
     }
 }

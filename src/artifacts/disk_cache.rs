@@ -2,6 +2,7 @@
 //! their bytes and by the engine's compatibility hash, so a new process runs a
 //! known artifact without compiling it.
 
+use crate::settings::current_user;
 use std::collections::hash_map::DefaultHasher;
 use std::hash::{Hash, Hasher};
 use std::io::Write;
@@ -269,10 +270,4 @@ fn trusted(path: &Path, is_dir: bool) -> Result<(), String> {
         ));
     }
     Ok(())
-}
-
-#[allow(unsafe_code)]
-pub(crate) fn current_user() -> u32 {
-    // SAFETY: `geteuid` has no preconditions and cannot fail.
-    unsafe { libc::geteuid() }
 }

@@ -1,8 +1,8 @@
-//! The completion latch of a container and the handle hosts wait on.
+//! The completion latch of a job and the handle hosts wait on.
 
-use crate::outcome::Outcome;
-use crate::stats::CpuMark;
-use crate::task::{Slice, Task};
+use super::cpu_clock::CpuMark;
+use super::task::{Slice, Task};
+use crate::settings::Outcome;
 use parking_lot::{Condvar, Mutex};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Weak};
@@ -148,11 +148,11 @@ impl WaitHandle {
     /// Only once its artifact is compiled: a stop during a long compile must
     /// reach this waiter at once, not after the compile.
     fn help(&self, task: &Arc<Task>) {
-        if !(task.is_runnable() && task.is_compiled()) {
+        if !(task.is_runnable() && task.is_ready()) {
             return;
         }
         let mut mark = CpuMark::now();
-        while !self.completion.is_set() && task.is_runnable() && task.is_compiled() {
+        while !self.completion.is_set() && task.is_runnable() && task.is_ready() {
             match task.run_slice(&mut mark) {
                 Slice::Yielded if self.completion.is_set() => task.requeue(),
                 Slice::Yielded => continue,

@@ -1,6 +1,6 @@
 //! What a container should run: the parts of a service spec that mean something for WASM.
 
-use crate::error::{Error, Result};
+use super::error::{Error, Result};
 use std::collections::HashMap;
 use std::fmt;
 use std::path::PathBuf;

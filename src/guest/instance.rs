@@ -1,168 +1,18 @@
 //! One container as the runtime holds it: its plan, its artifact, its phase and
-//! the shared cells (completion, logs, stats, stop control) that outlive a run.
+//! the shared cells (completion, logs, stats, stop control) that outlive a run;
+//! the scheduler sees it as a [`Job`].
 
-use crate::artifact::Artifact;
-use crate::config::WasmConfig;
-use crate::container::{ContainerId, ContainerState};
-use crate::error::{Error, Result};
-use crate::handle::{Completion, WaitHandle};
-use crate::logs::LogBuffer;
-use crate::outcome::Outcome;
-use crate::pool::Admission;
-use crate::spec::{parse_size, OutputSink, ServiceSpec, StdinSpec, StorageSpec};
-use crate::stats::StatsCell;
-use crate::task::Task;
+use super::link::Artifact;
+use super::logs::LogBuffer;
+use super::plan::RunPlan;
+use super::stats::StatsCell;
+use crate::scheduler::{Admission, Completion, CpuMark, Job, Task, WaitHandle};
+use crate::settings::{ContainerId, ContainerState, Outcome};
 use parking_lot::Mutex;
-use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::sync::{OnceLock, Weak};
-use std::time::{Duration, Instant};
-
-/// Everything a worker needs to run a container, resolved from its spec at create.
-pub(crate) struct RunPlan {
-    pub(crate) argv: Vec<String>,
-    pub(crate) env: Vec<(String, String)>,
-    pub(crate) workdir: Option<String>,
-    pub(crate) mounts: Vec<Mount>,
-    pub(crate) stdin: StdinSpec,
-    pub(crate) output: Option<OutputSink>,
-    pub(crate) network: bool,
-    pub(crate) max_fuel: Option<u64>,
-    pub(crate) memory_limit: Option<u64>,
-    pub(crate) trap_on_grow_failure: bool,
-    pub(crate) max_execution_time: Option<Duration>,
-    pub(crate) max_open_resources: usize,
-    pub(crate) invoke: Option<String>,
-    pub(crate) trap_unknown_imports: bool,
-}
-
-/// A directory the guest sees at `guest`.
-pub(crate) struct Mount {
-    pub(crate) host: PathBuf,
-    pub(crate) guest: String,
-    pub(crate) readonly: bool,
-}
-
-impl RunPlan {
-    /// Resolves `spec` against the runtime's defaults, refusing values it cannot use.
-    pub(crate) fn new(spec: &ServiceSpec, config: &WasmConfig) -> Result<Self> {
-        let wasm = spec.wasm.clone().unwrap_or_default();
-        let memory_limit = match &wasm.max_memory {
-            Some(text) => Some(parse_size(text).map_err(|_| Error::InvalidSpec {
-                field: "wasm.max_memory",
-                value: text.clone(),
-                reason: "expected a size such as 64Mi, 1G or 65536".into(),
-            })?),
-            None => None,
-        };
-        let max_execution_time = wasm.max_execution_time.unwrap_or(config.max_execution_time);
-        if let Some(cap) = wasm.max_open_resources {
-            if cap < 16 {
-                return Err(Error::InvalidSpec {
-                    field: "wasm.max_open_resources",
-                    value: cap.to_string(),
-                    reason: "a guest needs at least 16 (its stdio and preopens are resources too)"
-                        .into(),
-                });
-            }
-        }
-        if wasm.invoke.as_deref() == Some("") {
-            return Err(Error::InvalidSpec {
-                field: "wasm.invoke",
-                value: String::new(),
-                reason: "name an exported function".into(),
-            });
-        }
-        let mut argv = vec![spec.image.name.clone()];
-        argv.extend(spec.command.entrypoint.iter().flatten().cloned());
-        argv.extend(spec.command.args.iter().flatten().cloned());
-        let mut env: Vec<_> = spec
-            .env
-            .iter()
-            .map(|(k, v)| (k.clone(), v.clone()))
-            .collect();
-        env.sort();
-        let mounts = spec
-            .storage
-            .iter()
-            .map(|storage| resolve_mount(storage, config))
-            .collect::<Result<_>>()?;
-        Ok(RunPlan {
-            argv,
-            env,
-            workdir: spec.command.workdir.clone(),
-            mounts,
-            stdin: spec.stdin.clone(),
-            output: spec.output.clone(),
-            network: spec.network,
-            max_fuel: wasm.max_fuel.or(config.max_fuel),
-            memory_limit,
-            trap_on_grow_failure: wasm.trap_on_grow_failure,
-            max_execution_time: (max_execution_time != Duration::MAX).then_some(max_execution_time),
-            max_open_resources: wasm.max_open_resources.unwrap_or(config.max_open_resources),
-            invoke: wasm.invoke.clone(),
-            trap_unknown_imports: wasm.trap_unknown_imports,
-        })
-    }
-}
-
-fn resolve_mount(storage: &StorageSpec, config: &WasmConfig) -> Result<Mount> {
-    let (host, target, readonly) = match storage {
-        StorageSpec::Bind {
-            source,
-            target,
-            readonly,
-        } => {
-            if !source.is_dir() {
-                return Err(Error::InvalidSpec {
-                    field: "storage.source",
-                    value: source.display().to_string(),
-                    reason: "not a directory".into(),
-                });
-            }
-            (source.clone(), target, *readonly)
-        }
-        StorageSpec::Named {
-            name,
-            target,
-            readonly,
-        } => {
-            let valid = !name.is_empty()
-                && name != "."
-                && name != ".."
-                && name
-                    .chars()
-                    .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'));
-            if !valid {
-                return Err(Error::InvalidSpec {
-                    field: "storage.name",
-                    value: name.clone(),
-                    reason: "a volume name has only letters, digits, '-', '_' and '.'".into(),
-                });
-            }
-            let dir = config.cache_dir.join("volumes").join(name);
-            std::fs::create_dir_all(&dir).map_err(|e| Error::InvalidSpec {
-                field: "storage.name",
-                value: name.clone(),
-                reason: format!("cannot create '{}': {e}", dir.display()),
-            })?;
-            (dir, target, *readonly)
-        }
-    };
-    if target.is_empty() {
-        return Err(Error::InvalidSpec {
-            field: "storage.target",
-            value: target.clone(),
-            reason: "a mount needs a guest path".into(),
-        });
-    }
-    Ok(Mount {
-        host,
-        guest: target.clone(),
-        readonly,
-    })
-}
+use std::time::Instant;
 
 /// Where a container is in its life; the outcome itself lives in the completion.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -338,5 +188,43 @@ impl Instance {
             }
             Phase::Ended => {}
         }
+    }
+}
+
+impl Job for Instance {
+    fn name(&self) -> String {
+        format!("container '{}'", self.id)
+    }
+
+    fn has_ended(&self) -> bool {
+        Instance::has_ended(self)
+    }
+
+    fn is_ready(&self) -> bool {
+        self.artifact.is_compiled()
+    }
+
+    fn slice_begin(&self, mark: Option<CpuMark>) {
+        self.stats.slice_begin(mark);
+    }
+
+    fn slice_end(&self) -> Option<CpuMark> {
+        self.stats.slice_end()
+    }
+
+    fn yielded(&self, fuel: u64) {
+        self.stats.fuel.fetch_add(fuel, Ordering::Relaxed);
+    }
+
+    fn deadline(&self) -> Option<Instant> {
+        self.control.deadline()
+    }
+
+    fn finish(&self, outcome: Outcome) {
+        Instance::finish(self, outcome);
+    }
+
+    fn detach(&self) {
+        self.control.detach();
     }
 }

@@ -1,4 +1,4 @@
-//! The CPU-time clock of a worker thread, readable from any thread.
+//! The CPU-time clock of a poller thread, readable from any thread, and one reading of it.
 #![allow(unsafe_code)]
 
 use std::time::Duration;
@@ -31,5 +31,22 @@ impl ThreadClock {
             return Duration::ZERO;
         }
         Duration::new(ts.tv_sec as u64, ts.tv_nsec as u32)
+    }
+}
+
+/// A thread's CPU clock and one reading of it: where the next slice's CPU time starts.
+#[derive(Clone, Copy)]
+pub(crate) struct CpuMark {
+    pub(crate) clock: ThreadClock,
+    pub(crate) reading: Duration,
+}
+
+impl CpuMark {
+    /// The calling thread's clock, read now.
+    pub(crate) fn now() -> Option<Self> {
+        ThreadClock::current().map(|clock| CpuMark {
+            clock,
+            reading: clock.read(),
+        })
     }
 }

@@ -1,16 +1,14 @@
 //! The wasmtime engines: a pooling one sized from the worker pool, and an
 //! on-demand one for artifacts that do not fit the pool's slots.
 
-use crate::artifact::Linkers;
-use crate::config::WasmConfig;
+use crate::settings::WasmConfig;
 use wasmtime::{
     Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig, ResourcesRequired,
 };
 
-/// An engine and the WASI linkers built for it.
+/// An engine and its compatibility hash.
 pub(crate) struct EngineSet {
     pub(crate) engine: Engine,
-    pub(crate) linkers: Linkers,
     /// The engine's compatibility hash, computed once: it names cache files.
     pub(crate) compat: u64,
 }
@@ -18,13 +16,8 @@ pub(crate) struct EngineSet {
 impl EngineSet {
     fn new(config: &Config) -> wasmtime::Result<Self> {
         let engine = Engine::new(config)?;
-        let linkers = Linkers::new(&engine)?;
-        let compat = crate::disk_cache::compatibility(&engine);
-        Ok(EngineSet {
-            engine,
-            linkers,
-            compat,
-        })
+        let compat = super::disk_cache::compatibility(&engine);
+        Ok(EngineSet { engine, compat })
     }
 }
 
@@ -43,14 +36,6 @@ pub(crate) struct Engines {
 }
 
 impl Engines {
-    /// The set an artifact compiled for `engine` belongs to.
-    pub(crate) fn set_of(&self, engine: &Engine) -> &EngineSet {
-        match &self.pooled {
-            Some(pooled) if Engine::same(&pooled.engine, engine) => pooled,
-            _ => &self.on_demand,
-        }
-    }
-
     pub(crate) fn new(config: &WasmConfig) -> wasmtime::Result<Self> {
         let on_demand = EngineSet::new(&base_config())?;
         let pooled = if config.pooling {

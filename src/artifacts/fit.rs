@@ -1,0 +1,88 @@
+//! Fitting native code to the runtime's engines: the pooled engine when the
+//! artifact fits a pooling slot, else the on-demand one.
+
+use super::disk_cache::DiskCache;
+use super::engine::{misfit, EngineSet, Engines};
+use super::native::{compile_native, native_code, Native};
+use super::{Artifact, Code, Compiled};
+use wasmtime::Precompiled;
+
+/// Compiles (or loads from `disk`) an artifact for the pooled engine, or for
+/// the on-demand engine when it does not fit a pooling slot.
+pub(crate) fn compile<P>(
+    engines: &Engines,
+    disk: Option<&DiskCache>,
+    artifact: &Artifact<P>,
+) -> Result<Compiled<P>, String> {
+    compile_with(engines.pooled.as_ref(), &engines.on_demand, disk, artifact)
+}
+
+/// Tries each engine in turn; native code is compiled once for all engines of
+/// one compatibility hash (the pooled and on-demand engines share theirs), so
+/// an artifact that does not fit a pooling slot is not compiled twice.
+pub(crate) fn compile_with<P>(
+    pooled: Option<&EngineSet>,
+    on_demand: &EngineSet,
+    disk: Option<&DiskCache>,
+    artifact: &Artifact<P>,
+) -> Result<Compiled<P>, String> {
+    let mut native: Option<(u64, Native)> = None;
+    for set in pooled.into_iter().chain([on_demand]) {
+        let is_last = std::ptr::eq(set, on_demand);
+        if native.as_ref().map(|(compat, _)| *compat) != Some(set.compat) {
+            native = Some((set.compat, native_code(set, disk, artifact)?));
+        }
+        let Some((_, code)) = &native else { continue };
+        // A cached artifact known not to fit a slot skips the pooled engine.
+        if let (false, Some(disk), Native::File(path, _)) = (is_last, disk, code) {
+            if disk.known_misfit(path) {
+                continue;
+            }
+        }
+        let why = match fit(code, set, disk, is_last) {
+            Ok(compiled) => return Ok(compiled),
+            Err(why) => why,
+        };
+        if !is_last {
+            log::info!("artifact does not fit a pooling slot ({why}): allocating it on demand");
+            if let (Some(disk), Native::File(path, _)) = (disk, code) {
+                disk.record_misfit(path);
+            }
+            continue;
+        }
+        // No engine loads the cached file: it is stale or damaged; compile afresh.
+        let (Some(disk), Native::File(path, _)) = (disk, code) else {
+            return Err(why);
+        };
+        disk.discard(path, &why);
+        let fresh = compile_native(set, None, artifact)?;
+        return fit(&fresh, set, Some(disk), true);
+    }
+    Err("no engine".into())
+}
+
+/// The artifact's native code loaded into `set`'s engine; unless `last`,
+/// refused when it does not fit the engine's pooling slots.
+fn fit<P>(
+    code: &Native,
+    set: &EngineSet,
+    disk: Option<&DiskCache>,
+    last: bool,
+) -> Result<Compiled<P>, String> {
+    match code.kind() {
+        Precompiled::Component => {
+            let component = code.component(set, disk)?;
+            match misfit(component.resources_required(), true) {
+                Some(why) if !last => Err(why),
+                _ => Ok(Compiled::new(Code::Component(component))),
+            }
+        }
+        Precompiled::Module => {
+            let module = code.module(set, disk)?;
+            match misfit(Some(module.resources_required()), false) {
+                Some(why) if !last => Err(why),
+                _ => Ok(Compiled::new(Code::Module(module))),
+            }
+        }
+    }
+}

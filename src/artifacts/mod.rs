@@ -1,0 +1,223 @@
+//! Artifacts: an image's bytes, known by their SHA-256, and their compiled
+//! form. The compile path goes down once, a file per step:
+//!
+//! 1. identity: [`images`] (an image file known by its identity, unread when
+//!    unchanged) and [`ArtifactCache`] (one artifact per content digest);
+//! 2. native code: [`native`] (the compiled cache's file, else compiled now
+//!    and saved there — [`disk_cache`]);
+//! 3. engines: [`fit`] (the pooled engine if the code fits a slot, else the
+//!    on-demand one — [`engine`]).
+//!
+//! What comes after — linking against WASI and picking the entry point — is
+//! the guest's: an artifact carries it in [`Compiled::prepared`], a slot of
+//! whatever type the guest prepares, filled once per compiled form.
+
+pub(crate) mod detect;
+pub(crate) mod disk_cache;
+pub(crate) mod engine;
+pub(crate) mod fit;
+pub(crate) mod images;
+pub(crate) mod native;
+
+pub use detect::{detect_wasm_version_from_binary, WasiVersion};
+
+pub(crate) use disk_cache::DiskCache;
+pub(crate) use engine::Engines;
+pub(crate) use images::{image_path, ImageFiles};
+pub(crate) use native::is_component;
+
+use fit::{compile, compile_with};
+use parking_lot::Mutex;
+use std::collections::HashMap;
+use std::sync::{Arc, OnceLock};
+use wasmtime::component::Component;
+use wasmtime::{Engine, Module};
+
+/// The SHA-256 of an image's bytes: its identity here and in the compiled cache.
+pub(crate) type Digest = [u8; 32];
+
+/// The SHA-256 of `bytes`.
+pub(crate) fn digest_of(bytes: &[u8]) -> Digest {
+    use sha2::Digest as _;
+    sha2::Sha256::digest(bytes).into()
+}
+
+/// One image (by content) and, once a worker needed it, its compiled form;
+/// `P` is what the guest prepares from compiled code (see [`Compiled::prepared`]).
+pub(crate) struct Artifact<P> {
+    digest: Digest,
+    source: Source,
+    /// Compiled for the pooled engine when it fits a slot, else on demand.
+    compiled: OnceLock<Result<Compiled<P>, String>>,
+    /// Compiled for the on-demand engine, for a run that finds every pooled slot taken.
+    on_demand: OnceLock<Result<Compiled<P>, String>>,
+}
+
+/// Native code loaded into one engine, and what the guest prepared from it.
+pub(crate) struct Compiled<P> {
+    pub(crate) code: Code,
+    /// Filled once by the guest: the linking and entry point of this code.
+    pub(crate) prepared: OnceLock<P>,
+}
+
+/// A compiled module or component.
+pub(crate) enum Code {
+    Module(Module),
+    Component(Component),
+}
+
+impl<P> Compiled<P> {
+    fn new(code: Code) -> Self {
+        Compiled {
+            code,
+            prepared: OnceLock::new(),
+        }
+    }
+
+    /// The engine the code was compiled for; its stores must use it.
+    pub(crate) fn engine(&self) -> &Engine {
+        match &self.code {
+            Code::Module(module) => module.engine(),
+            Code::Component(component) => component.engine(),
+        }
+    }
+}
+
+/// Where an artifact's bytes are: in memory, or in an image file whose content
+/// digest is known (read only if the compiled cache lacks its native code).
+enum Source {
+    Bytes(Arc<[u8]>),
+    File {
+        path: std::path::PathBuf,
+        read: Mutex<Option<Arc<[u8]>>>,
+    },
+}
+
+impl<P> Artifact<P> {
+    /// The compiled form, compiling on first use; the error says why it cannot run.
+    pub(crate) fn compiled(
+        &self,
+        engines: &Engines,
+        disk: Option<&DiskCache>,
+    ) -> Result<&Compiled<P>, String> {
+        self.compiled
+            .get_or_init(|| compile(engines, disk, self))
+            .as_ref()
+            .map_err(Clone::clone)
+    }
+
+    /// The image's bytes, read from its file on first need (and checked
+    /// against the digest it was known by).
+    pub(crate) fn bytes(&self) -> Result<Arc<[u8]>, String> {
+        match &self.source {
+            Source::Bytes(bytes) => Ok(bytes.clone()),
+            Source::File { path, read } => {
+                let mut read = read.lock();
+                if let Some(bytes) = &*read {
+                    return Ok(bytes.clone());
+                }
+                let bytes: Arc<[u8]> = std::fs::read(path)
+                    .map_err(|e| format!("cannot read image '{}': {e}", path.display()))?
+                    .into();
+                if digest_of(&bytes) != self.digest {
+                    return Err(format!(
+                        "image '{}' changed while it was being used; create the container again",
+                        path.display()
+                    ));
+                }
+                *read = Some(bytes.clone());
+                Ok(bytes)
+            }
+        }
+    }
+
+    /// Whether the artifact was compiled (or found uncompilable) already.
+    pub(crate) fn is_compiled(&self) -> bool {
+        self.compiled.get().is_some()
+    }
+
+    /// The form compiled for the on-demand engine, compiling on first use.
+    pub(crate) fn compiled_on_demand(
+        &self,
+        engines: &Engines,
+        disk: Option<&DiskCache>,
+    ) -> Result<&Compiled<P>, String> {
+        self.on_demand
+            .get_or_init(|| compile_with(None, &engines.on_demand, disk, self))
+            .as_ref()
+            .map_err(Clone::clone)
+    }
+}
+
+/// Every artifact this runtime knows, by content: equal bytes share one compilation.
+pub(crate) struct ArtifactCache<P> {
+    entries: Mutex<HashMap<Digest, Arc<Artifact<P>>>>,
+    /// How many artifacts no container uses are kept.
+    keep_unused: usize,
+}
+
+impl<P> ArtifactCache<P> {
+    pub(crate) fn new(keep_unused: usize) -> Self {
+        ArtifactCache {
+            entries: Mutex::new(HashMap::new()),
+            keep_unused,
+        }
+    }
+
+    /// The artifact with exactly these bytes, added if new.
+    pub(crate) fn intern(&self, bytes: &[u8]) -> Arc<Artifact<P>> {
+        self.intern_digested(digest_of(bytes), bytes)
+    }
+
+    /// As [`ArtifactCache::intern`], for bytes whose digest is known.
+    pub(crate) fn intern_digested(&self, digest: Digest, bytes: &[u8]) -> Arc<Artifact<P>> {
+        let artifact = self.intern_with(digest, || Source::Bytes(bytes.into()));
+        // Known by its file until now: keep these bytes, the file may change.
+        if let Source::File { read, .. } = &artifact.source {
+            read.lock().get_or_insert_with(|| bytes.into());
+        }
+        artifact
+    }
+
+    /// The artifact whose bytes have `digest`, known to be in the image file
+    /// at `path`: its bytes are read only if its native code must be compiled.
+    pub(crate) fn intern_file(&self, digest: Digest, path: &std::path::Path) -> Arc<Artifact<P>> {
+        self.intern_with(digest, || Source::File {
+            path: path.to_path_buf(),
+            read: Mutex::new(None),
+        })
+    }
+
+    fn intern_with(&self, digest: Digest, source: impl FnOnce() -> Source) -> Arc<Artifact<P>> {
+        let mut entries = self.entries.lock();
+        if let Some(found) = entries.get(&digest) {
+            return found.clone();
+        }
+        let artifact = Arc::new(Artifact {
+            digest,
+            source: source(),
+            compiled: OnceLock::new(),
+            on_demand: OnceLock::new(),
+        });
+        entries.insert(digest, artifact.clone());
+        self.evict_unused(&mut entries);
+        artifact
+    }
+
+    /// Drops artifacts only the cache holds, once there are more than `keep_unused`.
+    fn evict_unused(&self, entries: &mut HashMap<Digest, Arc<Artifact<P>>>) {
+        let unused = entries
+            .values()
+            .filter(|a| Arc::strong_count(a) == 1)
+            .count();
+        let mut excess = unused.saturating_sub(self.keep_unused);
+        if excess == 0 {
+            return;
+        }
+        entries.retain(|_, a| {
+            let evict = excess > 0 && Arc::strong_count(a) == 1;
+            excess -= usize::from(evict);
+            !evict
+        });
+    }
+}

@@ -1,0 +1,130 @@
+//! Entry points: what a run calls in an instance. Modules follow `wasmtime
+//! run` (`_initialize` first, then `""`, `_start` or `main`, or the export
+//! named by `invoke`); command components export `wasi:cli/run@0.2.x#run`.
+
+use crate::artifacts::Code;
+use wasmtime::component::{Component, ComponentExportIndex};
+use wasmtime::{Engine, ExternType, Module};
+
+/// What to call in an instance.
+pub(crate) enum Entry {
+    /// A core module: `_initialize` first when exported, then the default export.
+    Module {
+        initialize: bool,
+        default: Result<ModuleEntry, String>,
+    },
+    /// A command component's `wasi:cli/run#run`.
+    Component {
+        run: ComponentExportIndex,
+        /// The export's name, such as `wasi:cli/run@0.2.3`.
+        name: String,
+    },
+}
+
+impl Entry {
+    /// The entry conventions of `code`; an error when a component has no entry at all.
+    pub(crate) fn of(code: &Code) -> Result<Entry, String> {
+        match code {
+            Code::Module(module) => Ok(Entry::Module {
+                initialize: matches!(
+                    module.get_export("_initialize"),
+                    Some(ExternType::Func(ty)) if ty.params().len() == 0 && ty.results().len() == 0
+                ),
+                default: ModuleEntry::default_of(module),
+            }),
+            Code::Component(component) => {
+                let (run, name) = find_run_export(component.engine(), component)?;
+                Ok(Entry::Component { run, name })
+            }
+        }
+    }
+
+    /// What a run with default settings calls, if anything.
+    pub(crate) fn describe(&self) -> Option<String> {
+        match self {
+            Entry::Module {
+                initialize,
+                default,
+            } => {
+                let default = default.as_ref().ok().map(|e| format!("{:?}", e.name));
+                match (initialize, default) {
+                    (true, Some(name)) => Some(format!("_initialize, then {name}")),
+                    (true, None) => Some("_initialize".into()),
+                    (false, name) => name,
+                }
+            }
+            Entry::Component { name, .. } => Some(format!("{name}#run")),
+        }
+    }
+}
+
+/// An exported function of a core module to call as the entry point.
+#[derive(Debug, Clone)]
+pub(crate) struct ModuleEntry {
+    pub(crate) name: String,
+    /// `[] -> [i32]`: the result is the exit code; otherwise `[] -> []`.
+    pub(crate) returns_code: bool,
+}
+
+impl ModuleEntry {
+    /// The export `name` if it is a function callable without arguments.
+    pub(crate) fn find(module: &Module, name: &str) -> Result<Self, String> {
+        let Some(ExternType::Func(ty)) = module.get_export(name) else {
+            return Err(format!(
+                "entry point not found: the module exports no function '{name}'"
+            ));
+        };
+        let results: Vec<_> = ty.results().collect();
+        let returns_code = match (ty.params().len(), results.as_slice()) {
+            (0, []) => false,
+            (0, [wasmtime::ValType::I32]) => true,
+            _ => {
+                return Err(format!(
+                    "cannot call '{name}' as the entry point: its type is {ty}, expected [] -> [] or [] -> [i32]"
+                ))
+            }
+        };
+        Ok(ModuleEntry {
+            name: name.to_string(),
+            returns_code,
+        })
+    }
+
+    /// `wasmtime run`'s default export (`""`, else `_start`), else `main`.
+    fn default_of(module: &Module) -> Result<Self, String> {
+        for name in ["", "_start", "main"] {
+            if module.get_export(name).is_some() {
+                return Self::find(module, name);
+            }
+        }
+        let reactor = if module.get_export("_initialize").is_some() {
+            " (it exports `_initialize`: a reactor; name the export to call with invoke)"
+        } else {
+            ""
+        };
+        Err(format!(
+            "entry point not found: the module exports none of `\"\"`, `_start` or `main`{reactor}"
+        ))
+    }
+}
+
+/// The component's `wasi:cli/run@0.2.x#run` and the interface's name.
+fn find_run_export(
+    engine: &Engine,
+    component: &Component,
+) -> Result<(ComponentExportIndex, String), String> {
+    let name = component
+        .component_type()
+        .exports(engine)
+        .map(|(name, _)| name)
+        .find(|name| name.starts_with("wasi:cli/run@0.2."))
+        .map(str::to_owned)
+        .ok_or("entry point not found: the component exports no `wasi:cli/run@0.2.x` (not a command component)")?;
+    let instance = component
+        .get_export_index(None, &name)
+        .ok_or_else(|| format!("entry point not found: `{name}`"))?;
+    let run = component
+        .get_export_index(Some(&instance), "run")
+        .ok_or_else(|| format!("entry point not found: `{name}` has no `run`"))?;
+    Ok((run, name))
+}

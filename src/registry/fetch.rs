@@ -1,0 +1,208 @@
+//! One pull of one reference: resolve it, choose the WebAssembly layer,
+//! stream it into a private temporary file (counted, hashed, bounded), verify
+//! it, and rename it into the cache.
+
+use super::media::{wasm_layer, wasm_platform_entry};
+use super::store::record_digest;
+use super::transport::{describe, describe_io, mismatch};
+use super::PulledImage;
+use futures_util::StreamExt;
+use oci_client::manifest::{OciDescriptor, OciManifest};
+use oci_client::secrets::RegistryAuth as OciAuth;
+use oci_client::{Client, Reference};
+use sha2::Digest as _;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
+/// One pull of one reference, run on wasmtime-wasi's tokio runtime.
+pub(super) struct Fetch {
+    pub(super) client: Client,
+    pub(super) reference: Reference,
+    pub(super) auth: OciAuth,
+    pub(super) path: PathBuf,
+    /// The digest of the copy in the cache, if any: `Always` downloads only when it changed.
+    pub(super) known: Option<String>,
+    /// `max_artifact_size`.
+    pub(super) limit: u64,
+    /// Set when the caller gave up (`registry_pull_timeout`): nothing more is written.
+    pub(super) cancel: Arc<AtomicBool>,
+}
+
+impl Fetch {
+    pub(super) async fn run(self) -> std::result::Result<PulledImage, String> {
+        let registry = self.reference.resolve_registry();
+        let client = &self.client;
+        let reference = &self.reference;
+        if let Some(known) = &self.known {
+            let current = client
+                .fetch_manifest_digest(reference, &self.auth)
+                .await
+                .map_err(|e| describe(&e, registry))?;
+            if &current == known {
+                log::debug!("{reference}: unchanged at {current}");
+                return Ok(self.unchanged(current));
+            }
+        }
+        let (manifest, digest) = client
+            .pull_manifest(reference, &self.auth)
+            .await
+            .map_err(|e| describe(&e, registry))?;
+        let manifest = match manifest {
+            OciManifest::Image(manifest) => manifest,
+            OciManifest::ImageIndex(index) => {
+                let entry = wasm_platform_entry(&index)?;
+                let by_digest = reference.clone_with_digest(entry);
+                match client.pull_manifest(&by_digest, &self.auth).await {
+                    Ok((OciManifest::Image(manifest), _)) => manifest,
+                    Ok((OciManifest::ImageIndex(_), _)) => {
+                        return Err("the index's wasi/wasm entry is another index".into())
+                    }
+                    Err(e) => return Err(describe(&e, registry)),
+                }
+            }
+        };
+        if self.known.as_ref() == Some(&digest) {
+            return Ok(self.unchanged(digest));
+        }
+        let layer = wasm_layer(&manifest)?;
+        let size = u64::try_from(layer.size).unwrap_or(0);
+        let limit = self.limit;
+        if size > limit {
+            return Err(too_large(size, limit));
+        }
+        let file = self.download(client, layer, limit).await?;
+        self.check_cancel()?;
+        file.persist(&self.path)
+            .map_err(|e| format!("cannot write '{}': {}", self.path.display(), e.error))?;
+        record_digest(&self.path, &digest)?;
+        log::info!("pulled {reference} ({digest}, {size} bytes)");
+        Ok(PulledImage {
+            path: self.path.to_path_buf(),
+            digest: Some(digest),
+            downloaded: true,
+        })
+    }
+
+    fn check_cancel(&self) -> std::result::Result<(), String> {
+        if self.cancel.load(Ordering::Acquire) {
+            return Err("cancelled: the caller's registry_pull_timeout passed".into());
+        }
+        Ok(())
+    }
+
+    fn unchanged(&self, digest: String) -> PulledImage {
+        PulledImage {
+            path: self.path.to_path_buf(),
+            digest: Some(digest),
+            downloaded: false,
+        }
+    }
+
+    /// Streams the layer into a private temporary file beside the cache file,
+    /// refusing it past `limit` bytes or when its digest differs from the manifest's.
+    async fn download(
+        &self,
+        client: &Client,
+        layer: &OciDescriptor,
+        limit: u64,
+    ) -> std::result::Result<tempfile::NamedTempFile, String> {
+        let registry = self.reference.resolve_registry();
+        let folder = self.path.parent().unwrap_or(Path::new("."));
+        let mut file = tempfile::Builder::new()
+            .prefix(".pulling-")
+            .suffix(".wasm")
+            .tempfile_in(folder)
+            .map_err(|e| format!("cannot write in '{}': {e}", folder.display()))?;
+        let mut hasher = LayerHasher::new(&layer.digest)?;
+        let mut stream = client
+            .pull_blob_stream(&self.reference, layer)
+            .await
+            .map_err(|e| describe(&e, registry))?;
+        if let Some(length) = stream.content_length {
+            if length > limit {
+                return Err(too_large(length, limit));
+            }
+        }
+        let declared = u64::try_from(layer.size).unwrap_or(0);
+        let mut written: u64 = 0;
+        let mut magic = Vec::with_capacity(4);
+        while let Some(chunk) = stream.next().await {
+            self.check_cancel()?;
+            let chunk = chunk.map_err(|e| describe_io(&e, &layer.digest))?;
+            written += chunk.len() as u64;
+            if written > limit {
+                return Err(too_large(written, limit));
+            }
+            if written > declared {
+                return Err(format!(
+                    "layer {} is larger than the {declared} bytes its manifest declares",
+                    layer.digest
+                ));
+            }
+            if magic.len() < 4 {
+                let take = (4 - magic.len()).min(chunk.len());
+                magic.extend_from_slice(&chunk[..take]);
+            }
+            hasher.update(&chunk);
+            file.write_all(&chunk)
+                .map_err(|e| format!("cannot write in '{}': {e}", folder.display()))?;
+        }
+        let actual = hasher.finish();
+        if actual != layer.digest {
+            return Err(mismatch(&layer.digest, &actual));
+        }
+        if written != declared {
+            return Err(format!(
+                "layer {} has {written} bytes, its manifest declares {declared}",
+                layer.digest
+            ));
+        }
+        if magic != b"\0asm" {
+            return Err(format!(
+                "layer {} ({}) is not WebAssembly: it does not start with \\0asm",
+                layer.digest, layer.media_type
+            ));
+        }
+        file.as_file()
+            .sync_all()
+            .map_err(|e| format!("cannot write in '{}': {e}", folder.display()))?;
+        Ok(file)
+    }
+}
+
+/// SHA-256 or SHA-512 of a layer as it streams in.
+enum LayerHasher {
+    Sha256(sha2::Sha256),
+    Sha512(sha2::Sha512),
+}
+
+impl LayerHasher {
+    fn new(digest: &str) -> std::result::Result<Self, String> {
+        match digest.split_once(':') {
+            Some(("sha256", _)) => Ok(LayerHasher::Sha256(sha2::Sha256::new())),
+            Some(("sha512", _)) => Ok(LayerHasher::Sha512(sha2::Sha512::new())),
+            _ => Err(format!("unsupported digest algorithm in '{digest}'")),
+        }
+    }
+
+    fn update(&mut self, bytes: &[u8]) {
+        match self {
+            LayerHasher::Sha256(h) => h.update(bytes),
+            LayerHasher::Sha512(h) => h.update(bytes),
+        }
+    }
+
+    fn finish(self) -> String {
+        let hex = |bytes: &[u8]| bytes.iter().map(|b| format!("{b:02x}")).collect::<String>();
+        match self {
+            LayerHasher::Sha256(h) => format!("sha256:{}", hex(&h.finalize())),
+            LayerHasher::Sha512(h) => format!("sha512:{}", hex(&h.finalize())),
+        }
+    }
+}
+
+fn too_large(size: u64, limit: u64) -> String {
+    format!("too large: the artifact has {size} bytes, the limit (max_artifact_size) is {limit}")
+}

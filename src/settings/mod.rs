@@ -1,0 +1,20 @@
+//! What callers say and hear: the runtime's settings, a container's spec, its
+//! id, state and stats, how it ended, and the error type. Every other
+//! subsystem reads these; they import nothing of the crate's.
+
+pub(crate) mod config;
+pub(crate) mod container;
+pub(crate) mod error;
+pub(crate) mod outcome;
+pub(crate) mod spec;
+
+pub use config::{RegistryAuth, WasmConfig};
+pub use container::{ContainerId, ContainerState, ContainerStats};
+pub use error::{Error, Result};
+pub use outcome::Outcome;
+pub use spec::{
+    parse_size, CommandSpec, ImageSpec, LogStream, OutputSink, PullPolicy, ServiceSpec, StdinSpec,
+    StorageSpec, WasmSpec,
+};
+
+pub(crate) use config::current_user;
