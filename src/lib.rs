@@ -62,6 +62,7 @@ mod inspect;
 mod registry;
 mod runtime;
 mod scheduler;
+mod serve;
 mod settings;
 
 pub use artifacts::{detect_wasm_version_from_binary, WasiVersion};
@@ -70,10 +71,11 @@ pub use inspect::{inspect, Inspection};
 pub use registry::PulledImage;
 pub use runtime::{Runtime, WasmRuntime};
 pub use scheduler::WaitHandle;
+pub use serve::ResponseBody;
 pub use settings::{
-    parse_size, CommandSpec, ContainerId, ContainerState, ContainerStats, Error, ImageSpec,
-    LogStream, Outcome, OutputSink, PullPolicy, RegistryAuth, Result, ServiceSpec, StdinSpec,
-    StorageSpec, WasmConfig, WasmSpec,
+    parse_size, CommandSpec, ContainerId, ContainerState, ContainerStats, EndpointSpec, Error,
+    HttpStats, ImageSpec, LogStream, Outcome, OutputSink, Protocol, PullPolicy, RegistryAuth,
+    Result, ServiceSpec, StdinSpec, StorageSpec, WasmConfig, WasmSpec,
 };
 
 #[allow(dead_code)]

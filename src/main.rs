@@ -10,8 +10,8 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use wasmpool::{
-    ContainerId, ImageSpec, LogStream, Outcome, OutputSink, PullPolicy, ServiceSpec, StdinSpec,
-    StorageSpec, WasmConfig, WasmRuntime, WasmSpec,
+    ContainerId, EndpointSpec, ImageSpec, LogStream, Outcome, OutputSink, PullPolicy, ServiceSpec,
+    StdinSpec, StorageSpec, WasmConfig, WasmRuntime, WasmSpec,
 };
 
 /// Exit code when wasmpool itself fails (a missing file, a bad option value).
@@ -44,6 +44,9 @@ struct Cli {
 enum Command {
     /// Run one workload, streaming its output, and exit with its exit code
     Run(RunArgs),
+    /// Serve a wasi:http component (exporting wasi:http/incoming-handler) over
+    /// HTTP, a fresh instance per request, until Ctrl-C
+    Serve(ServeArgs),
     /// Run many instances of a workload through the pool and report throughput and latency
     Bench(BenchArgs),
     /// Say what a file is, what it imports and exports, and why it would not run
@@ -152,6 +155,19 @@ struct RunArgs {
 }
 
 #[derive(Args)]
+struct ServeArgs {
+    /// The address to listen on
+    #[arg(long, value_name = "HOST:PORT", default_value = "0.0.0.0:8080")]
+    addr: std::net::SocketAddr,
+    /// The most requests handled at once; past it (and a short wait) requests get 503
+    #[arg(long, value_name = "N")]
+    max_in_flight: Option<usize>,
+    /// Options as for `run`; --timeout is each request's deadline (default 30s)
+    #[command(flatten)]
+    run: RunArgs,
+}
+
+#[derive(Args)]
 struct BenchArgs {
     /// A .wasm module or component, or a .wat file
     file: PathBuf,
@@ -177,6 +193,7 @@ fn main() -> ExitCode {
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or(filter)).init();
     let result = match cli.command {
         Command::Run(args) => run(args),
+        Command::Serve(args) => serve(args),
         Command::Bench(args) => bench(args),
         Command::Inspect { file } => inspect(&file),
         Command::Pull {
@@ -309,7 +326,14 @@ fn pull(image: &str, always: bool, registry: &RegistryArgs) -> Result<ExitCode> 
     Ok(ExitCode::SUCCESS)
 }
 
-fn run(args: RunArgs) -> Result<ExitCode> {
+/// The container `run` and `serve` make of their arguments: a file (WAT text
+/// is compiled here, a binary is read by the runtime) or an image reference.
+fn create(
+    args: RunArgs,
+    endpoints: Vec<EndpointSpec>,
+    config: WasmConfig,
+) -> Result<(Arc<WasmRuntime>, ContainerId)> {
+    let serving = !endpoints.is_empty();
     let mut command = args.command.into_iter();
     let target = command.next().unwrap_or_default();
     // `wasmpool run FILE -- ARGS` (the older form) still works: that `--` is ours.
@@ -343,13 +367,17 @@ fn run(args: RunArgs) -> Result<ExitCode> {
         wasm: Some(WasmSpec {
             max_fuel: args.fuel,
             max_memory: args.max_memory,
-            max_execution_time: Some(args.timeout.unwrap_or(Duration::MAX)),
+            max_execution_time: Some(match serving {
+                true => Duration::MAX,
+                false => args.timeout.unwrap_or(Duration::MAX),
+            }),
+            request_timeout: args.timeout.filter(|_| serving),
             trap_on_grow_failure: false,
             max_open_resources: args.max_open_resources,
             invoke: args.invoke,
             trap_unknown_imports: args.trap_unknown_imports,
         }),
-        stdin: if std::io::stdin().is_terminal() {
+        stdin: if serving || std::io::stdin().is_terminal() {
             StdinSpec::Empty
         } else {
             StdinSpec::Inherit
@@ -365,11 +393,11 @@ fn run(args: RunArgs) -> Result<ExitCode> {
             };
         })),
         network: args.network,
+        endpoints,
     };
     let runtime = Arc::new(WasmRuntime::new(WasmConfig {
-        workers: 1,
-        log_limit_bytes: 64 * 1024,
-        ..args.registry.config()
+        insecure_registries: args.registry.insecure.clone(),
+        ..config
     })?);
     let id = ContainerId::new(guest_name(&file), 1);
     match &workload {
@@ -385,6 +413,19 @@ fn run(args: RunArgs) -> Result<ExitCode> {
             wasmpool::Runtime::create_container(&*runtime, &id, &spec)?;
         }
     }
+    Ok((runtime, id))
+}
+
+fn run(args: RunArgs) -> Result<ExitCode> {
+    let (runtime, id) = create(
+        args,
+        Vec::new(),
+        WasmConfig {
+            workers: 1,
+            log_limit_bytes: 64 * 1024,
+            ..Default::default()
+        },
+    )?;
     let interrupted = Arc::new(AtomicBool::new(false));
     {
         let (runtime, id, interrupted) = (runtime.clone(), id.clone(), interrupted.clone());
@@ -406,6 +447,41 @@ fn run(args: RunArgs) -> Result<ExitCode> {
     }
     // A shell sees the low byte of the status: `exit(-1)` is 255, `exit(256)` is 0.
     Ok(ExitCode::from(outcome.exit_code() as u8))
+}
+
+fn serve(args: ServeArgs) -> Result<ExitCode> {
+    let endpoint = EndpointSpec {
+        host: Some(args.addr.ip()),
+        ..EndpointSpec::http(args.addr.port())
+    };
+    let defaults = WasmConfig::default();
+    let (runtime, id) = create(
+        args.run,
+        vec![endpoint],
+        WasmConfig {
+            log_limit_bytes: 64 * 1024,
+            http_max_in_flight: args.max_in_flight.unwrap_or(defaults.http_max_in_flight),
+            ..defaults
+        },
+    )?;
+    let handle = runtime.start(&id)?;
+    let address = runtime.service_address(&id)?;
+    eprintln!("Serving HTTP on http://{address}/");
+    {
+        let (runtime, id) = (runtime.clone(), id.clone());
+        ctrlc::set_handler(move || {
+            eprintln!("wasmpool: stopping: finishing requests in flight");
+            let timeout = runtime.config().stop_timeout;
+            let _ = wasmpool::Runtime::stop_container(&*runtime, &id, timeout);
+        })
+        .context("cannot install the Ctrl-C handler")?;
+    }
+    let outcome = handle.wait();
+    if outcome != Outcome::Stopped {
+        eprintln!("wasmpool: {outcome}");
+        return Ok(ExitCode::from(outcome.exit_code() as u8));
+    }
+    Ok(ExitCode::SUCCESS)
 }
 
 fn bench(args: BenchArgs) -> Result<ExitCode> {

@@ -1,11 +1,13 @@
 //! The public facade: `WasmRuntime`, the container registry, and the `Runtime` trait.
 
 use crate::artifacts::{image_path, ArtifactCache, DiskCache, Engines, ImageFiles};
+use crate::guest::instance::Serving;
 use crate::guest::{
     self, Artifact, Instance, Linking, LogEntry, LogFollower, Phase, Prepared, RunPlan, Shared,
 };
 use crate::registry::{PulledImage, Puller};
 use crate::scheduler::{self, Admission, RunQueue, Task, Timers, WaitHandle};
+use crate::serve::{ResponseBody, Service};
 use crate::settings::{
     ContainerId, ContainerState, ContainerStats, Error, Outcome, PullPolicy, Result, ServiceSpec,
     WasmConfig,
@@ -13,6 +15,7 @@ use crate::settings::{
 use crossbeam_channel::{Receiver, RecvTimeoutError};
 use parking_lot::{Mutex, RwLock};
 use std::collections::HashMap;
+use std::net::SocketAddr;
 use std::path::Path;
 use std::sync::Arc;
 use std::thread::JoinHandle;
@@ -87,6 +90,8 @@ pub struct WasmRuntime {
     puller: Puller,
     /// Removed containers that had not ended when `remove_container` gave up waiting.
     lingering: Mutex<Vec<Arc<Instance>>>,
+    /// The servers of served containers.
+    services: RwLock<HashMap<ContainerId, Arc<Service>>>,
     queue: Arc<RunQueue>,
     admission: Arc<Admission>,
     timers: Arc<Timers>,
@@ -131,6 +136,7 @@ impl WasmRuntime {
             images: ImageFiles::new(shared.config.artifact_cache_size),
             puller: Puller::new(&shared.config),
             lingering: Mutex::new(Vec::new()),
+            services: RwLock::new(HashMap::new()),
             queue: queue.clone(),
             admission,
             timers: timers.clone(),
@@ -219,6 +225,11 @@ impl WasmRuntime {
     }
 
     /// Queues a created container and returns a handle on its end.
+    ///
+    /// A container whose spec has an HTTP endpoint is a service: its component
+    /// must export `wasi:http/incoming-handler@0.2.x`; this compiles it, binds
+    /// the endpoint and serves it — a fresh instance per request — until it is
+    /// stopped. Errors say why it cannot serve (such as an address in use).
     pub fn start(&self, id: &ContainerId) -> Result<WaitHandle> {
         let instance = self.get(id)?;
         if let Err(refused) = instance.enqueue() {
@@ -229,6 +240,9 @@ impl WasmRuntime {
                     limit: self.admission.limit(),
                 },
             });
+        }
+        if !instance.plan.endpoints.is_empty() {
+            return self.serve(&instance);
         }
         let future = guest::run::future(self.shared.clone(), instance.clone());
         let task = Arc::new(Task::new(
@@ -241,6 +255,72 @@ impl WasmRuntime {
         instance.control.attach(&task);
         task.schedule_start();
         Ok(instance.wait_handle())
+    }
+
+    /// Starts serving an admitted container.
+    fn serve(&self, instance: &Arc<Instance>) -> Result<WaitHandle> {
+        let service = match Service::start(instance, &self.shared, &self.queue, &self.timers) {
+            Ok(service) => service,
+            Err(error) => {
+                let reason = match &error {
+                    Error::Failed { reason, .. } => reason.clone(),
+                    other => other.to_string(),
+                };
+                instance.finish(Outcome::Failed(reason));
+                return Err(error);
+            }
+        };
+        let serving: Arc<dyn Serving> = service.clone();
+        let _ = instance.serving.set(Arc::downgrade(&serving));
+        self.services
+            .write()
+            .insert(instance.id.clone(), service.clone());
+        if !instance.begin_running() {
+            // Stopped while it compiled: stop what was started.
+            service.stop(Duration::ZERO);
+        } else {
+            instance.stats.begin(false);
+        }
+        Ok(instance.wait_handle())
+    }
+
+    /// The address a served container listens on (its port, when the
+    /// endpoint asked for port 0).
+    pub fn service_address(&self, id: &ContainerId) -> Result<SocketAddr> {
+        Ok(self.service(id)?.address())
+    }
+
+    /// Handles one HTTP request with a served container's handler, for hosts
+    /// with a listener of their own; blocks until the response head is ready.
+    /// The request body streams into the handler as it reads; the response
+    /// body streams out as the handler writes ([`ResponseBody`] is an
+    /// `http_body::Body` and a blocking [`std::io::Read`]). The service's
+    /// bounds apply as to requests it receives itself.
+    pub fn handle_request<B>(
+        &self,
+        id: &ContainerId,
+        request: http::Request<B>,
+    ) -> Result<http::Response<ResponseBody>>
+    where
+        B: http_body::Body<Data = bytes::Bytes> + Send + 'static,
+        B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    {
+        let service = self.service(id)?;
+        let served = service.served().clone();
+        Ok(wasmtime_wasi::runtime::in_tokio(
+            crate::serve::request::respond(served, request),
+        ))
+    }
+
+    fn service(&self, id: &ContainerId) -> Result<Arc<Service>> {
+        let instance = self.get(id)?;
+        match self.services.read().get(id) {
+            Some(service) if !instance.has_ended() => Ok(service.clone()),
+            _ => {
+                let phase = *instance.phase.lock();
+                Err(wrong_state(&instance, phase, "serve a request with"))
+            }
+        }
     }
 
     /// Creates and starts a container in one call.
@@ -316,7 +396,8 @@ impl Runtime for WasmRuntime {
 
     fn stop_container(&self, id: &ContainerId, timeout: Duration) -> Result<()> {
         let instance = self.get(id)?;
-        instance.request_stop();
+        // A service drains for most of `timeout`, then stops what still runs.
+        instance.request_stop_within(timeout.saturating_sub(timeout / 10));
         match instance.wait_handle().wait_timeout(timeout) {
             Some(_) => Ok(()),
             None => Err(Error::Timeout {
@@ -339,6 +420,7 @@ impl Runtime for WasmRuntime {
             match containers.get(id) {
                 Some(current) if Arc::ptr_eq(current, &instance) => {
                     containers.remove(id);
+                    self.services.write().remove(id);
                 }
                 _ => return Err(Error::NotFound(id.clone())),
             }
@@ -383,6 +465,12 @@ impl Runtime for WasmRuntime {
 
     fn get_container_stats(&self, id: &ContainerId) -> Result<ContainerStats> {
         let instance = self.get(id)?;
+        if let Some(service) = self.services.read().get(id) {
+            return Ok(service
+                .served()
+                .stats
+                .snapshot(instance.logs.dropped(), instance.stats.ended_at()));
+        }
         Ok(instance.stats.snapshot(instance.logs.dropped()))
     }
 
@@ -403,8 +491,10 @@ impl Drop for WasmRuntime {
             .chain(self.lingering.lock().iter())
             .cloned()
             .collect();
+        // Services drain for part of stop_timeout, leaving time to end what still runs.
+        let grace = self.shared.config.stop_timeout.saturating_mul(3) / 4;
         for instance in &instances {
-            instance.request_stop();
+            instance.request_stop_within(grace);
         }
         // Stops end at the guests' next poll; a worker stuck in a host callback
         // or a long compile gets stop_timeout, for the whole drop.

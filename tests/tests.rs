@@ -18,3 +18,4 @@ mod registry;
 mod reliability;
 mod scheduling;
 mod seed;
+mod serving;

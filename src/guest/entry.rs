@@ -4,7 +4,7 @@
 
 use crate::artifacts::Code;
 use wasmtime::component::{Component, ComponentExportIndex};
-use wasmtime::{Engine, ExternType, Module};
+use wasmtime::{ExternType, Module};
 
 /// What to call in an instance.
 pub(crate) enum Entry {
@@ -19,7 +19,16 @@ pub(crate) enum Entry {
         /// The export's name, such as `wasi:cli/run@0.2.3`.
         name: String,
     },
+    /// A service: a component exporting `wasi:http/incoming-handler@0.2.x`,
+    /// called once per request by the server, never run as a command.
+    Proxy {
+        /// The export's name, such as `wasi:http/incoming-handler@0.2.3`.
+        name: String,
+    },
 }
+
+/// The prefix of a WASIp2 HTTP handler's export.
+pub(crate) const INCOMING_HANDLER: &str = "wasi:http/incoming-handler@0.2.";
 
 impl Entry {
     /// The entry conventions of `code`; an error when a component has no entry at all.
@@ -33,8 +42,14 @@ impl Entry {
                 default: ModuleEntry::default_of(module),
             }),
             Code::Component(component) => {
-                let (run, name) = find_run_export(component.engine(), component)?;
-                Ok(Entry::Component { run, name })
+                if let Some(name) = export_named(component, "wasi:cli/run@0.2.") {
+                    let (run, name) = find_run_export(component, name)?;
+                    return Ok(Entry::Component { run, name });
+                }
+                match export_named(component, INCOMING_HANDLER) {
+                    Some(name) => Ok(Entry::Proxy { name }),
+                    None => Err("entry point not found: the component exports neither `wasi:cli/run@0.2.x` (a command) nor `wasi:http/incoming-handler@0.2.x` (an HTTP service)".into()),
+                }
             }
         }
     }
@@ -54,6 +69,7 @@ impl Entry {
                 }
             }
             Entry::Component { name, .. } => Some(format!("{name}#run")),
+            Entry::Proxy { name } => Some(format!("{name}#handle, once per HTTP request")),
         }
     }
 }
@@ -108,18 +124,21 @@ impl ModuleEntry {
     }
 }
 
-/// The component's `wasi:cli/run@0.2.x#run` and the interface's name.
-fn find_run_export(
-    engine: &Engine,
-    component: &Component,
-) -> Result<(ComponentExportIndex, String), String> {
-    let name = component
+/// The name of the component's first export that starts with `prefix`.
+fn export_named(component: &Component, prefix: &str) -> Option<String> {
+    component
         .component_type()
-        .exports(engine)
+        .exports(component.engine())
         .map(|(name, _)| name)
-        .find(|name| name.starts_with("wasi:cli/run@0.2."))
+        .find(|name| name.starts_with(prefix))
         .map(str::to_owned)
-        .ok_or("entry point not found: the component exports no `wasi:cli/run@0.2.x` (not a command component)")?;
+}
+
+/// The `run` function of the component's export `name` (`wasi:cli/run@0.2.x`).
+fn find_run_export(
+    component: &Component,
+    name: String,
+) -> Result<(ComponentExportIndex, String), String> {
     let instance = component
         .get_export_index(None, &name)
         .ok_or_else(|| format!("entry point not found: `{name}`"))?;

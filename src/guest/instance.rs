@@ -12,7 +12,7 @@ use parking_lot::Mutex;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::sync::{OnceLock, Weak};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 /// Where a container is in its life; the outcome itself lives in the completion.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -21,6 +21,13 @@ pub(crate) enum Phase {
     Queued,
     Running,
     Ended,
+}
+
+/// What a served container's server offers its instance: a stop that drains.
+pub(crate) trait Serving: Send + Sync {
+    /// Stops accepting, lets requests in flight finish for up to `grace`, then
+    /// stops the rest; the container ends once every request instance ended.
+    fn stop(&self, grace: Duration);
 }
 
 /// Lets the host ask a running guest to stop, waking its task if it is parked.
@@ -77,6 +84,8 @@ pub(crate) struct Instance {
     pub(crate) control: Control,
     pub(crate) logs: Arc<LogBuffer>,
     pub(crate) stats: Arc<StatsCell>,
+    /// The server of a served container, while it serves.
+    pub(crate) serving: OnceLock<Weak<dyn Serving>>,
     admission: Arc<Admission>,
     /// Whether the container holds a place in `admission`; it gives it back as it ends.
     admitted: AtomicBool,
@@ -100,6 +109,7 @@ impl Instance {
             control: Control::default(),
             logs: Arc::new(LogBuffer::new(log_limit)),
             stats,
+            serving: OnceLock::new(),
             admission,
             admitted: AtomicBool::new(false),
         }
@@ -179,12 +189,21 @@ impl Instance {
     /// queued, or still compiling) ends now as stopped; a running one is told
     /// to stop at its next poll, and its task is woken for it.
     pub(crate) fn request_stop(&self) {
+        self.request_stop_within(self.plan.stop_grace);
+    }
+
+    /// As [`Instance::request_stop`]; a served container lets its requests in
+    /// flight finish for up to `grace` first.
+    pub(crate) fn request_stop_within(&self, grace: Duration) {
         let mut phase = self.phase.lock();
         match *phase {
             Phase::Created | Phase::Queued => self.end_locked(&mut phase, Outcome::Stopped),
             Phase::Running => {
                 drop(phase);
-                self.control.request_stop();
+                match self.serving.get().and_then(Weak::upgrade) {
+                    Some(service) => service.stop(grace),
+                    None => self.control.request_stop(),
+                }
             }
             Phase::Ended => {}
         }

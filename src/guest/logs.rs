@@ -22,6 +22,9 @@ pub struct LogEntry {
     pub stream: LogStream,
     /// The line, without its newline; invalid UTF-8 is replaced.
     pub message: String,
+    /// For a service: the number of the request whose handler wrote the line
+    /// (or, on [`LogStream::Runtime`] lines, that the line is about).
+    pub request: Option<u64>,
 }
 
 /// The lines of one container, bounded in bytes, dropping the oldest first.
@@ -56,38 +59,50 @@ impl LogBuffer {
     }
 
     /// Appends what the guest wrote; complete lines become entries at once.
-    pub(crate) fn write(&self, stream: LogStream, mut bytes: &[u8]) {
+    pub(crate) fn write(&self, stream: LogStream, bytes: &[u8]) {
         let slot = stream_slot(stream);
         let mut state = self.state.lock();
+        let mut partial = std::mem::take(&mut state.partial[slot]);
         let mut added = false;
-        while !bytes.is_empty() {
-            let room = MAX_LINE_BYTES - state.partial[slot].len();
-            let take = bytes.len().min(room);
-            let (chunk, rest) = bytes.split_at(take);
-            match chunk.iter().position(|&b| b == b'\n') {
-                Some(newline) => {
-                    state.partial[slot].extend_from_slice(&chunk[..newline]);
-                    bytes = &bytes[newline + 1..];
-                }
-                None => {
-                    state.partial[slot].extend_from_slice(chunk);
-                    bytes = rest;
-                    if state.partial[slot].len() < MAX_LINE_BYTES {
-                        continue;
-                    }
-                }
-            }
-            let line = std::mem::take(&mut state.partial[slot]);
-            self.push(&mut state, stream, &line);
+        split_lines(&mut partial, bytes, |line| {
+            self.push(&mut state, stream, None, line);
             added = true;
-        }
+        });
+        state.partial[slot] = partial;
         drop(state);
         if added {
             self.grew.notify_all();
         }
     }
 
-    fn push(&self, state: &mut LogState, stream: LogStream, line: &[u8]) {
+    /// Appends complete lines one request's handler wrote (its unfinished
+    /// line stays in `partial`, which belongs to that request).
+    pub(crate) fn write_request(
+        &self,
+        request: u64,
+        stream: LogStream,
+        partial: &mut Vec<u8>,
+        bytes: &[u8],
+    ) {
+        let mut lines = Vec::new();
+        split_lines(partial, bytes, |line| lines.push(line.to_vec()));
+        self.push_lines(Some(request), stream, lines);
+    }
+
+    /// Appends whole lines about (or written by) one request, or the container.
+    pub(crate) fn push_lines(&self, request: Option<u64>, stream: LogStream, lines: Vec<Vec<u8>>) {
+        if lines.is_empty() {
+            return;
+        }
+        let mut state = self.state.lock();
+        for line in &lines {
+            self.push(&mut state, stream, request, line);
+        }
+        drop(state);
+        self.grew.notify_all();
+    }
+
+    fn push(&self, state: &mut LogState, stream: LogStream, request: Option<u64>, line: &[u8]) {
         let line = line.strip_suffix(b"\r").unwrap_or(line);
         let message = String::from_utf8_lossy(line).into_owned();
         state.bytes += line_cost(&message);
@@ -95,6 +110,7 @@ impl LogBuffer {
             timestamp: SystemTime::now(),
             stream,
             message,
+            request,
         });
         while state.bytes > self.limit_bytes && state.lines.len() > 1 {
             let Some(old) = state.lines.pop_front() else {
@@ -112,7 +128,7 @@ impl LogBuffer {
         for (slot, stream) in [(0, LogStream::Stdout), (1, LogStream::Stderr)] {
             if !state.partial[slot].is_empty() {
                 let line = std::mem::take(&mut state.partial[slot]);
-                self.push(&mut state, stream, &line);
+                self.push(&mut state, stream, None, &line);
             }
         }
         state.closed = true;
@@ -141,6 +157,32 @@ impl LogBuffer {
     }
 }
 
+/// Splits `bytes` into lines after what `partial` holds, calling `line` for
+/// each complete one (a run of [`MAX_LINE_BYTES`] without a newline counts as
+/// one); the unfinished rest stays in `partial`.
+fn split_lines(partial: &mut Vec<u8>, mut bytes: &[u8], mut line: impl FnMut(&[u8])) {
+    while !bytes.is_empty() {
+        let room = MAX_LINE_BYTES - partial.len();
+        let take = bytes.len().min(room);
+        let (chunk, rest) = bytes.split_at(take);
+        match chunk.iter().position(|&b| b == b'\n') {
+            Some(newline) => {
+                partial.extend_from_slice(&chunk[..newline]);
+                bytes = &bytes[newline + 1..];
+            }
+            None => {
+                partial.extend_from_slice(chunk);
+                bytes = rest;
+                if partial.len() < MAX_LINE_BYTES {
+                    continue;
+                }
+            }
+        }
+        line(partial);
+        partial.clear();
+    }
+}
+
 fn line_cost(message: &str) -> usize {
     message.len() + LOG_LINE_OVERHEAD
 }
@@ -159,6 +201,7 @@ fn dropped_note(count: u64, limit_bytes: usize) -> LogEntry {
         message: format!(
             "wasmpool: {count} earlier log lines were dropped (the log keeps {limit_bytes} bytes)"
         ),
+        request: None,
     }
 }
 
@@ -211,6 +254,51 @@ pub(crate) struct GuestOutput {
     pub(crate) buffer: Arc<LogBuffer>,
     pub(crate) stream: LogStream,
     pub(crate) sink: Option<OutputSink>,
+    /// For a request's handler: its number and its own unfinished line, so
+    /// lines of concurrent requests never mix.
+    pub(crate) request: Option<(u64, Arc<Mutex<Vec<u8>>>)>,
+}
+
+/// What one request's handler has written and not yet ended with a newline,
+/// per stream; shared by its two [`GuestOutput`]s.
+#[derive(Clone, Default)]
+pub(crate) struct RequestOutput {
+    pub(crate) request: u64,
+    partial: [Arc<Mutex<Vec<u8>>>; 2],
+}
+
+impl RequestOutput {
+    pub(crate) fn new(request: u64) -> Self {
+        RequestOutput {
+            request,
+            partial: Default::default(),
+        }
+    }
+
+    /// The output stream `stream` of this request, into `buffer`.
+    pub(crate) fn stream(
+        &self,
+        buffer: &Arc<LogBuffer>,
+        stream: LogStream,
+        sink: Option<OutputSink>,
+    ) -> GuestOutput {
+        GuestOutput {
+            buffer: buffer.clone(),
+            stream,
+            sink,
+            request: Some((self.request, self.partial[stream_slot(stream)].clone())),
+        }
+    }
+
+    /// Ends the request's output: unfinished lines become entries.
+    pub(crate) fn flush(&self, buffer: &LogBuffer) {
+        for (slot, stream) in [(0, LogStream::Stdout), (1, LogStream::Stderr)] {
+            let line = std::mem::take(&mut *self.partial[slot].lock());
+            if !line.is_empty() {
+                buffer.push_lines(Some(self.request), stream, vec![line]);
+            }
+        }
+    }
 }
 
 impl GuestOutput {
@@ -218,7 +306,14 @@ impl GuestOutput {
         if let Some(sink) = &self.sink {
             (sink.0)(self.stream, bytes);
         }
-        self.buffer.write(self.stream, bytes);
+        match &self.request {
+            Some((request, partial)) => {
+                let mut partial = partial.lock();
+                self.buffer
+                    .write_request(*request, self.stream, &mut partial, bytes);
+            }
+            None => self.buffer.write(self.stream, bytes),
+        }
     }
 }
 

@@ -1,7 +1,8 @@
 //! A container's run plan: its spec resolved against the runtime's defaults at create.
 
 use crate::settings::{
-    parse_size, Error, OutputSink, Result, ServiceSpec, StdinSpec, StorageSpec, WasmConfig,
+    parse_size, EndpointSpec, Error, OutputSink, Protocol, Result, ServiceSpec, StdinSpec,
+    StorageSpec, WasmConfig,
 };
 use std::path::PathBuf;
 use std::time::Duration;
@@ -22,6 +23,12 @@ pub(crate) struct RunPlan {
     pub(crate) max_open_resources: usize,
     pub(crate) invoke: Option<String>,
     pub(crate) trap_unknown_imports: bool,
+    /// Where a service listens; empty for a command.
+    pub(crate) endpoints: Vec<EndpointSpec>,
+    /// The deadline of each request's handler.
+    pub(crate) request_timeout: Duration,
+    /// How long a stopped service lets its requests in flight finish.
+    pub(crate) stop_grace: Duration,
 }
 
 /// A directory the guest sees at `guest`.
@@ -90,8 +97,31 @@ impl RunPlan {
             max_open_resources: wasm.max_open_resources.unwrap_or(config.max_open_resources),
             invoke: wasm.invoke.clone(),
             trap_unknown_imports: wasm.trap_unknown_imports,
+            endpoints: endpoints(spec)?,
+            request_timeout: wasm.request_timeout.unwrap_or(config.http_request_timeout),
+            stop_grace: config.stop_timeout,
         })
     }
+}
+
+/// The spec's endpoints: at most one, and HTTP (a guest that listens on a raw
+/// socket itself uses WASIp2 sockets and needs no endpoint).
+fn endpoints(spec: &ServiceSpec) -> Result<Vec<EndpointSpec>> {
+    if let Some(endpoint) = spec.endpoints.iter().find(|e| e.protocol != Protocol::Http) {
+        return Err(Error::InvalidSpec {
+            field: "endpoints.protocol",
+            value: format!("{:?}", endpoint.protocol),
+            reason: "only HTTP endpoints are served".into(),
+        });
+    }
+    if spec.endpoints.len() > 1 {
+        return Err(Error::InvalidSpec {
+            field: "endpoints",
+            value: spec.endpoints.len().to_string(),
+            reason: "a service listens on one endpoint".into(),
+        });
+    }
+    Ok(spec.endpoints.clone())
 }
 
 fn resolve_mount(storage: &StorageSpec, config: &WasmConfig) -> Result<Mount> {

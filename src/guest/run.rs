@@ -3,8 +3,10 @@
 
 use super::entry::Entry;
 use super::host::{HostState, MemoryLimitExceeded, MemoryLimiter};
-use super::instance::Instance;
+use super::instance::{Control, Instance};
 use super::link::{Pre, Prepared};
+use super::plan::RunPlan;
+use super::stats::StatsCell;
 use super::wasi::build_wasi;
 use super::Shared;
 use crate::artifacts::Compiled;
@@ -19,7 +21,7 @@ use wasmtime::{PoolConcurrencyLimitError, Store, Trap};
 use wasmtime_wasi::I32Exit;
 
 /// Why the guest's future ended with an error.
-enum RunError {
+pub(crate) enum RunError {
     /// Before the entry point ran: instantiation or export lookup.
     Setup(wasmtime::Error),
     /// While the initializer or the entry point ran.
@@ -28,11 +30,70 @@ enum RunError {
     CannotRun(String),
 }
 
-/// How the call of the guest's entry point ended, seen from outside it.
-enum Driven {
-    Finished(Result<i32, RunError>),
+/// How a call into the guest ended, seen from outside it.
+pub(crate) enum Driven<T> {
+    Finished(T),
     Stopped,
     DeadlineExceeded,
+}
+
+/// A fresh store for one run of `engine`'s code: the plan's memory limit
+/// (accounted in `stats`) and fuel budget, yielding every `fuel_slice`.
+/// Returns the store and its fuel budget.
+pub(crate) fn new_store(
+    engine: &wasmtime::Engine,
+    wasi: super::host::Wasi,
+    plan: &RunPlan,
+    stats: &Arc<StatsCell>,
+    fuel_slice: u64,
+) -> Result<(Store<HostState>, u64), RunError> {
+    let mut store = Store::new(
+        engine,
+        HostState {
+            wasi,
+            limiter: MemoryLimiter::new(
+                plan.memory_limit,
+                plan.trap_on_grow_failure,
+                stats.clone(),
+            ),
+        },
+    );
+    store.limiter(|state| &mut state.limiter);
+    let budget = plan.max_fuel.unwrap_or(u64::MAX);
+    store
+        .set_fuel(budget)
+        .and_then(|()| store.fuel_async_yield_interval(Some(fuel_slice)))
+        .map_err(RunError::Setup)?;
+    Ok((store, budget))
+}
+
+/// Polls `call` until it finishes, a stop is requested through `control`, or
+/// `deadline` passes; checked at every poll, so at every fuel slice.
+pub(crate) async fn drive<F: Future>(
+    call: F,
+    control: &Control,
+    deadline: Option<Instant>,
+) -> Driven<F::Output> {
+    let mut call = pin!(call);
+    poll_fn(|cx| {
+        if control.stop_requested() {
+            return Poll::Ready(Driven::Stopped);
+        }
+        if deadline.is_some_and(|deadline| Instant::now() >= deadline) {
+            return Poll::Ready(Driven::DeadlineExceeded);
+        }
+        call.as_mut().poll(cx).map(Driven::Finished)
+    })
+    .await
+}
+
+/// Records the fuel a finished store consumed of its `budget`: exact, once
+/// the guest's future is gone.
+pub(crate) fn record_fuel(store: &Store<HostState>, budget: u64, stats: &StatsCell) {
+    let consumed = budget.saturating_sub(store.get_fuel().unwrap_or(0));
+    stats
+        .fuel
+        .store(consumed, std::sync::atomic::Ordering::Relaxed);
 }
 
 /// The whole run of `instance`: the future a task polls.
@@ -81,7 +142,7 @@ async fn run(shared: &Shared, instance: &Instance) -> Outcome {
 fn finish(outcome: Result<Outcome, RunError>, instance: &Instance) -> Outcome {
     match outcome {
         Ok(outcome) => outcome,
-        Err(error) => classify(error, instance),
+        Err(error) => classify(error, &instance.plan),
     }
 }
 
@@ -98,55 +159,33 @@ async fn run_on(
         .entry
         .as_ref()
         .map_err(|e| RunError::CannotRun(e.clone()))?;
-    let wasi = build_wasi(instance, &compiled.code).map_err(RunError::CannotRun)?;
+    let component = matches!(compiled.code, crate::artifacts::Code::Component(_));
+    let wasi = build_wasi(instance, component, None).map_err(RunError::CannotRun)?;
     let pre = prepared
         .pre(compiled, &shared.linking, plan.trap_unknown_imports)
         .map_err(RunError::CannotRun)?;
-    let mut store = Store::new(
+    let (mut store, budget) = new_store(
         compiled.engine(),
-        HostState {
-            wasi,
-            limiter: MemoryLimiter::new(
-                plan.memory_limit,
-                plan.trap_on_grow_failure,
-                instance.stats.clone(),
-            ),
-        },
-    );
-    store.limiter(|state| &mut state.limiter);
-    let budget = plan.max_fuel.unwrap_or(u64::MAX);
-    let slice = shared.config.fuel_slice;
-    store
-        .set_fuel(budget)
-        .and_then(|()| store.fuel_async_yield_interval(Some(slice)))
-        .map_err(RunError::Setup)?;
-    let control = &instance.control;
-    let driven = {
-        let mut call = pin!(instantiate_and_call(
+        wasi,
+        plan,
+        &instance.stats,
+        shared.config.fuel_slice,
+    )?;
+    let driven = drive(
+        instantiate_and_call(
             &mut store,
             entry,
             pre,
             || prepared.module_entry(compiled, plan.invoke.as_deref()),
-            plan.invoke.as_deref()
-        ));
-        poll_fn(|cx| {
-            if control.stop_requested() {
-                return Poll::Ready(Driven::Stopped);
-            }
-            if deadline.is_some_and(|deadline| Instant::now() >= deadline) {
-                return Poll::Ready(Driven::DeadlineExceeded);
-            }
-            call.as_mut().poll(cx).map(Driven::Finished)
-        })
-        .await
-    };
+            plan.invoke.as_deref(),
+        ),
+        &instance.control,
+        deadline,
+    )
+    .await;
     // The guest's future is gone (cancelled where it stood, if it was stopped):
     // the store is ours again, and its fuel is exact.
-    let consumed = budget.saturating_sub(store.get_fuel().unwrap_or(0));
-    instance
-        .stats
-        .fuel
-        .store(consumed, std::sync::atomic::Ordering::Relaxed);
+    record_fuel(&store, budget, &instance.stats);
     Ok(match driven {
         Driven::Finished(Ok(code)) => Outcome::Exited(code),
         Driven::Finished(Err(error)) => return Err(error),
@@ -216,6 +255,9 @@ async fn instantiate_and_call(
             let (result,) = run.call_async(&mut *store, ()).await.map_err(guest_error)?;
             Ok(if result.is_ok() { 0 } else { 1 })
         }
+        (_, Entry::Proxy { name }) => Err(setup(format!(
+            "a wasi:http service (it exports `{name}`), not a command: serve it — give its spec an HTTP endpoint, or run `wasmpool serve`"
+        ))),
         _ => Err(setup("an artifact was linked as the wrong kind".into())),
     }
 }
@@ -223,7 +265,7 @@ async fn instantiate_and_call(
 /// An error from calling into the guest. Running out of pooled fiber stacks
 /// happens before the guest's code starts: that is a setup error, so the run
 /// moves to on-demand allocation like a failed pooled instantiation.
-fn guest_error(error: wasmtime::Error) -> RunError {
+pub(crate) fn guest_error(error: wasmtime::Error) -> RunError {
     if error.downcast_ref::<PoolConcurrencyLimitError>().is_some() {
         RunError::Setup(error)
     } else {
@@ -232,7 +274,7 @@ fn guest_error(error: wasmtime::Error) -> RunError {
 }
 
 /// Names the end of a guest whose future returned an error.
-fn classify(error: RunError, instance: &Instance) -> Outcome {
+pub(crate) fn classify(error: RunError, plan: &RunPlan) -> Outcome {
     let (error, during_setup) = match error {
         RunError::Setup(e) => (e, true),
         RunError::Guest(e) => (e, false),
@@ -247,10 +289,10 @@ fn classify(error: RunError, instance: &Instance) -> Outcome {
     if error.downcast_ref::<ResourceTableError>().is_some() {
         return Outcome::Trapped(format!(
             "resource limit: the guest holds more than {} open resources (descriptors, streams, sockets, pollables)",
-            instance.plan.max_open_resources
+            plan.max_open_resources
         ));
     }
-    let budget = instance.plan.max_fuel.unwrap_or(u64::MAX);
+    let budget = plan.max_fuel.unwrap_or(u64::MAX);
     match error.downcast_ref::<Trap>() {
         Some(Trap::OutOfFuel) => Outcome::OutOfFuel { budget },
         Some(trap) => Outcome::Trapped(trap.to_string()),

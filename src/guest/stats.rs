@@ -83,6 +83,11 @@ impl StatsCell {
         }
     }
 
+    /// When the run ended, if it did.
+    pub(crate) fn ended_at(&self) -> Option<Instant> {
+        self.clock.lock().ended
+    }
+
     /// Forgets the memory of a store that was dropped before a retry (the peak stays).
     pub(crate) fn forget_memory(&self) {
         self.memory_now.store(0, Ordering::Relaxed);
@@ -117,6 +122,7 @@ impl StatsCell {
             fuel_consumed: self.fuel.load(Ordering::Relaxed),
             wall_time,
             log_lines_dropped,
+            http: None,
         }
     }
 }

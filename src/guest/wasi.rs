@@ -3,21 +3,30 @@
 
 use super::host::{HttpHooks, Wasi};
 use super::instance::Instance;
-use super::logs::GuestOutput;
-use crate::artifacts::Code;
+use super::logs::{GuestOutput, RequestOutput};
 use crate::settings::{LogStream, StdinSpec};
 use wasmtime_wasi::{FsPerms, WasiCtxBuilder, WasiView};
 use wasmtime_wasi_http::WasiHttpCtx;
 
 /// The guest's WASI context: exactly the plan's env, argv, mounts and stdio.
-pub(crate) fn build_wasi(instance: &Instance, code: &Code) -> Result<Wasi, String> {
+///
+/// For a request of a service, `request` tags its output lines with the request.
+pub(crate) fn build_wasi(
+    instance: &Instance,
+    component: bool,
+    request: Option<&RequestOutput>,
+) -> Result<Wasi, String> {
     let plan = &instance.plan;
     let mut builder = WasiCtxBuilder::new();
     builder.args(&plan.argv).envs(&plan.env);
-    let output = |stream| GuestOutput {
-        buffer: instance.logs.clone(),
-        stream,
-        sink: plan.output.clone(),
+    let output = |stream| match request {
+        Some(request) => request.stream(&instance.logs, stream, plan.output.clone()),
+        None => GuestOutput {
+            buffer: instance.logs.clone(),
+            stream,
+            sink: plan.output.clone(),
+            request: None,
+        },
     };
     builder
         .stdout(output(LogStream::Stdout))
@@ -56,13 +65,13 @@ pub(crate) fn build_wasi(instance: &Instance, code: &Code) -> Result<Wasi, Strin
     // Every open descriptor, stream, socket and pollable is an entry in the
     // store's resource table: bounding the table bounds what a guest holds.
     let cap = plan.max_open_resources;
-    Ok(match code {
-        Code::Module(_) => {
+    Ok(match component {
+        false => {
             let mut ctx = builder.build_p1();
             ctx.ctx().table.set_max_capacity(cap);
             Wasi::Preview1(ctx)
         }
-        Code::Component(_) => {
+        true => {
             let mut table = wasmtime::component::ResourceTable::new();
             table.set_max_capacity(cap);
             Wasi::Preview2 {

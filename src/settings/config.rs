@@ -73,6 +73,31 @@ pub struct WasmConfig {
     pub registry_read_timeout: Duration,
     /// How long one pull may take in all.
     pub registry_pull_timeout: Duration,
+    /// The address services bind when their endpoint names none: `127.0.0.1`
+    /// (set `0.0.0.0` to publish on every interface).
+    pub http_host: std::net::IpAddr,
+    /// The most connections one service holds open; past it new ones are closed at once.
+    pub http_max_connections: usize,
+    /// The most requests one service handles at once.
+    pub http_max_in_flight: usize,
+    /// The most requests waiting for an in-flight place; past it, or after
+    /// `http_queue_timeout`, a request is answered `503` with `Retry-After`.
+    pub http_max_queued: usize,
+    /// How long a request waits for an in-flight place.
+    pub http_queue_timeout: Duration,
+    /// The deadline of each request's handler; a spec's `wasm.request_timeout` overrides it.
+    pub http_request_timeout: Duration,
+    /// How long a connection may take to send a request's head, and may stay
+    /// idle between requests; past it the connection is closed.
+    pub http_header_timeout: Duration,
+    /// The most header fields a request may have (`431` past it).
+    pub http_max_headers: usize,
+    /// The most bytes a request's head may have (`431` past it); at least 8 KiB.
+    pub http_max_header_bytes: usize,
+    /// The largest request body a handler is given (`413` past it).
+    pub http_max_request_body: u64,
+    /// The largest response body a handler may send; past it the response is cut off.
+    pub http_max_response_body: u64,
 }
 
 impl Default for WasmConfig {
@@ -96,6 +121,17 @@ impl Default for WasmConfig {
             registry_connect_timeout: Duration::from_secs(10),
             registry_read_timeout: Duration::from_secs(30),
             registry_pull_timeout: Duration::from_secs(600),
+            http_host: std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST),
+            http_max_connections: 1024,
+            http_max_in_flight: 128,
+            http_max_queued: 256,
+            http_queue_timeout: Duration::from_secs(1),
+            http_request_timeout: Duration::from_secs(30),
+            http_header_timeout: Duration::from_secs(10),
+            http_max_headers: 100,
+            http_max_header_bytes: 64 * 1024,
+            http_max_request_body: 16 << 20,
+            http_max_response_body: 64 << 20,
         }
     }
 }
@@ -132,6 +168,20 @@ impl WasmConfig {
                 "fuel_slice",
                 "0".into(),
                 "a slice must run at least one unit of fuel",
+            );
+        }
+        if self.http_max_connections == 0 || self.http_max_in_flight == 0 {
+            return invalid(
+                "http_max_in_flight",
+                format!("{}/{}", self.http_max_connections, self.http_max_in_flight),
+                "a service needs at least one connection and one request in flight",
+            );
+        }
+        if self.http_max_header_bytes < 8192 {
+            return invalid(
+                "http_max_header_bytes",
+                self.http_max_header_bytes.to_string(),
+                "at least 8192 bytes (the HTTP parser's smallest buffer)",
             );
         }
         if self.max_open_resources < 16 {

@@ -75,4 +75,29 @@ pub struct ContainerStats {
     pub wall_time: Duration,
     /// Log lines dropped because the container's log buffer was full.
     pub log_lines_dropped: u64,
+    /// For a service: its requests. CPU, fuel and memory above are then the
+    /// sums over its request instances (memory: those live now; peak: the largest one).
+    pub http: Option<HttpStats>,
+}
+
+/// What a service did with its requests.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct HttpStats {
+    /// Requests a handler answered (any status).
+    pub served: u64,
+    /// Requests being handled now.
+    pub in_flight: u64,
+    /// Requests refused with `503` because the in-flight limit and its queue were full.
+    pub refused: u64,
+    /// Answers by status class: `[1xx, 2xx, 3xx, 4xx, 5xx]`, the service's own
+    /// answers (`500` for a trap, `504` at the deadline, `413`, `503`) included.
+    pub by_class: [u64; 5],
+    /// Connections open now.
+    pub connections: u64,
+    /// Time from a request's arrival to its response head: median, 90th and 99th percentile.
+    pub latency_p50: Duration,
+    /// See `latency_p50`.
+    pub latency_p90: Duration,
+    /// See `latency_p50`.
+    pub latency_p99: Duration,
 }

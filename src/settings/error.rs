@@ -80,6 +80,16 @@ pub enum Error {
         /// The operation that timed out, such as `"stop"`.
         operation: &'static str,
     },
+    /// A service could not listen on its endpoint (the address is in use, not
+    /// this host's, or not allowed).
+    Listen {
+        /// The container.
+        id: ContainerId,
+        /// The address it was to listen on.
+        address: std::net::SocketAddr,
+        /// Why, as the operating system said it.
+        reason: String,
+    },
     /// The runtime is shutting down and takes no new work.
     ShuttingDown,
     /// Setting up the runtime failed (engine, cache directory, worker threads).
@@ -115,6 +125,11 @@ impl fmt::Display for Error {
             Error::Timeout { id, operation } => {
                 write!(f, "timed out waiting to {operation} container '{id}'")
             }
+            Error::Listen {
+                id,
+                address,
+                reason,
+            } => write!(f, "container '{id}' cannot listen on {address}: {reason}"),
             Error::ShuttingDown => write!(f, "the runtime is shutting down"),
             Error::Setup(reason) => write!(f, "cannot set up the runtime: {reason}"),
         }

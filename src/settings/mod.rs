@@ -9,12 +9,12 @@ pub(crate) mod outcome;
 pub(crate) mod spec;
 
 pub use config::{RegistryAuth, WasmConfig};
-pub use container::{ContainerId, ContainerState, ContainerStats};
+pub use container::{ContainerId, ContainerState, ContainerStats, HttpStats};
 pub use error::{Error, Result};
 pub use outcome::Outcome;
 pub use spec::{
-    parse_size, CommandSpec, ImageSpec, LogStream, OutputSink, PullPolicy, ServiceSpec, StdinSpec,
-    StorageSpec, WasmSpec,
+    parse_size, CommandSpec, EndpointSpec, ImageSpec, LogStream, OutputSink, Protocol, PullPolicy,
+    ServiceSpec, StdinSpec, StorageSpec, WasmSpec,
 };
 
 pub(crate) use config::current_user;

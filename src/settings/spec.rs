@@ -37,6 +37,51 @@ pub struct ServiceSpec {
     pub output: Option<OutputSink>,
     /// Whether the guest may open network sockets (WASIp2 only); off by default.
     pub network: bool,
+    /// Where a service listens: a container whose component exports
+    /// `wasi:http/incoming-handler` and that has an HTTP endpoint is served
+    /// there by `start_container`, a fresh instance per request.
+    pub endpoints: Vec<EndpointSpec>,
+}
+
+/// A port a service listens on.
+///
+/// ```
+/// use wasmpool::{EndpointSpec, ServiceSpec};
+/// let spec = ServiceSpec { endpoints: vec![EndpointSpec::http(8080)], ..Default::default() };
+/// assert_eq!(spec.endpoints[0].port, 8080);
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EndpointSpec {
+    /// A name for the endpoint, such as `"http"`.
+    pub name: String,
+    /// What is spoken on it; only HTTP is served.
+    pub protocol: Protocol,
+    /// The port; 0 picks a free one (see `WasmRuntime::service_address`).
+    pub port: u16,
+    /// The address to bind; `None` takes `WasmConfig::http_host`.
+    pub host: Option<std::net::IpAddr>,
+}
+
+impl EndpointSpec {
+    /// An HTTP endpoint on `port` of the runtime's `http_host`.
+    pub fn http(port: u16) -> Self {
+        EndpointSpec {
+            name: "http".into(),
+            protocol: Protocol::Http,
+            port,
+            host: None,
+        }
+    }
+}
+
+/// The protocol of an endpoint.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Protocol {
+    /// HTTP/1.1 (and HTTP/2 with prior knowledge), served to a `wasi:http` handler.
+    Http,
+    /// Raw TCP: not served (a guest that listens itself uses WASIp2 sockets).
+    Tcp,
 }
 
 /// Names the image: a file `{cache_dir}/{name with '/', ':', '@' as '_'}.wasm`.
@@ -115,6 +160,9 @@ pub struct WasmSpec {
     pub trap_on_grow_failure: bool,
     /// A wall-clock deadline for the run, from instantiation (compiling is not counted).
     pub max_execution_time: Option<Duration>,
+    /// For a service: the deadline of each request's handler, from its
+    /// instantiation; `None` takes `WasmConfig::http_request_timeout`.
+    pub request_timeout: Option<Duration>,
     /// The most open resources the guest may hold at once — descriptors, sockets,
     /// streams, pollables; `None` takes the runtime's `max_open_resources`.
     pub max_open_resources: Option<usize>,

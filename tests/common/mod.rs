@@ -539,3 +539,4 @@ pub const CABI_REALLOC: &str = r#"
         (local.get $at))
 "#;
 pub mod registry;
+pub mod service;

@@ -1,0 +1,239 @@
+//! Bounded bodies: a request body a handler reads is cut at
+//! `http_max_request_body`, a response body it sends at
+//! `http_max_response_body`; both stream, neither is ever buffered whole.
+
+use bytes::Bytes;
+use http_body::{Body, Frame, SizeHint};
+use http_body_util::combinators::UnsyncBoxBody;
+use http_body_util::{BodyExt, Full};
+use std::io::{self, Read};
+use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::task::{Context, Poll, Wake, Waker};
+
+/// A request body as the handler reads it: past `limit` bytes it ends with
+/// wasi:http's `HTTP-request-body-size` error, and `exceeded` is set.
+pub(crate) struct RequestBody {
+    inner: UnsyncBoxBody<Bytes, wasmtime_wasi_http::Error>,
+    read: u64,
+    limit: u64,
+    exceeded: Arc<AtomicBool>,
+}
+
+impl RequestBody {
+    pub(crate) fn new<B>(body: B, limit: u64, exceeded: Arc<AtomicBool>) -> Self
+    where
+        B: Body<Data = Bytes> + Send + 'static,
+        B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    {
+        let inner = body
+            .map_err(|e| {
+                let e: Box<dyn std::error::Error + Send + Sync> = e.into();
+                match e.downcast::<hyper::Error>() {
+                    Ok(e) => wasmtime_wasi_http::Error::Hyper(*e),
+                    Err(e) => wasmtime_wasi_http::Error::InternalError(Some(e.to_string())),
+                }
+            })
+            .boxed_unsync();
+        RequestBody {
+            inner,
+            read: 0,
+            limit,
+            exceeded,
+        }
+    }
+}
+
+impl Body for RequestBody {
+    type Data = Bytes;
+    type Error = wasmtime_wasi_http::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
+        let frame = match Pin::new(&mut self.inner).poll_frame(cx) {
+            Poll::Ready(Some(Ok(frame))) => frame,
+            other => return other,
+        };
+        if let Some(data) = frame.data_ref() {
+            self.read += data.len() as u64;
+            if self.read > self.limit {
+                self.exceeded.store(true, Ordering::Release);
+                return Poll::Ready(Some(Err(wasmtime_wasi_http::Error::HttpRequestBodySize(
+                    Some(self.limit),
+                ))));
+            }
+        }
+        Poll::Ready(Some(Ok(frame)))
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+/// A response body: from a handler, streamed as it writes (and cut off past
+/// `http_max_response_body`), or a short text of the service's own.
+///
+/// It is an [`http_body::Body`] for servers, and [`Read`] for a blocking host:
+/// `read` blocks until the handler wrote more, or the body ended.
+pub struct ResponseBody {
+    inner: UnsyncBoxBody<Bytes, io::Error>,
+    /// Data read from a frame but not yet handed to a `read` caller.
+    pending: Bytes,
+}
+
+impl ResponseBody {
+    /// The handler's body, bounded at `limit` bytes.
+    pub(crate) fn streamed<B>(body: B, limit: u64) -> Self
+    where
+        B: Body<Data = Bytes, Error = wasmtime_wasi_http::Error> + Send + 'static,
+    {
+        let mut sent = 0u64;
+        let inner = body
+            .map_err(|e| io::Error::other(e.to_string()))
+            .map_frame(|frame| frame)
+            .boxed_unsync();
+        let bounded = Bounded {
+            inner,
+            check: Box::new(move |len| {
+                sent += len as u64;
+                (sent > limit).then(|| {
+                    io::Error::other(format!(
+                        "the response body passed {limit} bytes (http_max_response_body): cut off"
+                    ))
+                })
+            }),
+        };
+        ResponseBody {
+            inner: bounded.boxed_unsync(),
+            pending: Bytes::new(),
+        }
+    }
+
+    /// A short body of the service's own.
+    pub(crate) fn text(text: impl Into<Bytes>) -> Self {
+        ResponseBody {
+            inner: Full::new(text.into())
+                .map_err(|never| match never {})
+                .boxed_unsync(),
+            pending: Bytes::new(),
+        }
+    }
+}
+
+impl std::fmt::Debug for ResponseBody {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ResponseBody").finish_non_exhaustive()
+    }
+}
+
+impl Body for ResponseBody {
+    type Data = Bytes;
+    type Error = io::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, io::Error>>> {
+        if !self.pending.is_empty() {
+            let data = std::mem::take(&mut self.pending);
+            return Poll::Ready(Some(Ok(Frame::data(data))));
+        }
+        Pin::new(&mut self.inner).poll_frame(cx)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.pending.is_empty() && self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+impl Read for ResponseBody {
+    /// Blocks until the handler wrote more (or the body ended: `Ok(0)`).
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        while self.pending.is_empty() {
+            match block_on_frame(&mut self.inner) {
+                None => return Ok(0),
+                Some(Err(e)) => return Err(e),
+                Some(Ok(frame)) => {
+                    if let Ok(data) = frame.into_data() {
+                        self.pending = data;
+                    }
+                }
+            }
+        }
+        let n = buf.len().min(self.pending.len());
+        buf[..n].copy_from_slice(&self.pending.split_to(n));
+        Ok(n)
+    }
+}
+
+/// Waits on this thread for the next frame: parks until a waker unparks it.
+fn block_on_frame(
+    body: &mut UnsyncBoxBody<Bytes, io::Error>,
+) -> Option<Result<Frame<Bytes>, io::Error>> {
+    struct Unpark(std::thread::Thread);
+    impl Wake for Unpark {
+        fn wake(self: Arc<Self>) {
+            self.0.unpark();
+        }
+        fn wake_by_ref(self: &Arc<Self>) {
+            self.0.unpark();
+        }
+    }
+    let waker = Waker::from(Arc::new(Unpark(std::thread::current())));
+    let mut cx = Context::from_waker(&waker);
+    loop {
+        if let Poll::Ready(frame) = Pin::new(&mut *body).poll_frame(&mut cx) {
+            return frame;
+        }
+        std::thread::park();
+    }
+}
+
+/// A body whose data frames pass `check`, which may end it with an error.
+struct Bounded {
+    inner: UnsyncBoxBody<Bytes, io::Error>,
+    check: Box<dyn FnMut(usize) -> Option<io::Error> + Send>,
+}
+
+impl Body for Bounded {
+    type Data = Bytes;
+    type Error = io::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, io::Error>>> {
+        let frame = match Pin::new(&mut self.inner).poll_frame(cx) {
+            Poll::Ready(Some(Ok(frame))) => frame,
+            other => return other,
+        };
+        if let Some(data) = frame.data_ref() {
+            let len = data.len();
+            if let Some(error) = (self.check)(len) {
+                log::warn!("{error}");
+                return Poll::Ready(Some(Err(error)));
+            }
+        }
+        Poll::Ready(Some(Ok(frame)))
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}

@@ -1,0 +1,25 @@
+//! Serving: a container whose component exports a `wasi:http` handler, behind
+//! a real listener. Every request runs a fresh instance as a task on the
+//! scheduler — fuel slices, fair with every other guest, parked while it waits
+//! on I/O — and nothing a client sends or a handler does can grow the host
+//! past a stated bound.
+//!
+//! - [`server`]: the listener, connections (hyper, HTTP/1.1 and HTTP/2, on
+//!   wasmtime-wasi's own tokio runtime: our code starts none), their limits,
+//!   and the graceful stop;
+//! - [`gate`]: how many requests are in flight, a bounded wait beyond, `503`;
+//! - [`request`]: one request as a scheduler job, and the answer it gets;
+//! - [`p2`]: the `wasi:http/incoming-handler@0.2` world (a handler world is one file);
+//! - [`body`]: bounded request and response bodies;
+//! - [`stats`]: counters and latency percentiles.
+
+pub(crate) mod body;
+pub(crate) mod gate;
+pub(crate) mod p2;
+pub(crate) mod request;
+pub(crate) mod server;
+pub(crate) mod stats;
+
+pub use body::ResponseBody;
+
+pub(crate) use server::Service;

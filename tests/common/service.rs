@@ -1,0 +1,372 @@
+//! WAT-built `wasi:http/incoming-handler@0.2.0` components, and a plain
+//! HTTP/1.1 client over a TcpStream for driving a real server on loopback.
+
+use super::wasm;
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::time::Duration;
+
+/// The slice of wasi:io, wasi:cli and wasi:http 0.2.0 a handler uses, as nested
+/// packages. `error-code` and its payloads are copied exactly: their layout matters.
+const SERVICE_WIT: &str = r#"
+    package local:service;
+    world service {
+        import wasi:http/types@0.2.0;
+        import wasi:io/streams@0.2.0;
+        import wasi:cli/stdout@0.2.0;
+        export wasi:http/incoming-handler@0.2.0;
+    }
+    package wasi:io@0.2.0 {
+        interface error { resource error; }
+        interface streams {
+            use error.{error};
+            variant stream-error { last-operation-failed(error), closed }
+            resource input-stream {
+                blocking-read: func(len: u64) -> result<list<u8>, stream-error>;
+            }
+            resource output-stream {
+                blocking-write-and-flush: func(contents: list<u8>) -> result<_, stream-error>;
+            }
+        }
+    }
+    package wasi:cli@0.2.0 {
+        interface stdout {
+            use wasi:io/streams@0.2.0.{output-stream};
+            get-stdout: func() -> output-stream;
+        }
+    }
+    package wasi:http@0.2.0 {
+        interface types {
+            use wasi:io/streams@0.2.0.{input-stream, output-stream};
+            record DNS-error-payload { rcode: option<string>, info-code: option<u16> }
+            record TLS-alert-received-payload { alert-id: option<u8>, alert-message: option<string> }
+            record field-size-payload { field-name: option<string>, field-size: option<u32> }
+            variant error-code {
+                DNS-timeout,
+                DNS-error(DNS-error-payload),
+                destination-not-found,
+                destination-unavailable,
+                destination-IP-prohibited,
+                destination-IP-unroutable,
+                connection-refused,
+                connection-terminated,
+                connection-timeout,
+                connection-read-timeout,
+                connection-write-timeout,
+                connection-limit-reached,
+                TLS-protocol-error,
+                TLS-certificate-error,
+                TLS-alert-received(TLS-alert-received-payload),
+                HTTP-request-denied,
+                HTTP-request-length-required,
+                HTTP-request-body-size(option<u64>),
+                HTTP-request-method-invalid,
+                HTTP-request-URI-invalid,
+                HTTP-request-URI-too-long,
+                HTTP-request-header-section-size(option<u32>),
+                HTTP-request-header-size(option<field-size-payload>),
+                HTTP-request-trailer-section-size(option<u32>),
+                HTTP-request-trailer-size(field-size-payload),
+                HTTP-response-incomplete,
+                HTTP-response-header-section-size(option<u32>),
+                HTTP-response-header-size(field-size-payload),
+                HTTP-response-body-size(option<u64>),
+                HTTP-response-trailer-section-size(option<u32>),
+                HTTP-response-trailer-size(field-size-payload),
+                HTTP-response-transfer-coding(option<string>),
+                HTTP-response-content-coding(option<string>),
+                HTTP-response-timeout,
+                HTTP-upgrade-failed,
+                HTTP-protocol-error,
+                loop-detected,
+                configuration-error,
+                internal-error(option<string>),
+            }
+            resource fields { constructor(); }
+            type headers = fields;
+            type trailers = fields;
+            resource incoming-request {
+                path-with-query: func() -> option<string>;
+                consume: func() -> result<incoming-body>;
+            }
+            resource incoming-body { %stream: func() -> result<input-stream>; }
+            resource outgoing-response {
+                constructor(headers: headers);
+                set-status-code: func(status-code: u16) -> result;
+                body: func() -> result<outgoing-body>;
+            }
+            resource outgoing-body {
+                write: func() -> result<output-stream>;
+                finish: static func(this: outgoing-body, trailers: option<trailers>) -> result<_, error-code>;
+            }
+            resource response-outparam {
+                set: static func(param: response-outparam, response: result<outgoing-response, error-code>);
+            }
+        }
+        interface incoming-handler {
+            use types.{incoming-request, response-outparam};
+            handle: func(request: incoming-request, response-out: response-outparam);
+        }
+    }
+"#;
+
+/// Imports and helpers every handler shares. Memory: 0..1024 scratch for
+/// results, 1024.. data, 65536.. the one buffer `cabi_realloc` hands out
+/// (each list or string the host returns is consumed before the next).
+const PRELUDE: &str = r#"
+    (import "wasi:http/types@0.2.0" "[constructor]fields" (func $fields (result i32)))
+    (import "wasi:http/types@0.2.0" "[constructor]outgoing-response" (func $new_response (param i32) (result i32)))
+    (import "wasi:http/types@0.2.0" "[method]outgoing-response.set-status-code" (func $set_status (param i32 i32) (result i32)))
+    (import "wasi:http/types@0.2.0" "[method]outgoing-response.body" (func $response_body (param i32 i32)))
+    (import "wasi:http/types@0.2.0" "[method]outgoing-body.write" (func $body_write (param i32 i32)))
+    (import "wasi:http/types@0.2.0" "[static]outgoing-body.finish" (func $finish (param i32 i32 i32 i32)))
+    (import "wasi:http/types@0.2.0" "[static]response-outparam.set" (func $outparam_set (param i32 i32 i32 i32 i64 i32 i32 i32 i32)))
+    (import "wasi:http/types@0.2.0" "[method]incoming-request.path-with-query" (func $path (param i32 i32)))
+    (import "wasi:http/types@0.2.0" "[method]incoming-request.consume" (func $consume (param i32 i32)))
+    (import "wasi:http/types@0.2.0" "[method]incoming-body.stream" (func $stream (param i32 i32)))
+    (import "wasi:io/streams@0.2.0" "[method]input-stream.blocking-read" (func $read (param i32 i64 i32)))
+    (import "wasi:io/streams@0.2.0" "[method]output-stream.blocking-write-and-flush" (func $write_flush (param i32 i32 i32 i32)))
+    (import "wasi:io/streams@0.2.0" "[resource-drop]output-stream" (func $drop_output (param i32)))
+    (import "wasi:cli/stdout@0.2.0" "get-stdout" (func $stdout (result i32)))
+    (memory (export "memory") 3)
+    (func (export "cabi_realloc") (param i32 i32 i32 i32) (result i32) (i32.const 65536))
+    (global $count (mut i32) (i32.const 0))
+    ;; Sets a response with `status` on `out`; returns its body's output stream
+    ;; (the body handle is left at 12 for $end).
+    (func $begin (param $out i32) (param $status i32) (result i32)
+        (local $resp i32)
+        (local.set $resp (call $new_response (call $fields)))
+        (drop (call $set_status (local.get $resp) (local.get $status)))
+        (call $response_body (local.get $resp) (i32.const 8))
+        (call $outparam_set (local.get $out) (i32.const 0) (local.get $resp)
+            (i32.const 0) (i64.const 0) (i32.const 0) (i32.const 0) (i32.const 0) (i32.const 0))
+        (call $body_write (i32.load (i32.const 12)) (i32.const 16))
+        (i32.load (i32.const 20)))
+    ;; Writes `len` bytes at `ptr` (at most 4096) to `stream`.
+    (func $send (param $stream i32) (param $ptr i32) (param $len i32)
+        (call $write_flush (local.get $stream) (local.get $ptr) (local.get $len) (i32.const 32)))
+    ;; Drops the stream and finishes the body begun by $begin.
+    (func $end (param $stream i32)
+        (call $drop_output (local.get $stream))
+        (call $finish (i32.load (i32.const 12)) (i32.const 0) (i32.const 0) (i32.const 48)))
+    ;; Answers `status` with the `len` bytes at `ptr`.
+    (func $respond (param $out i32) (param $status i32) (param $ptr i32) (param $len i32)
+        (local $stream i32)
+        (local.set $stream (call $begin (local.get $out) (local.get $status)))
+        (call $send (local.get $stream) (local.get $ptr) (local.get $len))
+        (call $end (local.get $stream)))
+    ;; Writes `len` bytes at `ptr` to the handler's stdout.
+    (func $print (param $ptr i32) (param $len i32)
+        (local $out i32)
+        (local.set $out (call $stdout))
+        (call $write_flush (local.get $out) (local.get $ptr) (local.get $len) (i32.const 64))
+        (call $drop_output (local.get $out)))
+    (data (i32.const 1024) "hello\0a")
+"#;
+
+/// A handler whose `handle` body is `body` (params `$req` and `$out`, locals as declared in `locals`).
+pub fn handler(locals: &str, body: &str) -> Vec<u8> {
+    let core = format!(
+        r#"(module {PRELUDE}
+            (func (export "wasi:http/incoming-handler@0.2.0#handle") (param $req i32) (param $out i32) {locals}
+                {body}))"#
+    );
+    let mut resolve = wit_parser::Resolve::default();
+    let package = resolve
+        .push_str("service.wit", SERVICE_WIT)
+        .expect("WIT parses");
+    let world = resolve
+        .select_world(&[package], Some("service"))
+        .expect("world");
+    let mut module = wasm(&core);
+    wit_component::embed_component_metadata(
+        &mut module,
+        &resolve,
+        world,
+        wit_component::StringEncoding::UTF8,
+    )
+    .expect("metadata embeds");
+    wit_component::ComponentEncoder::default()
+        .module(&module)
+        .expect("core module accepted")
+        .validate(true)
+        .encode()
+        .expect("component encodes")
+}
+
+/// Answers `200 hello`.
+pub fn hello_handler() -> Vec<u8> {
+    handler(
+        "",
+        "(call $respond (local.get $out) (i32.const 200) (i32.const 1024) (i32.const 6))",
+    )
+}
+
+/// Streams the request body back, chunk by chunk, as it reads it.
+pub fn echo_handler() -> Vec<u8> {
+    handler(
+        "(local $input i32) (local $output i32)",
+        r#"(call $consume (local.get $req) (i32.const 128))
+           (call $stream (i32.load (i32.const 132)) (i32.const 128))
+           (local.set $input (i32.load (i32.const 132)))
+           (local.set $output (call $begin (local.get $out) (i32.const 200)))
+           (block $closed (loop $more
+               ;; result<list<u8>, stream-error> at 128: tag, then pointer and length
+               (call $read (local.get $input) (i64.const 4096) (i32.const 128))
+               (br_if $closed (i32.load8_u (i32.const 128)))
+               (call $send (local.get $output) (i32.load (i32.const 132)) (i32.load (i32.const 136)))
+               (br $more)))
+           (call $end (local.get $output))"#,
+    )
+}
+
+/// Counts its requests in a global and answers the count as one digit.
+pub fn counter_handler() -> Vec<u8> {
+    handler(
+        "",
+        r#"(global.set $count (i32.add (global.get $count) (i32.const 1)))
+           (i32.store8 (i32.const 1100) (i32.add (i32.const 48) (global.get $count)))
+           (call $respond (local.get $out) (i32.const 200) (i32.const 1100) (i32.const 1))"#,
+    )
+}
+
+/// Prints its path to stdout (one line), then answers `200 hello`.
+pub fn logging_handler() -> Vec<u8> {
+    handler(
+        "",
+        r#"(call $path (local.get $req) (i32.const 128))
+           (call $print (i32.load (i32.const 132)) (i32.load (i32.const 136)))
+           (i32.store8 (i32.const 1200) (i32.const 10))
+           (call $print (i32.const 1200) (i32.const 1))
+           (call $respond (local.get $out) (i32.const 200) (i32.const 1024) (i32.const 6))"#,
+    )
+}
+
+/// Traps on `/trap`, spins forever on `/spin`, returns without answering on
+/// `/silent`, and answers `200 hello` on anything else.
+pub fn misbehaving_handler() -> Vec<u8> {
+    handler(
+        "",
+        r#"(call $path (local.get $req) (i32.const 128))
+           ;; the second byte of the path: t(rap), s(pin) or (s)i(lent)
+           (if (i32.eq (i32.load8_u (i32.add (i32.load (i32.const 132)) (i32.const 1))) (i32.const 116))
+               (then unreachable))
+           (if (i32.eq (i32.load8_u (i32.add (i32.load (i32.const 132)) (i32.const 2))) (i32.const 112))
+               (then (loop $forever (br $forever))))
+           (if (i32.eq (i32.load8_u (i32.add (i32.load (i32.const 132)) (i32.const 2))) (i32.const 105))
+               (then (return)))
+           (call $respond (local.get $out) (i32.const 200) (i32.const 1024) (i32.const 6))"#,
+    )
+}
+
+/// Prints "ready", works for a while (`iterations` loop turns), then answers `200 hello`.
+pub fn slow_handler(iterations: u32) -> Vec<u8> {
+    handler(
+        "(local $i i32)",
+        &format!(
+            r#"(i32.store (i32.const 1300) (i32.const 0x64616572))
+               (i32.store16 (i32.const 1304) (i32.const 0x0a79))
+               (call $print (i32.const 1300) (i32.const 6))
+               (local.set $i (i32.const {iterations}))
+               (loop $work
+                   (local.set $i (i32.sub (local.get $i) (i32.const 1)))
+                   (br_if $work (local.get $i)))
+               (call $respond (local.get $out) (i32.const 200) (i32.const 1024) (i32.const 6))"#
+        ),
+    )
+}
+
+/// A response as a client sees it.
+#[derive(Debug)]
+pub struct Reply {
+    pub status: u16,
+    pub head: String,
+    pub body: Vec<u8>,
+}
+
+impl Reply {
+    pub fn text(&self) -> String {
+        String::from_utf8_lossy(&self.body).into_owned()
+    }
+
+    pub fn header(&self, name: &str) -> Option<String> {
+        self.head.lines().find_map(|line| {
+            let (key, value) = line.split_once(':')?;
+            key.eq_ignore_ascii_case(name)
+                .then(|| value.trim().to_string())
+        })
+    }
+}
+
+/// Sends one request on a fresh connection (`Connection: close`) and reads the
+/// whole response; `extra` is more header lines, each ending in `\r\n`.
+pub fn send(address: SocketAddr, method: &str, path: &str, extra: &str, body: &[u8]) -> Reply {
+    let mut stream = TcpStream::connect(address).expect("connects");
+    stream
+        .set_read_timeout(Some(Duration::from_secs(60)))
+        .unwrap();
+    let head = format!(
+        "{method} {path} HTTP/1.1\r\nHost: {address}\r\nConnection: close\r\nContent-Length: {}\r\n{extra}\r\n",
+        body.len()
+    );
+    stream.write_all(head.as_bytes()).unwrap();
+    stream.write_all(body).unwrap();
+    read_reply(&mut stream)
+}
+
+/// `GET path`.
+pub fn get(address: SocketAddr, path: &str) -> Reply {
+    send(address, "GET", path, "", b"")
+}
+
+/// Reads one response to its end (the server closes the connection after it).
+pub fn read_reply(stream: &mut TcpStream) -> Reply {
+    let mut raw = Vec::new();
+    let _ = stream.read_to_end(&mut raw);
+    parse_reply(&raw)
+}
+
+pub fn parse_reply(raw: &[u8]) -> Reply {
+    let split = raw
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .unwrap_or_else(|| panic!("no response head in {:?}", String::from_utf8_lossy(raw)));
+    let head = String::from_utf8_lossy(&raw[..split]).into_owned();
+    let status = head
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .expect("a status code");
+    let mut body = raw[split + 4..].to_vec();
+    let chunked = head.lines().any(|l| {
+        l.to_ascii_lowercase()
+            .starts_with("transfer-encoding: chunked")
+    });
+    if chunked {
+        body = dechunk(&body);
+    }
+    Reply { status, head, body }
+}
+
+fn dechunk(mut data: &[u8]) -> Vec<u8> {
+    let mut out = Vec::new();
+    loop {
+        let Some(end) = data.windows(2).position(|w| w == b"\r\n") else {
+            return out;
+        };
+        let size = usize::from_str_radix(
+            String::from_utf8_lossy(&data[..end])
+                .split(';')
+                .next()
+                .unwrap()
+                .trim(),
+            16,
+        )
+        .unwrap_or(0);
+        if size == 0 || data.len() < end + 2 + size {
+            return out;
+        }
+        out.extend_from_slice(&data[end + 2..end + 2 + size]);
+        data = &data[end + 2 + size + 2..];
+    }
+}
