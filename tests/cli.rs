@@ -516,3 +516,46 @@ fn a_binary_file_runs_and_a_rewritten_one_runs_its_new_bytes() {
     let out = run(&["run", path]);
     assert_eq!(out.status.code(), Some(126), "{}", text(&out.stderr));
 }
+
+#[test]
+fn serve_listens_prints_its_url_answers_and_drains_on_ctrl_c() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("hello.wasm");
+    std::fs::write(&file, crate::common::service::hello_handler()).unwrap();
+    let mut child = bin()
+        .args(["serve", "--addr", "127.0.0.1:0", file.to_str().unwrap()])
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stderr = BufReader::new(child.stderr.take().unwrap());
+    let mut line = String::new();
+    stderr.read_line(&mut line).unwrap();
+    let url = line
+        .trim()
+        .strip_prefix("Serving HTTP on http://")
+        .unwrap_or_else(|| panic!("no URL in {line:?}"));
+    let address: std::net::SocketAddr = url.trim_end_matches('/').parse().unwrap();
+    let reply = crate::common::service::get(address, "/hello");
+    assert_eq!((reply.status, reply.text().as_str()), (200, "hello\n"));
+    let status = Command::new("kill")
+        .args(["-INT", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    assert_eq!(child.wait().unwrap().code(), Some(0));
+}
+
+#[test]
+fn run_of_a_service_says_to_serve_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("service.wasm");
+    std::fs::write(&file, crate::common::service::hello_handler()).unwrap();
+    let out = bin()
+        .args(["run", file.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(126));
+    let error = text(&out.stderr);
+    assert!(error.contains("wasmpool serve"), "{error}");
+    assert!(!error.contains("discarding"), "{error}");
+}

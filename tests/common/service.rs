@@ -1,7 +1,7 @@
 //! WAT-built `wasi:http/incoming-handler@0.2.0` components, and a plain
 //! HTTP/1.1 client over a TcpStream for driving a real server on loopback.
+//! Self-contained: `examples/serve_bench.rs` includes it too.
 
-use super::wasm;
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::time::Duration;
@@ -178,7 +178,7 @@ pub fn handler(locals: &str, body: &str) -> Vec<u8> {
     let world = resolve
         .select_world(&[package], Some("service"))
         .expect("world");
-    let mut module = wasm(&core);
+    let mut module = wat::parse_str(&core).expect("the handler's WAT parses");
     wit_component::embed_component_metadata(
         &mut module,
         &resolve,

@@ -1,0 +1,194 @@
+//! Serving speed against `wasmtime serve`: the same WAT-built handler
+//! (`200 hello` on `/hello`, a spin on `/spin`), fuel on in both, driven by
+//! `wrk -t2 -c64 -d10s --latency` on loopback, idle and while 8 requests spin;
+//! and the resident memory 1,000 idle keep-alive connections add.
+//!
+//! Needs `wrk` (`apt-get install -y wrk`) and a wasmtime 48 CLI
+//! (`cargo install wasmtime-cli --version 48.0.8`), named by `WASMTIME`
+//! (default `wasmtime` on the PATH). Build first: `cargo build --release`.
+//! Run with `cargo run --release --example serve_bench`.
+
+#[allow(dead_code)]
+#[path = "../tests/common/service.rs"]
+mod service;
+
+use std::io::{BufRead, BufReader, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+/// Fuel per request in both servers: enough for `/hello` many times over;
+/// a `/spin` runs until it is spent (wasmtime) or its deadline (wasmpool).
+const FUEL: u64 = 2_000_000_000;
+
+fn main() -> Result<(), Box<dyn std::error::Error>> {
+    let dir = tempfile::tempdir()?;
+    let component = dir.path().join("service.wasm");
+    std::fs::write(&component, service::misbehaving_handler())?;
+    let wasmpool = concat!(env!("CARGO_MANIFEST_DIR"), "/target/release/wasmpool");
+    let wasmtime = std::env::var("WASMTIME").unwrap_or_else(|_| "wasmtime".into());
+    let path = component.to_str().unwrap();
+    let fuel = FUEL.to_string();
+    let wasmtime_fuel = format!("fuel={fuel}");
+
+    println!("| server | load | req/s | p50 | p99 |");
+    println!("|---|---|---|---|---|");
+    let mut results = Vec::new();
+    let servers = [
+        (
+            "wasmtime serve",
+            wasmtime.as_str(),
+            vec!["serve", "-W", &wasmtime_fuel, "--addr", "127.0.0.1:0", path],
+        ),
+        (
+            "wasmpool serve",
+            wasmpool,
+            vec![
+                "serve",
+                "--fuel",
+                &fuel,
+                "--timeout",
+                "2s",
+                "--addr",
+                "127.0.0.1:0",
+                path,
+            ],
+        ),
+    ];
+    // WASMTIME=none measures wasmpool alone.
+    let skip = usize::from(wasmtime == "none");
+    for (name, program, args) in servers.into_iter().skip(skip) {
+        let (mut server, address) = start(program, &args, dir.path())?;
+        let idle = wrk(address)?;
+        println!(
+            "| {name} | idle | {:.0} | {} | {} |",
+            idle.0, idle.1, idle.2
+        );
+        let spinning = Arc::new(AtomicBool::new(true));
+        let spinners: Vec<_> = (0..8)
+            .map(|_| {
+                let spinning = spinning.clone();
+                std::thread::spawn(move || {
+                    while spinning.load(Ordering::Relaxed) {
+                        let _ = service::get(address, "/spin");
+                    }
+                })
+            })
+            .collect();
+        std::thread::sleep(Duration::from_millis(200));
+        let loaded = wrk(address)?;
+        println!(
+            "| {name} | 8 spinning | {:.0} | {} | {} |",
+            loaded.0, loaded.1, loaded.2
+        );
+        spinning.store(false, Ordering::Relaxed);
+        let idle_memory = idle_connections(&server, address)?;
+        println!(
+            "| {name} | 1,000 idle keep-alive connections | +{:.1} MiB resident | | |",
+            idle_memory
+        );
+        let _ = server.kill();
+        let _ = server.wait();
+        for spinner in spinners {
+            let _ = spinner.join();
+        }
+        results.push((name, idle.0, loaded.0));
+    }
+    let [(_, wasmtime_idle, wasmtime_loaded), (_, ours_idle, ours_loaded)] = results[..] else {
+        return Ok(());
+    };
+    println!();
+    println!(
+        "wasmpool / wasmtime serve: idle {:.2}x, with 8 spinning {:.2}x; wasmpool keeps {:.0} % of its idle throughput while 8 spin (wasmtime {:.0} %)",
+        ours_idle / wasmtime_idle,
+        ours_loaded / wasmtime_loaded,
+        100.0 * ours_loaded / ours_idle,
+        100.0 * wasmtime_loaded / wasmtime_idle
+    );
+    Ok(())
+}
+
+/// Starts a server and reads the address it prints.
+fn start(
+    program: &str,
+    args: &[&str],
+    cache: &std::path::Path,
+) -> Result<(Child, SocketAddr), Box<dyn std::error::Error>> {
+    let mut child = Command::new(program)
+        .args(args)
+        .env("WASMPOOL_CACHE_DIR", cache)
+        .env_remove("RUST_BACKTRACE")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()?;
+    let mut stderr = BufReader::new(child.stderr.take().unwrap());
+    let mut line = String::new();
+    loop {
+        line.clear();
+        if stderr.read_line(&mut line)? == 0 {
+            return Err(format!("{program} exited before listening").into());
+        }
+        if let Some(at) = line.find("http://") {
+            let address = line[at + 7..].trim().trim_end_matches('/').parse()?;
+            // Keep draining its stderr so it never blocks on a full pipe.
+            std::thread::spawn(move || for _ in stderr.lines() {});
+            return Ok((child, address));
+        }
+    }
+}
+
+/// `wrk -t2 -c64 -d10s --latency`: requests per second, p50 and p99.
+fn wrk(address: SocketAddr) -> Result<(f64, String, String), Box<dyn std::error::Error>> {
+    let out = Command::new("wrk")
+        .args([
+            "-t2",
+            "-c64",
+            "-d10s",
+            "--latency",
+            &format!("http://{address}/hello"),
+        ])
+        .output()?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    let find = |prefix: &str| {
+        text.lines()
+            .find_map(|l| l.trim().strip_prefix(prefix).map(|v| v.trim().to_string()))
+            .unwrap_or_default()
+    };
+    let rate = find("Requests/sec:").parse().unwrap_or(0.0);
+    Ok((rate, find("50%"), find("99%")))
+}
+
+/// Resident memory the server adds holding 1,000 idle keep-alive connections.
+fn idle_connections(
+    server: &Child,
+    address: SocketAddr,
+) -> Result<f64, Box<dyn std::error::Error>> {
+    let before = resident(server.id())?;
+    let mut held = Vec::new();
+    for _ in 0..1000 {
+        let mut stream = TcpStream::connect(address)?;
+        stream.write_all(format!("GET /hello HTTP/1.1\r\nHost: {address}\r\n\r\n").as_bytes())?;
+        held.push(stream);
+    }
+    for stream in &mut held {
+        let mut head = [0u8; 12];
+        std::io::Read::read_exact(stream, &mut head)?;
+    }
+    std::thread::sleep(Duration::from_millis(500));
+    let after = resident(server.id())?;
+    drop(held);
+    Ok((after.saturating_sub(before)) as f64 / (1024.0 * 1024.0))
+}
+
+fn resident(pid: u32) -> Result<u64, Box<dyn std::error::Error>> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
+    let kib: u64 = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.split_whitespace().next())
+        .and_then(|v| v.parse().ok())
+        .ok_or("no VmRSS")?;
+    Ok(kib * 1024)
+}
