@@ -15,6 +15,7 @@ mod isolation;
 mod limits;
 mod logs;
 mod registry;
+mod registry_bounds;
 mod reliability;
 mod scheduling;
 mod seed;

@@ -1,19 +1,7 @@
 //! Registry credentials: the settings' `registry_auth`, else docker's `config.json`.
 
 use crate::settings::RegistryAuth;
-use oci_client::secrets::RegistryAuth as OciAuth;
 use std::path::PathBuf;
-
-/// The client's form of `auth`.
-pub(super) fn to_oci(auth: &RegistryAuth) -> OciAuth {
-    match auth {
-        RegistryAuth::Anonymous => OciAuth::Anonymous,
-        RegistryAuth::Basic { username, password } => {
-            OciAuth::Basic(username.clone(), password.clone())
-        }
-        RegistryAuth::Bearer(token) => OciAuth::Bearer(token.clone()),
-    }
-}
 
 /// A registry host as configured or written in docker's config.json, without
 /// scheme or path: `https://index.docker.io/v1/` → `index.docker.io`.

@@ -4,12 +4,10 @@
 
 use super::media::{wasm_layer, wasm_platform_entry};
 use super::store::record_digest;
-use super::transport::{describe, describe_io, mismatch};
+use super::transport::{chain, hex, mismatch, Manifest, Session};
 use super::PulledImage;
-use futures_util::StreamExt;
-use oci_client::manifest::{OciDescriptor, OciManifest};
-use oci_client::secrets::RegistryAuth as OciAuth;
-use oci_client::{Client, Reference};
+use oci_client::manifest::OciDescriptor;
+use oci_client::Reference;
 use sha2::Digest as _;
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -18,9 +16,8 @@ use std::sync::Arc;
 
 /// One pull of one reference, run on wasmtime-wasi's tokio runtime.
 pub(super) struct Fetch {
-    pub(super) client: Client,
+    pub(super) session: Session,
     pub(super) reference: Reference,
-    pub(super) auth: OciAuth,
     pub(super) path: PathBuf,
     /// The digest of the copy in the cache, if any: `Always` downloads only when it changed.
     pub(super) known: Option<String>,
@@ -32,34 +29,30 @@ pub(super) struct Fetch {
 
 impl Fetch {
     pub(super) async fn run(self) -> std::result::Result<PulledImage, String> {
-        let registry = self.reference.resolve_registry();
-        let client = &self.client;
+        let session = &self.session;
         let reference = &self.reference;
+        let named = reference
+            .digest()
+            .or(reference.tag())
+            .unwrap_or("latest")
+            .to_string();
         if let Some(known) = &self.known {
-            let current = client
-                .fetch_manifest_digest(reference, &self.auth)
-                .await
-                .map_err(|e| describe(&e, registry))?;
+            let current = session.manifest_digest(&named).await?;
             if &current == known {
                 log::debug!("{reference}: unchanged at {current}");
                 return Ok(self.unchanged(current));
             }
         }
-        let (manifest, digest) = client
-            .pull_manifest(reference, &self.auth)
-            .await
-            .map_err(|e| describe(&e, registry))?;
+        let (manifest, digest) = session.manifest(&named).await?;
         let manifest = match manifest {
-            OciManifest::Image(manifest) => manifest,
-            OciManifest::ImageIndex(index) => {
+            Manifest::Image(manifest) => manifest,
+            Manifest::Index(index) => {
                 let entry = wasm_platform_entry(&index)?;
-                let by_digest = reference.clone_with_digest(entry);
-                match client.pull_manifest(&by_digest, &self.auth).await {
-                    Ok((OciManifest::Image(manifest), _)) => manifest,
-                    Ok((OciManifest::ImageIndex(_), _)) => {
+                match session.manifest(&entry).await? {
+                    (Manifest::Image(manifest), _) => manifest,
+                    (Manifest::Index(_), _) => {
                         return Err("the index's wasi/wasm entry is another index".into())
                     }
-                    Err(e) => return Err(describe(&e, registry)),
                 }
             }
         };
@@ -72,7 +65,7 @@ impl Fetch {
         if size > limit {
             return Err(too_large(size, limit));
         }
-        let file = self.download(client, layer, limit).await?;
+        let file = self.download(layer, limit).await?;
         self.check_cancel()?;
         file.persist(&self.path)
             .map_err(|e| format!("cannot write '{}': {}", self.path.display(), e.error))?;
@@ -104,11 +97,9 @@ impl Fetch {
     /// refusing it past `limit` bytes or when its digest differs from the manifest's.
     async fn download(
         &self,
-        client: &Client,
         layer: &OciDescriptor,
         limit: u64,
     ) -> std::result::Result<tempfile::NamedTempFile, String> {
-        let registry = self.reference.resolve_registry();
         let folder = self.path.parent().unwrap_or(Path::new("."));
         let mut file = tempfile::Builder::new()
             .prefix(".pulling-")
@@ -116,11 +107,8 @@ impl Fetch {
             .tempfile_in(folder)
             .map_err(|e| format!("cannot write in '{}': {e}", folder.display()))?;
         let mut hasher = LayerHasher::new(&layer.digest)?;
-        let mut stream = client
-            .pull_blob_stream(&self.reference, layer)
-            .await
-            .map_err(|e| describe(&e, registry))?;
-        if let Some(length) = stream.content_length {
+        let mut response = self.session.blob(&layer.digest).await?;
+        if let Some(length) = response.content_length() {
             if length > limit {
                 return Err(too_large(length, limit));
             }
@@ -128,9 +116,12 @@ impl Fetch {
         let declared = u64::try_from(layer.size).unwrap_or(0);
         let mut written: u64 = 0;
         let mut magic = Vec::with_capacity(4);
-        while let Some(chunk) = stream.next().await {
+        while let Some(chunk) = response
+            .chunk()
+            .await
+            .map_err(|e| format!("download of layer {} failed: {}", layer.digest, chain(&e)))?
+        {
             self.check_cancel()?;
-            let chunk = chunk.map_err(|e| describe_io(&e, &layer.digest))?;
             written += chunk.len() as u64;
             if written > limit {
                 return Err(too_large(written, limit));
@@ -195,7 +186,6 @@ impl LayerHasher {
     }
 
     fn finish(self) -> String {
-        let hex = |bytes: &[u8]| bytes.iter().map(|b| format!("{b:02x}")).collect::<String>();
         match self {
             LayerHasher::Sha256(h) => format!("sha256:{}", hex(&h.finalize())),
             LayerHasher::Sha512(h) => format!("sha512:{}", hex(&h.finalize())),

@@ -1,15 +1,18 @@
 //! Registry pulls: WebAssembly OCI artifacts into the image cache, blocking.
 //!
 //! - [`auth`]: credentials from the settings or docker's `config.json`;
-//! - [`transport`]: the HTTP client (TLS or loopback plain HTTP), running its
-//!   futures within a time limit, one-line error texts;
+//! - [`transport`]: the HTTP client (TLS or loopback plain HTTP), auth
+//!   challenges, bounded bodies, running its futures within a time limit,
+//!   one-line error texts;
 //! - [`media`]: which manifests, indexes and layers are WebAssembly;
 //! - [`fetch`]: one pull — resolve, choose the layer, stream it in, verify;
 //! - [`store`]: the cache file's lock and the digest recorded beside it.
 //!
-//! The transport is `oci-client` (auth challenges, token exchange, digest
-//! checks), whose futures run on wasmtime-wasi's own tokio runtime while the
-//! blocking call waits (`run_within`): our code starts no async runtime. What
+//! The transport is our own on reqwest (auth challenges, token exchange,
+//! digest checks, a bound on every body a registry sends), whose futures run
+//! on wasmtime-wasi's own tokio runtime while the blocking call waits
+//! (`run_within`): our code starts no async runtime. oci-client provides the
+//! reference grammar and the manifest types. What
 //! is kept is the seed's cache file
 //! `{cache_dir}/{name with '/', ':', '@' as '_'}.wasm`, written atomically, with
 //! the digest the reference resolved to in `….wasm.digest` beside it.
@@ -22,9 +25,8 @@ mod transport;
 
 use crate::artifacts::image_path;
 use crate::settings::{Error, PullPolicy, RegistryAuth, Result, WasmConfig};
-use auth::{docker_config_auth, registry_key, to_oci};
+use auth::{docker_config_auth, registry_key};
 use fetch::Fetch;
-use oci_client::secrets::RegistryAuth as OciAuth;
 use oci_client::Reference;
 use parking_lot::Mutex;
 use std::collections::HashMap;
@@ -141,11 +143,10 @@ impl Puller {
         }
         let cancel = Arc::new(AtomicBool::new(false));
         let fetch = Fetch {
-            client: self
+            session: self
                 .transport
-                .client(reference.resolve_registry())
+                .session(&reference, self.auth_for(&reference))
                 .map_err(refuse)?,
-            auth: self.auth_for(&reference),
             reference,
             path: path.to_path_buf(),
             known: if cached { recorded.clone() } else { None },
@@ -157,16 +158,16 @@ impl Puller {
 
     /// The credentials for the reference's registry: `WasmConfig::registry_auth`,
     /// else docker's `config.json`, else anonymous.
-    fn auth_for(&self, reference: &Reference) -> OciAuth {
+    fn auth_for(&self, reference: &Reference) -> RegistryAuth {
         let hosts = [reference.registry(), reference.resolve_registry()];
         for host in hosts {
             if let Some(auth) = self.auth.get(&registry_key(host)) {
-                return to_oci(auth);
+                return auth.clone();
             }
         }
         hosts
             .into_iter()
             .find_map(docker_config_auth)
-            .map_or(OciAuth::Anonymous, |auth| to_oci(&auth))
+            .unwrap_or_default()
     }
 }

@@ -1,16 +1,39 @@
-//! The registry client: TLS, or plain HTTP for loopback and listed registries;
-//! its futures run on wasmtime-wasi's tokio runtime within a time limit; its
-//! errors said in one line.
+//! The registry's HTTP side, on reqwest (the client oci-client itself uses):
+//! TLS, or plain HTTP for loopback and listed registries; the distribution
+//! API's auth challenges (Bearer token exchange, Basic); and a bound on every
+//! body a registry sends, checked as it is read — manifests and indexes
+//! (4 MiB, as the distribution registry and containerd use), token responses
+//! (64 KiB), error bodies quoted in messages (4 KiB) — so no registry, hostile
+//! or compromised, can grow the host by what it sends. Redirects are followed
+//! at most 5 times, and credentials never follow a redirect to another host.
+//! Its futures run on wasmtime-wasi's tokio runtime within a time limit.
 
 use super::auth::{host_of, registry_key};
 use super::media::MANIFEST_MEDIA_TYPES;
-use crate::settings::WasmConfig;
-use oci_client::client::{ClientConfig, ClientProtocol};
-use oci_client::errors::{DigestError, OciDistributionError, OciErrorCode};
-use oci_client::Client;
+use crate::settings::{RegistryAuth, WasmConfig};
+use bytes::{Bytes, BytesMut};
+use oci_client::manifest::{OciImageIndex, OciImageManifest};
+use oci_client::Reference;
+use parking_lot::Mutex;
+use reqwest::header::{ACCEPT, CONTENT_TYPE, WWW_AUTHENTICATE};
+use reqwest::{Method, Response, StatusCode};
+use sha2::Digest as _;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
+
+/// The largest manifest or index read (the distribution registry's and containerd's bound).
+pub(super) const MAX_MANIFEST_BYTES: u64 = 4 << 20;
+/// The largest token response read.
+pub(super) const MAX_TOKEN_BYTES: u64 = 64 << 10;
+/// The most of an error body read, to quote it.
+pub(super) const MAX_ERROR_BYTES: u64 = 4 << 10;
+/// The most entries an index may list.
+pub(super) const MAX_INDEX_ENTRIES: usize = 1024;
+/// The most layers a manifest may list (docker's own limit is 127).
+pub(super) const MAX_LAYERS: usize = 128;
+/// The most redirects one request follows.
+pub(super) const MAX_REDIRECTS: usize = 5;
 
 /// How the client reaches registries.
 pub(super) struct Transport {
@@ -34,7 +57,7 @@ impl Transport {
     }
 
     /// Plain HTTP for loopback registries and those listed as insecure; TLS for all others.
-    fn protocol_for(&self, registry: &str) -> ClientProtocol {
+    fn plain_http(&self, registry: &str) -> bool {
         let host = host_of(registry);
         let loopback = host == "localhost"
             || host
@@ -42,29 +65,463 @@ impl Transport {
                 .trim_end_matches(']')
                 .parse::<std::net::IpAddr>()
                 .is_ok_and(|ip| ip.is_loopback());
-        let listed = self
-            .insecure
-            .iter()
-            .any(|entry| entry == registry || entry == host);
-        if loopback || listed {
-            ClientProtocol::HttpsExcept(vec![registry.to_string()])
+        loopback
+            || self
+                .insecure
+                .iter()
+                .any(|entry| entry == registry || entry == host)
+    }
+
+    /// A session with the reference's registry and repository.
+    pub(super) fn session(
+        &self,
+        reference: &Reference,
+        auth: RegistryAuth,
+    ) -> Result<Session, String> {
+        install_crypto_provider();
+        let registry = reference.resolve_registry().to_string();
+        let plain = self.plain_http(&registry);
+        let http = reqwest::Client::builder()
+            .connect_timeout(self.connect_timeout)
+            .read_timeout(self.read_timeout)
+            .redirect(reqwest::redirect::Policy::limited(MAX_REDIRECTS))
+            .user_agent(concat!("wasmpool/", env!("CARGO_PKG_VERSION")))
+            .build()
+            .map_err(|e| format!("cannot set up the registry client: {}", chain(&e)))?;
+        Ok(Session {
+            http,
+            base: format!("{}://{registry}", if plain { "http" } else { "https" }),
+            registry,
+            repository: reference.repository().to_string(),
+            plain,
+            auth,
+            basic: AtomicBool::new(false),
+            bearer: Mutex::new(None),
+        })
+    }
+}
+
+/// What a manifest request returned.
+pub(super) enum Manifest {
+    Image(Box<OciImageManifest>),
+    Index(OciImageIndex),
+}
+
+/// Requests to one repository of one registry, answering its auth challenges.
+pub(super) struct Session {
+    http: reqwest::Client,
+    /// `https://host[:port]`, or `http://` for a plain-HTTP registry.
+    base: String,
+    registry: String,
+    repository: String,
+    plain: bool,
+    auth: RegistryAuth,
+    /// Whether the registry asked for Basic credentials.
+    basic: AtomicBool,
+    /// The bearer token a Bearer challenge was answered with.
+    bearer: Mutex<Option<String>>,
+}
+
+impl Session {
+    /// The manifest or index named by `reference` (a tag or a digest), and its
+    /// digest — verified against the bytes when the reference or the registry names one.
+    pub(super) async fn manifest(&self, reference: &str) -> Result<(Manifest, String), String> {
+        let url = self.url("manifests", reference);
+        let response = self.send(Method::GET, &url, &MANIFEST_MEDIA_TYPES).await?;
+        let response = self.check(response, &url).await?;
+        let header_digest = docker_digest(&response);
+        let content_type = response
+            .headers()
+            .get(CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned);
+        let body = read_bounded(response, MAX_MANIFEST_BYTES, "manifest").await?;
+        let digest = if reference.contains(':') {
+            // By digest: the bytes must have it.
+            verify(reference, &body)?;
+            reference.to_string()
         } else {
-            ClientProtocol::Https
+            match header_digest {
+                Some(named) => {
+                    verify(&named, &body)?;
+                    named
+                }
+                None => format!("sha256:{}", hex(&sha2::Sha256::digest(&body))),
+            }
+        };
+        Ok((parse_manifest(&body, content_type.as_deref())?, digest))
+    }
+
+    /// The digest `reference` resolves to now: a `HEAD` when the registry
+    /// names it, else the manifest itself.
+    pub(super) async fn manifest_digest(&self, reference: &str) -> Result<String, String> {
+        let url = self.url("manifests", reference);
+        let response = self.send(Method::HEAD, &url, &MANIFEST_MEDIA_TYPES).await?;
+        if response.status().is_success() {
+            if let Some(digest) = docker_digest(&response) {
+                if is_digest(&digest) {
+                    return Ok(digest);
+                }
+            }
+        } else {
+            self.check(response, &url).await?;
+        }
+        Ok(self.manifest(reference).await?.1)
+    }
+
+    /// The blob `digest`, its body still to be read (by the caller, bounded).
+    pub(super) async fn blob(&self, digest: &str) -> Result<Response, String> {
+        let url = self.url("blobs", digest);
+        let response = self.send(Method::GET, &url, &[]).await?;
+        self.check(response, &url).await
+    }
+
+    fn url(&self, kind: &str, reference: &str) -> String {
+        format!("{}/v2/{}/{kind}/{reference}", self.base, self.repository)
+    }
+
+    /// Sends a request, answering one auth challenge (Bearer: a token from the
+    /// realm; Basic: the configured credentials) and sending it again.
+    async fn send(&self, method: Method, url: &str, accept: &[&str]) -> Result<Response, String> {
+        let mut answered = false;
+        loop {
+            let mut request = self.http.request(method.clone(), url);
+            if !accept.is_empty() {
+                request = request.header(ACCEPT, accept.join(", "));
+            }
+            let bearer = self.bearer.lock().clone();
+            request = match (&self.auth, bearer) {
+                (_, Some(token)) => request.bearer_auth(token),
+                (RegistryAuth::Bearer(token), None) => request.bearer_auth(token),
+                (RegistryAuth::Basic { username, password }, None)
+                    if self.basic.load(Ordering::Acquire) =>
+                {
+                    request.basic_auth(username, Some(password))
+                }
+                _ => request,
+            };
+            let response = request.send().await.map_err(|e| self.describe(&e))?;
+            if response.status() != StatusCode::UNAUTHORIZED || answered {
+                return Ok(response);
+            }
+            answered = true;
+            let challenge = response
+                .headers()
+                .get(WWW_AUTHENTICATE)
+                .and_then(|v| v.to_str().ok())
+                .map(Challenge::parse);
+            match challenge {
+                Some(Challenge::Bearer {
+                    realm,
+                    service,
+                    scope,
+                }) => {
+                    let token = self.token(&realm, service, scope).await?;
+                    *self.bearer.lock() = Some(token);
+                }
+                Some(Challenge::Basic) if matches!(self.auth, RegistryAuth::Basic { .. }) => {
+                    self.basic.store(true, Ordering::Release);
+                }
+                _ => return Ok(response),
+            }
         }
     }
 
-    pub(super) fn client(&self, registry: &str) -> std::result::Result<Client, String> {
-        install_crypto_provider();
-        let config = ClientConfig {
-            protocol: self.protocol_for(registry),
-            connect_timeout: Some(self.connect_timeout),
-            read_timeout: Some(self.read_timeout),
-            max_concurrent_download: 1,
-            user_agent: concat!("wasmpool/", env!("CARGO_PKG_VERSION")),
-            ..Default::default()
-        };
-        Client::try_from(config).map_err(|e| format!("cannot set up the registry client: {e}"))
+    /// A bearer token from the challenge's realm, sending Basic credentials
+    /// when configured (over TLS, or to a plain-HTTP registry's own realm).
+    async fn token(
+        &self,
+        realm: &str,
+        service: Option<String>,
+        scope: Option<String>,
+    ) -> Result<String, String> {
+        let plain_realm = realm.starts_with("http://");
+        if plain_realm && !self.plain {
+            return Err(format!(
+                "unauthorized (401): {} asks for a token over plain HTTP ({realm}); refused",
+                self.registry
+            ));
+        }
+        let scope = scope.unwrap_or_else(|| format!("repository:{}:pull", self.repository));
+        let mut query = vec![("scope", scope)];
+        if let Some(service) = service {
+            query.push(("service", service));
+        }
+        let mut request = self.http.get(realm).query(&query);
+        if let RegistryAuth::Basic { username, password } = &self.auth {
+            request = request.basic_auth(username, Some(password));
+        }
+        let response = request.send().await.map_err(|e| self.describe(&e))?;
+        if !response.status().is_success() {
+            let status = response.status().as_u16();
+            let body = read_prefix(response, MAX_ERROR_BYTES).await;
+            return Err(format!(
+                "unauthorized (401) at {}: the token server answered {status}: {}",
+                self.registry,
+                one_line(&String::from_utf8_lossy(&body))
+            ));
+        }
+        let body = read_bounded(response, MAX_TOKEN_BYTES, "token response").await?;
+        let value: serde_json::Value = serde_json::from_slice(&body)
+            .map_err(|e| format!("the token response is not JSON: {e}"))?;
+        value
+            .get("token")
+            .or_else(|| value.get("access_token"))
+            .and_then(|t| t.as_str())
+            .map(str::to_owned)
+            .ok_or_else(|| "the token response has no token".to_string())
     }
+
+    /// The response if it succeeded, else a one-line reason quoting the
+    /// registry's error (its first 4 KiB).
+    async fn check(&self, response: Response, url: &str) -> Result<Response, String> {
+        let status = response.status();
+        if status.is_success() {
+            return Ok(response);
+        }
+        let body = read_prefix(response, MAX_ERROR_BYTES).await;
+        let messages = error_messages(&body);
+        Err(match status.as_u16() {
+            401 => format!("unauthorized (401): {url} needs credentials, or refused those given"),
+            403 => format!("forbidden (403): {url} {messages}")
+                .trim_end()
+                .to_string(),
+            404 => format!("not found (404): {messages} ({url})"),
+            code => format!("HTTP {code}: {url} {messages}")
+                .trim_end()
+                .to_string(),
+        })
+    }
+
+    /// One line for a failed request: what failed, to which registry.
+    pub(super) fn describe(&self, error: &reqwest::Error) -> String {
+        let kind = if error.is_timeout() {
+            "timed out talking to"
+        } else if error.is_redirect() {
+            "too many redirects (more than 5) at"
+        } else if error.is_connect() {
+            "cannot connect to"
+        } else {
+            "request failed at"
+        };
+        format!("{kind} {}: {}", self.registry, chain(error))
+    }
+}
+
+/// What a `WWW-Authenticate` header asks for.
+enum Challenge {
+    Bearer {
+        realm: String,
+        service: Option<String>,
+        scope: Option<String>,
+    },
+    Basic,
+    Other,
+}
+
+impl Challenge {
+    fn parse(header: &str) -> Challenge {
+        let (scheme, params) = header.trim().split_once(' ').unwrap_or((header, ""));
+        if scheme.eq_ignore_ascii_case("basic") {
+            return Challenge::Basic;
+        }
+        if !scheme.eq_ignore_ascii_case("bearer") {
+            return Challenge::Other;
+        }
+        let mut realm = None;
+        let (mut service, mut scope) = (None, None);
+        // key="value" pairs; values may hold commas (scopes do).
+        let mut rest = params.trim();
+        while let Some((key, after)) = rest.split_once('=') {
+            let key = key
+                .trim()
+                .trim_start_matches(',')
+                .trim()
+                .to_ascii_lowercase();
+            let after = after.trim_start();
+            let (value, next) = match after.strip_prefix('"') {
+                Some(quoted) => match quoted.split_once('"') {
+                    Some((value, next)) => (value.to_string(), next),
+                    None => (quoted.to_string(), ""),
+                },
+                None => match after.split_once(',') {
+                    Some((value, next)) => (value.trim().to_string(), next),
+                    None => (after.trim().to_string(), ""),
+                },
+            };
+            match key.as_str() {
+                "realm" => realm = Some(value),
+                "service" => service = Some(value),
+                "scope" => scope = Some(value),
+                _ => {}
+            }
+            rest = next.trim_start().trim_start_matches(',');
+        }
+        match realm {
+            Some(realm) => Challenge::Bearer {
+                realm,
+                service,
+                scope,
+            },
+            None => Challenge::Other,
+        }
+    }
+}
+
+/// Reads a whole body, refusing it past `limit` bytes — declared or read.
+pub(super) async fn read_bounded(
+    mut response: Response,
+    limit: u64,
+    what: &str,
+) -> Result<Bytes, String> {
+    if let Some(declared) = response.content_length() {
+        if declared > limit {
+            return Err(format!(
+                "{what} too large: {declared} bytes declared, the bound is {limit}"
+            ));
+        }
+    }
+    let mut body = BytesMut::new();
+    while let Some(chunk) = response
+        .chunk()
+        .await
+        .map_err(|e| format!("reading the {what} failed: {}", chain(&e)))?
+    {
+        if body.len() as u64 + chunk.len() as u64 > limit {
+            return Err(format!("{what} too large: more than {limit} bytes"));
+        }
+        body.extend_from_slice(&chunk);
+    }
+    Ok(body.freeze())
+}
+
+/// The first `limit` bytes of a body (an error's, to quote it); the rest is never read.
+async fn read_prefix(mut response: Response, limit: u64) -> Bytes {
+    let mut body = BytesMut::new();
+    while let Ok(Some(chunk)) = response.chunk().await {
+        let room = limit as usize - body.len();
+        body.extend_from_slice(&chunk[..chunk.len().min(room)]);
+        if body.len() as u64 >= limit {
+            break;
+        }
+    }
+    body.freeze()
+}
+
+/// The manifest or index in `body`, refusing what is not one, or lists too much.
+fn parse_manifest(body: &[u8], content_type: Option<&str>) -> Result<Manifest, String> {
+    let value: serde_json::Value =
+        serde_json::from_slice(body).map_err(|e| format!("the manifest is not JSON: {e}"))?;
+    let version = value.get("schemaVersion").and_then(|v| v.as_u64());
+    if version != Some(2) {
+        return Err(format!(
+            "not a WebAssembly artifact: unsupported manifest schema version {}",
+            version.map_or("(none)".to_string(), |v| v.to_string())
+        ));
+    }
+    let media_type = value
+        .get("mediaType")
+        .and_then(|v| v.as_str())
+        .or(content_type)
+        .unwrap_or("")
+        .split(';')
+        .next()
+        .unwrap_or("")
+        .trim()
+        .to_string();
+    let is_index = media_type.ends_with("index.v1+json")
+        || media_type.ends_with("manifest.list.v2+json")
+        || (media_type.is_empty() && value.get("manifests").is_some());
+    let is_manifest = media_type.ends_with("image.manifest.v1+json")
+        || media_type.ends_with("distribution.manifest.v2+json")
+        || (media_type.is_empty() && value.get("layers").is_some());
+    if is_index {
+        let entries = value
+            .get("manifests")
+            .and_then(|m| m.as_array())
+            .map_or(0, Vec::len);
+        if entries > MAX_INDEX_ENTRIES {
+            return Err(format!(
+                "not a WebAssembly artifact: the index lists {entries} manifests, at most {MAX_INDEX_ENTRIES} are read"
+            ));
+        }
+        let index = serde_json::from_value(value).map_err(|e| format!("invalid index: {e}"))?;
+        return Ok(Manifest::Index(index));
+    }
+    if is_manifest {
+        let layers = value
+            .get("layers")
+            .and_then(|l| l.as_array())
+            .map_or(0, Vec::len);
+        if layers > MAX_LAYERS {
+            return Err(format!(
+                "not a WebAssembly artifact: the manifest lists {layers} layers, at most {MAX_LAYERS} are read"
+            ));
+        }
+        let manifest =
+            serde_json::from_value(value).map_err(|e| format!("invalid manifest: {e}"))?;
+        return Ok(Manifest::Image(Box::new(manifest)));
+    }
+    Err(format!(
+        "not a WebAssembly artifact: the manifest's media type is {media_type}; expected one of {}",
+        MANIFEST_MEDIA_TYPES.join(", ")
+    ))
+}
+
+/// Whether `text` is `sha256:…` or `sha512:…` of the right length.
+fn is_digest(text: &str) -> bool {
+    match text.split_once(':') {
+        Some(("sha256", hex)) => hex.len() == 64 && hex.bytes().all(|b| b.is_ascii_hexdigit()),
+        Some(("sha512", hex)) => hex.len() == 128 && hex.bytes().all(|b| b.is_ascii_hexdigit()),
+        _ => false,
+    }
+}
+
+/// Checks `body` against `digest`; an algorithm other than SHA-256/512 is refused.
+pub(super) fn verify(digest: &str, body: &[u8]) -> Result<(), String> {
+    let actual = match digest.split_once(':') {
+        Some(("sha256", _)) => format!("sha256:{}", hex(&sha2::Sha256::digest(body))),
+        Some(("sha512", _)) => format!("sha512:{}", hex(&sha2::Sha512::digest(body))),
+        _ => return Err(format!("unsupported digest algorithm in '{digest}'")),
+    };
+    if actual != digest {
+        return Err(mismatch(digest, &actual));
+    }
+    Ok(())
+}
+
+fn docker_digest(response: &Response) -> Option<String> {
+    response
+        .headers()
+        .get("docker-content-digest")
+        .and_then(|v| v.to_str().ok())
+        .map(|v| v.trim().to_string())
+}
+
+/// The `message`s of an OCI error envelope, else the body's first line.
+fn error_messages(body: &[u8]) -> String {
+    let parsed: Option<serde_json::Value> = serde_json::from_slice(body).ok();
+    let messages: Vec<String> = parsed
+        .as_ref()
+        .and_then(|v| v.get("errors"))
+        .and_then(|e| e.as_array())
+        .map(|errors| {
+            errors
+                .iter()
+                .filter_map(|e| e.get("message").and_then(|m| m.as_str()))
+                .map(str::to_owned)
+                .collect()
+        })
+        .unwrap_or_default();
+    if messages.is_empty() {
+        one_line(&String::from_utf8_lossy(body))
+    } else {
+        one_line(&messages.join("; "))
+    }
+}
+
+pub(super) fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 /// Runs `future` on wasmtime-wasi's tokio runtime (on a thread of its own, so
@@ -106,90 +563,8 @@ fn install_crypto_provider() {
     }
 }
 
-/// One line for a failed registry operation: what failed, with the HTTP status where known.
-pub(super) fn describe(error: &OciDistributionError, registry: &str) -> String {
-    match error {
-        OciDistributionError::AuthenticationFailure(why) => {
-            format!("unauthorized (401) at {registry}: {}", one_line(why))
-        }
-        OciDistributionError::UnauthorizedError { url } => {
-            format!("unauthorized (401): {url} needs credentials, or refused those given")
-        }
-        OciDistributionError::RegistryError { envelope, url } => {
-            let codes: Vec<&OciErrorCode> = envelope.errors.iter().map(|e| &e.code).collect();
-            let messages: Vec<&str> = envelope.errors.iter().map(|e| e.message.as_str()).collect();
-            let status = if codes.iter().any(|c| {
-                matches!(
-                    c,
-                    OciErrorCode::ManifestUnknown
-                        | OciErrorCode::NameUnknown
-                        | OciErrorCode::BlobUnknown
-                        | OciErrorCode::NotFound
-                )
-            }) {
-                "not found (404)"
-            } else if codes
-                .iter()
-                .any(|c| matches!(c, OciErrorCode::Unauthorized | OciErrorCode::Denied))
-            {
-                "unauthorized (401)"
-            } else {
-                "registry error"
-            };
-            format!("{status}: {} ({url})", one_line(&messages.join("; ")))
-        }
-        OciDistributionError::ServerError { code, url, message } => {
-            let what = match code {
-                401 => "unauthorized (401)".to_string(),
-                403 => "forbidden (403)".to_string(),
-                404 => "not found (404)".to_string(),
-                _ => format!("HTTP {code}"),
-            };
-            format!("{what}: {url} {}", one_line(message)).trim_end().to_string()
-        }
-        OciDistributionError::ImageManifestNotFoundError(why) => {
-            format!("not found (404): {}", one_line(why))
-        }
-        OciDistributionError::DigestError(DigestError::VerificationError { expected, actual }) => {
-            mismatch(expected, actual)
-        }
-        OciDistributionError::DigestError(e) => format!("digest error: {}", chain(e)),
-        OciDistributionError::UnsupportedMediaTypeError(media_type) => format!(
-            "not a WebAssembly artifact: the manifest's media type is {media_type}; expected one of {}",
-            MANIFEST_MEDIA_TYPES.join(", ")
-        ),
-        OciDistributionError::RequestError(e) => {
-            let kind = if e.is_timeout() {
-                "timed out talking to"
-            } else if e.is_connect() {
-                "cannot connect to"
-            } else {
-                "request failed at"
-            };
-            format!("{kind} {registry}: {}", chain(e))
-        }
-        other => one_line(&chain(other)),
-    }
-}
-
-/// A failure while streaming a blob: a digest check of oci-client's, or the transport's.
-pub(super) fn describe_io(error: &std::io::Error, digest: &str) -> String {
-    let inner = error
-        .get_ref()
-        .and_then(|e| e.downcast_ref::<DigestError>());
-    if let Some(DigestError::VerificationError { expected, actual }) = inner {
-        return format!("layer {}", mismatch(expected, actual));
-    }
-    let text = chain(error);
-    if text.contains("digest") {
-        format!("digest mismatch for layer {digest}: {text}")
-    } else {
-        format!("download of layer {digest} failed: {text}")
-    }
-}
-
 /// An error and its sources, joined into one line.
-fn chain(error: &dyn std::error::Error) -> String {
+pub(super) fn chain(error: &dyn std::error::Error) -> String {
     let mut text = error.to_string();
     let mut source = error.source();
     while let Some(cause) = source {
@@ -209,4 +584,30 @@ pub(super) fn one_line(text: &str) -> String {
 
 pub(super) fn mismatch(expected: &str, actual: &str) -> String {
     format!("digest mismatch: expected {expected}, got {actual}")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bearer_challenges_are_read_with_commas_in_their_scope() {
+        let Challenge::Bearer {
+            realm,
+            service,
+            scope,
+        } = Challenge::parse(
+            r#"Bearer realm="https://auth.example/token",service="registry.example",scope="repository:a/b:pull,push""#,
+        )
+        else {
+            panic!("not a bearer challenge");
+        };
+        assert_eq!(realm, "https://auth.example/token");
+        assert_eq!(service.as_deref(), Some("registry.example"));
+        assert_eq!(scope.as_deref(), Some("repository:a/b:pull,push"));
+        assert!(matches!(
+            Challenge::parse("Basic realm=\"x\""),
+            Challenge::Basic
+        ));
+    }
 }

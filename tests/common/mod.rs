@@ -538,5 +538,6 @@ pub const CABI_REALLOC: &str = r#"
         (global.set $heap (i32.add (local.get $at) (local.get $size)))
         (local.get $at))
 "#;
+pub mod hostile_registry;
 pub mod registry;
 pub mod service;
