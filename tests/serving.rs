@@ -171,13 +171,9 @@ fn beyond_the_in_flight_limit_and_its_queue_requests_get_503_with_retry_after() 
     let (id, address) = serve(&rt, "narrow", &spec, &misbehaving_handler());
     let spinner = std::thread::spawn(move || get(address, "/spin"));
     // The spinner holds the one place until its deadline.
-    let refused = loop {
-        let reply = get(address, "/hello");
-        if reply.status == 503 {
-            break reply;
-        }
-        assert_eq!(reply.status, 200, "{reply:?}");
-    };
+    until_in_flight(&rt, &id, 1);
+    let refused = get(address, "/hello");
+    assert_eq!(refused.status, 503, "{refused:?}");
     assert_eq!(refused.header("retry-after").as_deref(), Some("1"));
     assert_eq!(spinner.join().unwrap().status, 504);
     assert_eq!(get(address, "/hello").status, 200);
@@ -294,9 +290,19 @@ fn failures_stay_in_their_request_and_are_logged_with_its_request_line() {
             .any(|m| m.contains("GET /spin") && m.contains("deadline")),
         "{notes:?}"
     );
+    // A request stays in flight until its instance ended, a moment after its answer.
+    until_in_flight(&rt, &id, 0);
     let http = rt.get_container_stats(&id).unwrap().http.unwrap();
     assert_eq!(http.by_class[4], 3);
-    assert_eq!(http.in_flight, 0);
+}
+
+/// Waits (bounded) until the service has exactly `count` requests in flight.
+fn until_in_flight(rt: &WasmRuntime, id: &wasmpool::ContainerId, count: u64) {
+    let started = std::time::Instant::now();
+    while rt.get_container_stats(id).unwrap().http.unwrap().in_flight != count {
+        assert!(started.elapsed() < NO_HANG, "never {count} in flight");
+        std::thread::yield_now();
+    }
 }
 
 #[test]
@@ -342,12 +348,7 @@ fn a_stop_past_its_timeout_stops_the_requests_still_running() {
     let (_dir, rt) = served_runtime(|_| {});
     let (id, address) = serve(&rt, "stuck", &service_spec(), &misbehaving_handler());
     let spinning = std::thread::spawn(move || get(address, "/spin"));
-    // The spinner is in flight once the stats say so.
-    let started = std::time::Instant::now();
-    while rt.get_container_stats(&id).unwrap().http.unwrap().in_flight == 0 {
-        assert!(started.elapsed() < NO_HANG);
-        std::thread::yield_now();
-    }
+    until_in_flight(&rt, &id, 1);
     rt.stop_container(&id, Duration::from_millis(300)).unwrap();
     assert_eq!(spinning.join().unwrap().status, 503);
 }

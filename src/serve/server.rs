@@ -32,6 +32,9 @@ use std::sync::{Arc, OnceLock, Weak};
 use std::time::{Duration, Instant};
 use wasmtime_wasi::runtime::AbortOnDropJoinHandle;
 
+/// How long a stopped service's connections may take to write their last answers.
+const FLUSH: Duration = Duration::from_millis(100);
+
 /// What every request of one service needs.
 pub(crate) struct Served {
     pub(crate) instance: Arc<Instance>,
@@ -281,9 +284,10 @@ async fn serve(
         });
     };
     drop(listener);
+    let mut shutdown = pin!(graceful.shutdown());
     let drained = matches!(
         select(
-            pin!(graceful.shutdown()),
+            shutdown.as_mut(),
             pin!(tokio::time::sleep_until(deadline.into())),
         )
         .await,
@@ -294,6 +298,11 @@ async fn serve(
         served.stop_live();
     }
     served.gate.all_back().await;
+    if !drained {
+        // The stopped requests' answers (503) are ready: let their connections
+        // write them and close, briefly, before what is left is cut.
+        let _ = select(shutdown, pin!(tokio::time::sleep(FLUSH))).await;
+    }
     let _ = hard_stop.send(());
     served
         .instance
