@@ -13,7 +13,8 @@ use wasmtime::Module;
 pub struct Inspection {
     /// What the header says (the seed's detection rules).
     pub version: WasiVersion,
-    /// `"WASIp1 core module"`, `"WASIp2 component"` or `"not WebAssembly"`.
+    /// `"WASIp1 core module"`, `"WASIp2 component"`, `"WASIp3 component"`
+    /// (its entry is WASI 0.3's `wasi:cli/run` or `wasi:http/handler`) or `"not WebAssembly"`.
     pub kind: &'static str,
     /// Imports as `module::name` (core) or interface names (component).
     pub imports: Vec<String>,
@@ -84,6 +85,9 @@ pub fn inspect(bytes: &[u8]) -> Inspection {
             let prepared = Prepared::of(compiled, &linking);
             report.entry = prepared.describe_entry();
             report.problem = prepared.problem();
+            if prepared.is_p3() {
+                report.kind = "WASIp3 component";
+            }
         }
         Err(problem) => report.problem = Some(problem),
     }

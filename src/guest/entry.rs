@@ -13,22 +13,31 @@ pub(crate) enum Entry {
         initialize: bool,
         default: Result<ModuleEntry, String>,
     },
-    /// A command component's `wasi:cli/run#run`.
+    /// A command component's `wasi:cli/run#run`: WASI 0.3's (an async
+    /// export, run on the store's concurrent event loop) when the component
+    /// exports it, as Rust's toolchain does beside 0.2's stub, else 0.2's.
     Component {
         run: ComponentExportIndex,
         /// The export's name, such as `wasi:cli/run@0.2.3`.
         name: String,
+        /// Whether it is `wasi:cli/run@0.3.x`.
+        p3: bool,
     },
-    /// A service: a component exporting `wasi:http/incoming-handler@0.2.x`,
-    /// called once per request by the server, never run as a command.
+    /// A service: a component exporting `wasi:http/handler@0.3.x` (preferred)
+    /// or `wasi:http/incoming-handler@0.2.x`, called once per request by the
+    /// server, never run as a command.
     Proxy {
         /// The export's name, such as `wasi:http/incoming-handler@0.2.3`.
         name: String,
+        /// Whether it is `wasi:http/handler@0.3.x`.
+        p3: bool,
     },
 }
 
 /// The prefix of a WASIp2 HTTP handler's export.
 pub(crate) const INCOMING_HANDLER: &str = "wasi:http/incoming-handler@0.2.";
+/// The prefix of a WASIp3 HTTP handler's export.
+pub(crate) const HANDLER_P3: &str = "wasi:http/handler@0.3.";
 
 impl Entry {
     /// The entry conventions of `code`; an error when a component has no entry at all.
@@ -42,14 +51,18 @@ impl Entry {
                 default: ModuleEntry::default_of(module),
             }),
             Code::Component(component) => {
-                if let Some(name) = export_named(component, "wasi:cli/run@0.2.") {
-                    let (run, name) = find_run_export(component, name)?;
-                    return Ok(Entry::Component { run, name });
+                for (prefix, p3) in [("wasi:cli/run@0.3.", true), ("wasi:cli/run@0.2.", false)] {
+                    if let Some(name) = export_named(component, prefix) {
+                        let (run, name) = find_run_export(component, name)?;
+                        return Ok(Entry::Component { run, name, p3 });
+                    }
                 }
-                match export_named(component, INCOMING_HANDLER) {
-                    Some(name) => Ok(Entry::Proxy { name }),
-                    None => Err("entry point not found: the component exports neither `wasi:cli/run@0.2.x` (a command) nor `wasi:http/incoming-handler@0.2.x` (an HTTP service)".into()),
+                for (prefix, p3) in [(HANDLER_P3, true), (INCOMING_HANDLER, false)] {
+                    if let Some(name) = export_named(component, prefix) {
+                        return Ok(Entry::Proxy { name, p3 });
+                    }
                 }
+                Err("entry point not found: the component exports neither `wasi:cli/run` (a command) nor `wasi:http/incoming-handler@0.2.x` or `wasi:http/handler@0.3.x` (an HTTP service)".into())
             }
         }
     }
@@ -69,7 +82,7 @@ impl Entry {
                 }
             }
             Entry::Component { name, .. } => Some(format!("{name}#run")),
-            Entry::Proxy { name } => Some(format!("{name}#handle, once per HTTP request")),
+            Entry::Proxy { name, .. } => Some(format!("{name}#handle, once per HTTP request")),
         }
     }
 }
@@ -124,6 +137,16 @@ impl ModuleEntry {
     }
 }
 
+/// The HTTP handler a component exports, if any — `wasi:http/handler@0.3.x`
+/// before `wasi:http/incoming-handler@0.2.x` — and whether it is 0.3's. A
+/// service may export `wasi:cli/run` too (Rust's std adds a stub): serving
+/// looks for the handler whatever else it exports.
+pub(crate) fn handler_of(component: &Component) -> Option<(String, bool)> {
+    [(HANDLER_P3, true), (INCOMING_HANDLER, false)]
+        .into_iter()
+        .find_map(|(prefix, p3)| export_named(component, prefix).map(|name| (name, p3)))
+}
+
 /// The name of the component's first export that starts with `prefix`.
 fn export_named(component: &Component, prefix: &str) -> Option<String> {
     component
@@ -134,7 +157,7 @@ fn export_named(component: &Component, prefix: &str) -> Option<String> {
         .map(str::to_owned)
 }
 
-/// The `run` function of the component's export `name` (`wasi:cli/run@0.2.x`).
+/// The `run` function of the component's export `name` (`wasi:cli/run@0.2.x` or `@0.3.x`).
 fn find_run_export(
     component: &Component,
     name: String,

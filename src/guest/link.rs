@@ -39,6 +39,9 @@ impl Linkers {
         let mut preview2 = wasmtime::component::Linker::new(engine);
         wasmtime_wasi::p2::add_to_linker_async(&mut preview2)?;
         wasmtime_wasi_http::p2::add_only_http_to_linker_async(&mut preview2)?;
+        // WASI 0.3 beside 0.2: toolchains' p3 components import both.
+        wasmtime_wasi::p3::add_to_linker(&mut preview2)?;
+        wasmtime_wasi_http::p3::add_to_linker(&mut preview2)?;
         Ok(Linkers { preview1, preview2 })
     }
 }
@@ -144,6 +147,14 @@ impl Prepared {
             } => Some(e.clone()),
             _ => None,
         }
+    }
+
+    /// Whether the entry is WASI 0.3's (an async `wasi:cli/run` or `wasi:http/handler`).
+    pub(crate) fn is_p3(&self) -> bool {
+        matches!(
+            self.entry,
+            Ok(Entry::Component { p3: true, .. } | Entry::Proxy { p3: true, .. })
+        )
     }
 
     /// What a run with default settings calls, if anything.

@@ -239,7 +239,7 @@ async fn instantiate_and_call(
                 .map_err(guest_error)?;
             Ok(0)
         }
-        (Pre::Component(pre), Entry::Component { run, .. }) => {
+        (Pre::Component(pre), Entry::Component { run, p3, .. }) => {
             if let Some(name) = invoke {
                 return Err(setup(format!(
                     "cannot invoke '{name}': invoking an export is supported for core modules; a component runs `wasi:cli/run`"
@@ -249,13 +249,25 @@ async fn instantiate_and_call(
                 .instantiate_async(&mut *store)
                 .await
                 .map_err(RunError::Setup)?;
-            let run = instance
-                .get_typed_func::<(), (Result<(), ()>,)>(&mut *store, run)
-                .map_err(RunError::Setup)?;
-            let (result,) = run.call_async(&mut *store, ()).await.map_err(guest_error)?;
+            let result = if *p3 {
+                // An async export: called on the store's concurrent event loop,
+                // which our poll drives one fuel slice at a time like any call.
+                let command = wasmtime_wasi::p3::bindings::Command::new(&mut *store, &instance)
+                    .map_err(RunError::Setup)?;
+                store
+                    .run_concurrent(async |store| command.wasi_cli_run().call_run(store).await)
+                    .await
+                    .map_err(guest_error)?
+                    .map_err(guest_error)?
+            } else {
+                let run = instance
+                    .get_typed_func::<(), (Result<(), ()>,)>(&mut *store, run)
+                    .map_err(RunError::Setup)?;
+                run.call_async(&mut *store, ()).await.map_err(guest_error)?.0
+            };
             Ok(if result.is_ok() { 0 } else { 1 })
         }
-        (_, Entry::Proxy { name }) => Err(setup(format!(
+        (_, Entry::Proxy { name, .. }) => Err(setup(format!(
             "a wasi:http service (it exports `{name}`), not a command: serve it — give its spec an HTTP endpoint, or run `wasmpool serve`"
         ))),
         _ => Err(setup("an artifact was linked as the wrong kind".into())),

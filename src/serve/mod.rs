@@ -9,13 +9,15 @@
 //!   and the graceful stop;
 //! - [`gate`]: how many requests are in flight, a bounded wait beyond, `503`;
 //! - [`request`]: one request as a scheduler job, and the answer it gets;
-//! - [`p2`]: the `wasi:http/incoming-handler@0.2` world (a handler world is one file);
+//! - [`p2`]: a request's handler, and the `wasi:http/incoming-handler@0.2` world;
+//! - [`p3`]: the `wasi:http/handler@0.3` world (a handler world is one file);
 //! - [`body`]: bounded request and response bodies;
 //! - [`stats`]: counters and latency percentiles.
 
 pub(crate) mod body;
 pub(crate) mod gate;
 pub(crate) mod p2;
+pub(crate) mod p3;
 pub(crate) mod request;
 pub(crate) mod server;
 pub(crate) mod stats;

@@ -88,10 +88,10 @@ where
             response.map(|body| ResponseBody::streamed(body, config.http_max_response_body)),
             true,
         ),
-        Ok(Reply::Answered(Err(code))) => (
+        Ok(Reply::Answered(Err(error))) => (
             plain(
                 StatusCode::INTERNAL_SERVER_ERROR,
-                &format!("the handler answered with an error: {code:?}"),
+                &format!("the handler answered with an error: {error}"),
             ),
             true,
         ),
