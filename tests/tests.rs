@@ -14,6 +14,7 @@ mod http;
 mod isolation;
 mod limits;
 mod logs;
+mod p3;
 mod registry;
 mod registry_bounds;
 mod reliability;

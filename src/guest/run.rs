@@ -59,6 +59,9 @@ pub(crate) fn new_store(
         },
     );
     store.limiter(|state| &mut state.limiter);
+    // The component model's own handle tables — resources, and WASI 0.3's
+    // streams, futures, waitables and subtasks — share the resource cap.
+    store.set_max_component_handles(plan.max_open_resources);
     let budget = plan.max_fuel.unwrap_or(u64::MAX);
     store
         .set_fuel(budget)
@@ -298,9 +301,11 @@ pub(crate) fn classify(error: RunError, plan: &RunPlan) -> Outcome {
     if let Some(limit) = error.downcast_ref::<MemoryLimitExceeded>() {
         return Outcome::MemoryLimit { limit: limit.limit };
     }
-    if error.downcast_ref::<ResourceTableError>().is_some() {
+    if error.downcast_ref::<ResourceTableError>().is_some()
+        || format!("{error:#}").contains("store handle limit exceeded")
+    {
         return Outcome::Trapped(format!(
-            "resource limit: the guest holds more than {} open resources (descriptors, streams, sockets, pollables)",
+            "resource limit: the guest holds more than {} open resources (descriptors, streams, futures, sockets, pollables, subtasks)",
             plan.max_open_resources
         ));
     }

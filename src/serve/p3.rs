@@ -25,7 +25,7 @@ pub(crate) async fn handle(
         .instantiate_async(&mut *store)
         .await
         .map_err(setup_error)?;
-    let request = take(request)?.map(|body| http_body_util::BodyExt::boxed_unsync(body));
+    let request = take(request)?.map(http_body_util::BodyExt::boxed_unsync);
     let proxy = Proxy::P3(service);
     let (sent, answered) = futures_channel::oneshot::channel();
     store
