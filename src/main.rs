@@ -36,6 +36,9 @@ struct Cli {
     /// Log what wasmpool does; twice (-vv) adds wasmtime's and cranelift's own logs
     #[arg(short, long, global = true, action = ArgAction::Count)]
     verbose: u8,
+    /// The most bytes of compiled code kept in the cache (such as 512Mi or 2G); the least recently used go first
+    #[arg(long, global = true, value_name = "SIZE", value_parser = parse_size_arg)]
+    compiled_cache_limit: Option<u64>,
     #[command(subcommand)]
     command: Command,
 }
@@ -54,16 +57,37 @@ enum Command {
         /// A .wasm module or component, or a .wat file
         file: PathBuf,
     },
-    /// Pull a WebAssembly artifact from an OCI registry into the image cache
+    /// Pull a WebAssembly artifact from an OCI registry into the image cache: the
+    /// reference is resolved every time, and downloaded only if its digest changed
     Pull {
         /// The reference, such as ghcr.io/org/app:1.0 or localhost:5000/app@sha256:…
         image: String,
-        /// Resolve the reference again even when the image is cached
-        #[arg(long)]
+        /// Accepted for compatibility: a pull always resolves the reference
+        #[arg(long, hide = true)]
         always: bool,
         #[command(flatten)]
         registry: RegistryArgs,
     },
+    /// List the cached images: reference, digest, size, when pulled
+    Images,
+    /// Remove images from the image cache (their compiled code goes at the next prune)
+    Rmi {
+        /// References (as `images` lists them)
+        #[arg(required = true)]
+        images: Vec<String>,
+    },
+    /// Remove what no one needs: compiled code of no cached image, stale records
+    /// and leftovers; with --all, every image and compiled artifact
+    Prune {
+        /// Also remove every cached image and all compiled code
+        #[arg(long, short)]
+        all: bool,
+        /// Only say what would be removed
+        #[arg(long)]
+        dry_run: bool,
+    },
+    /// Show how much the image cache and the compiled cache hold
+    Df,
 }
 
 #[derive(Args)]
@@ -192,15 +216,17 @@ fn main() -> ExitCode {
     };
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or(filter)).init();
     let result = match cli.command {
-        Command::Run(args) => run(args),
-        Command::Serve(args) => serve(args),
+        Command::Run(args) => run(args, cli.compiled_cache_limit),
+        Command::Serve(args) => serve(args, cli.compiled_cache_limit),
         Command::Bench(args) => bench(args),
         Command::Inspect { file } => inspect(&file),
         Command::Pull {
-            image,
-            always,
-            registry,
-        } => pull(&image, always, &registry),
+            image, registry, ..
+        } => pull(&image, &registry, cli.compiled_cache_limit),
+        Command::Images => images(cli.compiled_cache_limit),
+        Command::Rmi { images } => rmi(&images, cli.compiled_cache_limit),
+        Command::Prune { all, dry_run } => prune(all, dry_run, cli.compiled_cache_limit),
+        Command::Df => df(cli.compiled_cache_limit),
     };
     result.unwrap_or_else(|error| {
         eprintln!("wasmpool: {error:#}");
@@ -303,17 +329,25 @@ fn is_reference(word: &str) -> bool {
         && word.contains(['/', ':', '@'])
 }
 
-fn pull(image: &str, always: bool, registry: &RegistryArgs) -> Result<ExitCode> {
-    let runtime = WasmRuntime::new(WasmConfig {
+/// A runtime on the default caches, for the cache commands: one worker.
+fn cache_runtime(config: WasmConfig, limit: Option<u64>) -> Result<WasmRuntime> {
+    let defaults = WasmConfig::default();
+    Ok(WasmRuntime::new(WasmConfig {
         workers: 1,
-        ..registry.config()
-    })?;
-    let policy = if always {
-        PullPolicy::Always
-    } else {
-        PullPolicy::IfNotPresent
-    };
-    let pulled = runtime.pull(image, policy)?;
+        compiled_cache_limit: limit.unwrap_or(defaults.compiled_cache_limit),
+        ..config
+    })?)
+}
+
+fn parse_size_arg(text: &str) -> Result<u64, String> {
+    wasmpool::parse_size(text)
+        .map_err(|_| format!("invalid size '{text}': expected such as 512Mi, 2G or 1048576"))
+}
+
+/// `docker pull`'s meaning: the reference is resolved every time.
+fn pull(image: &str, registry: &RegistryArgs, limit: Option<u64>) -> Result<ExitCode> {
+    let runtime = cache_runtime(registry.config(), limit)?;
+    let pulled = runtime.pull(image, PullPolicy::Always)?;
     let digest = pulled.digest.as_deref().unwrap_or("digest unknown");
     if pulled.downloaded {
         println!("pulled {image} ({digest}) into {}", pulled.path.display());
@@ -416,14 +450,124 @@ fn create(
     Ok((runtime, id))
 }
 
-fn run(args: RunArgs) -> Result<ExitCode> {
+fn images(limit: Option<u64>) -> Result<ExitCode> {
+    let runtime = cache_runtime(WasmConfig::default(), limit)?;
+    println!(
+        "{:<48} {:<20} {:>10}  PULLED",
+        "REFERENCE", "DIGEST", "SIZE"
+    );
+    for image in runtime.images() {
+        let digest = image.digest.as_deref().map_or("-".to_string(), |d| {
+            d.split_once(':').map_or(d.to_string(), |(a, hex)| {
+                format!("{a}:{}", &hex[..hex.len().min(12)])
+            })
+        });
+        println!(
+            "{:<48} {:<20} {:>10}  {}",
+            image.reference,
+            digest,
+            human(image.size),
+            ago(image.modified)
+        );
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn rmi(references: &[String], limit: Option<u64>) -> Result<ExitCode> {
+    let runtime = cache_runtime(WasmConfig::default(), limit)?;
+    let mut missing = false;
+    for reference in references {
+        if runtime.remove_image(reference)? {
+            println!("removed {reference}");
+        } else {
+            eprintln!("wasmpool: no such image: {reference}");
+            missing = true;
+        }
+    }
+    Ok(if missing {
+        ExitCode::FAILURE
+    } else {
+        ExitCode::SUCCESS
+    })
+}
+
+fn prune(all: bool, dry_run: bool, limit: Option<u64>) -> Result<ExitCode> {
+    let runtime = cache_runtime(WasmConfig::default(), limit)?;
+    let report = runtime.prune(all, dry_run);
+    let verb = if dry_run { "would remove" } else { "removed" };
+    for path in &report.removed {
+        println!("{verb} {}", path.display());
+    }
+    println!(
+        "{} {} files, {}",
+        if dry_run { "would free" } else { "freed" },
+        report.removed.len(),
+        human(report.freed_bytes)
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+fn df(limit: Option<u64>) -> Result<ExitCode> {
+    let runtime = cache_runtime(WasmConfig::default(), limit)?;
+    let usage = runtime.disk_usage();
+    println!(
+        "{:<10} {:>6} {:>12} {:>12}",
+        "TYPE", "COUNT", "SIZE", "LIMIT"
+    );
+    println!(
+        "{:<10} {:>6} {:>12} {:>12}",
+        "images",
+        usage.images,
+        human(usage.image_bytes),
+        "-"
+    );
+    println!(
+        "{:<10} {:>6} {:>12} {:>12}",
+        "compiled",
+        usage.compiled,
+        human(usage.compiled_bytes),
+        human(usage.compiled_limit)
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Bytes as people read them: 12.3 MiB.
+fn human(bytes: u64) -> String {
+    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
+    let mut value = bytes as f64;
+    let mut unit = 0;
+    while value >= 1024.0 && unit < UNITS.len() - 1 {
+        value /= 1024.0;
+        unit += 1;
+    }
+    if unit == 0 {
+        format!("{bytes} B")
+    } else {
+        format!("{value:.1} {}", UNITS[unit])
+    }
+}
+
+/// How long ago `when` was: 5 minutes ago.
+fn ago(when: std::time::SystemTime) -> String {
+    let seconds = when.elapsed().map_or(0, |d| d.as_secs());
+    match seconds {
+        0..=59 => format!("{seconds} seconds ago"),
+        60..=3599 => format!("{} minutes ago", seconds / 60),
+        3600..=86399 => format!("{} hours ago", seconds / 3600),
+        _ => format!("{} days ago", seconds / 86400),
+    }
+}
+
+fn run(args: RunArgs, limit: Option<u64>) -> Result<ExitCode> {
+    let defaults = WasmConfig::default();
     let (runtime, id) = create(
         args,
         Vec::new(),
         WasmConfig {
             workers: 1,
             log_limit_bytes: 64 * 1024,
-            ..Default::default()
+            compiled_cache_limit: limit.unwrap_or(defaults.compiled_cache_limit),
+            ..defaults
         },
     )?;
     let interrupted = Arc::new(AtomicBool::new(false));
@@ -449,7 +593,7 @@ fn run(args: RunArgs) -> Result<ExitCode> {
     Ok(ExitCode::from(outcome.exit_code() as u8))
 }
 
-fn serve(args: ServeArgs) -> Result<ExitCode> {
+fn serve(args: ServeArgs, limit: Option<u64>) -> Result<ExitCode> {
     let endpoint = EndpointSpec {
         host: Some(args.addr.ip()),
         ..EndpointSpec::http(args.addr.port())
@@ -461,6 +605,7 @@ fn serve(args: ServeArgs) -> Result<ExitCode> {
         WasmConfig {
             log_limit_bytes: 64 * 1024,
             http_max_in_flight: args.max_in_flight.unwrap_or(defaults.http_max_in_flight),
+            compiled_cache_limit: limit.unwrap_or(defaults.compiled_cache_limit),
             ..defaults
         },
     )?;

@@ -1,6 +1,6 @@
 //! The public facade: `WasmRuntime`, the container registry, and the `Runtime` trait.
 
-use crate::artifacts::{image_path, ArtifactCache, DiskCache, Engines, ImageFiles};
+use crate::artifacts::{image_path, images, ArtifactCache, DiskCache, Engines, ImageFiles};
 use crate::guest::instance::Serving;
 use crate::guest::{
     self, Artifact, Instance, Linking, LogEntry, LogFollower, Phase, Prepared, RunPlan, Shared,
@@ -9,8 +9,8 @@ use crate::registry::{PulledImage, Puller};
 use crate::scheduler::{self, Admission, RunQueue, Task, Timers, WaitHandle};
 use crate::serve::{ResponseBody, Service};
 use crate::settings::{
-    ContainerId, ContainerState, ContainerStats, Error, Outcome, PullPolicy, Result, ServiceSpec,
-    WasmConfig,
+    CachedImage, ContainerId, ContainerState, ContainerStats, DiskUsage, Error, Outcome,
+    PruneReport, PullPolicy, Result, ServiceSpec, WasmConfig,
 };
 use crossbeam_channel::{Receiver, RecvTimeoutError};
 use parking_lot::{Mutex, RwLock};
@@ -115,7 +115,12 @@ impl WasmRuntime {
         let linking = Linking::new(&engines).map_err(|e| Error::Setup(format!("{e:#}")))?;
         let disk = config
             .compiled_cache
-            .then(|| DiskCache::open(config.cache_dir.join("compiled")))
+            .then(|| {
+                DiskCache::open(
+                    config.cache_dir.join("compiled"),
+                    config.compiled_cache_limit,
+                )
+            })
             .flatten();
         let queue = RunQueue::new();
         let admission = Admission::new(config.queue_limit);
@@ -167,6 +172,133 @@ impl WasmRuntime {
     /// Concurrent pulls of one image download it once.
     pub fn pull(&self, image: &str, policy: PullPolicy) -> Result<PulledImage> {
         self.puller.pull(image, policy)
+    }
+
+    /// The images in the image cache, with what their pulls recorded.
+    pub fn images(&self) -> Vec<CachedImage> {
+        images::list(&self.shared.config.cache_dir)
+    }
+
+    /// Removes an image from the image cache, by the reference it was pulled
+    /// by (or its cache name); whether there was one. Its compiled code stays
+    /// until a prune or the compiled cache's bound removes it.
+    pub fn remove_image(&self, reference: &str) -> Result<bool> {
+        let path = match self.images().into_iter().find(|i| i.reference == reference) {
+            Some(image) => image.path,
+            None => image_path(&self.shared.config.cache_dir, reference)?,
+        };
+        match images::remove(&path) {
+            Ok(()) => Ok(true),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(false),
+            Err(e) => Err(Error::UnreadableArtifact {
+                path,
+                reason: e.to_string(),
+            }),
+        }
+    }
+
+    /// How much the image cache and the compiled cache hold.
+    pub fn disk_usage(&self) -> DiskUsage {
+        let images = self.images();
+        let compiled = self
+            .shared
+            .disk
+            .as_ref()
+            .map(|d| d.artifacts())
+            .unwrap_or_default();
+        DiskUsage {
+            images: images.len(),
+            image_bytes: images.iter().map(|i| i.size).sum(),
+            compiled: compiled.len(),
+            compiled_bytes: compiled.iter().map(|a| a.size).sum(),
+            compiled_limit: self.shared.disk.as_ref().map_or(0, |d| d.limit()),
+        }
+    }
+
+    /// Removes what no one needs: compiled artifacts of no cached image (and
+    /// of no container of this runtime), records of images that are gone, and
+    /// files that dead writers left behind; with `all`, also every image and
+    /// every compiled artifact no container of this runtime uses. `dry_run`
+    /// only reports. Runtimes sharing the folders keep working: a loaded
+    /// artifact stays mapped, and one removed is compiled again when needed.
+    pub fn prune(&self, all: bool, dry_run: bool) -> PruneReport {
+        let mut report = PruneReport::default();
+        let remove = |path: &Path, report: &mut PruneReport| {
+            let Ok(meta) = std::fs::symlink_metadata(path) else {
+                return;
+            };
+            if dry_run || std::fs::remove_file(path).is_ok() {
+                report.freed_bytes += meta.len();
+                report.removed.push(path.to_path_buf());
+            }
+        };
+        let in_use: std::collections::HashSet<String> = self
+            .containers
+            .read()
+            .values()
+            .chain(self.lingering.lock().iter())
+            .map(|instance| instance.artifact.digest_hex())
+            .collect();
+        let cache_dir = &self.shared.config.cache_dir;
+        let disk = self.shared.disk.as_ref();
+        let records = disk.map(|d| d.identity_records()).unwrap_or_default();
+        let digest_of_image = |path: &Path| {
+            records
+                .iter()
+                .find(|(_, image, _)| image == path)
+                .map(|(_, _, hex)| hex.clone())
+        };
+        let mut kept_images = Vec::new();
+        for image in self.images() {
+            let used = digest_of_image(&image.path).is_some_and(|hex| in_use.contains(&hex));
+            if all && !used {
+                remove(&image.path, &mut report);
+                let mut record = image.path.clone().into_os_string();
+                record.push(".digest");
+                remove(Path::new(&record), &mut report);
+            } else {
+                kept_images.push(image.path);
+            }
+        }
+        let mut keep = in_use.clone();
+        keep.extend(kept_images.iter().filter_map(|path| digest_of_image(path)));
+        if let Some(disk) = disk {
+            for artifact in disk.artifacts() {
+                if !keep.contains(&artifact.digest) {
+                    remove(&artifact.path, &mut report);
+                    remove(&artifact.path.with_extension("misfit"), &mut report);
+                }
+            }
+            for (record, image, hex) in &records {
+                if !image.is_file() || !keep.contains(hex) {
+                    remove(record, &mut report);
+                }
+            }
+            for leftover in disk.leftovers() {
+                remove(&leftover, &mut report);
+            }
+        }
+        // Digest records whose image is gone, and dead pulls' temporary files.
+        if let Ok(entries) = std::fs::read_dir(cache_dir) {
+            let hour_ago = std::time::SystemTime::now() - Duration::from_secs(3600);
+            for path in entries.filter_map(|e| e.ok().map(|e| e.path())) {
+                let name = path
+                    .file_name()
+                    .unwrap_or_default()
+                    .to_string_lossy()
+                    .into_owned();
+                let orphan_record =
+                    name.ends_with(".wasm.digest") && !path.with_extension("").is_file();
+                let dead_pull = name.starts_with(".pulling-")
+                    && std::fs::metadata(&path)
+                        .and_then(|m| m.modified())
+                        .is_ok_and(|t| t < hour_ago);
+                if (orphan_record || dead_pull) && !report.removed.contains(&path) {
+                    remove(&path, &mut report);
+                }
+            }
+        }
+        report
     }
 
     /// The settings this runtime was created with.

@@ -63,7 +63,11 @@ fn an_image_pulled_by_tag_runs_and_lands_in_the_seed_cache_path() {
     let file = dir.path().join(format!("{key}.wasm"));
     assert_eq!(std::fs::read(&file).unwrap(), wasm(&exit_module(7)));
     let recorded = std::fs::read_to_string(dir.path().join(format!("{key}.wasm.digest"))).unwrap();
-    assert_eq!(recorded.trim(), digest);
+    // The digest, then the reference it was pulled by.
+    assert_eq!(
+        recorded.lines().collect::<Vec<_>>(),
+        [digest.as_str(), image.as_str()]
+    );
     assert!(cache_files(dir.path(), ".pulling-").is_empty());
 }
 

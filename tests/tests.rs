@@ -2,6 +2,7 @@
 
 mod common;
 
+mod caches;
 mod caching;
 mod cli;
 mod components;

@@ -18,13 +18,15 @@ use wasmtime::{Engine, Module, Precompiled};
 /// neither group nor others may write.
 pub(crate) struct DiskCache {
     dir: PathBuf,
+    /// The most bytes of artifacts kept; the least recently used go first.
+    limit: u64,
 }
 
 impl DiskCache {
     /// Opens (creating it 0700 if missing) the cache folder `dir`; `None`, with
     /// a warning, when the folder cannot be trusted or made: artifacts then
     /// compile in memory.
-    pub(crate) fn open(dir: PathBuf) -> Option<Self> {
+    pub(crate) fn open(dir: PathBuf, limit: u64) -> Option<Self> {
         let created = std::fs::DirBuilder::new()
             .recursive(true)
             .mode(0o700)
@@ -33,7 +35,7 @@ impl DiskCache {
             .map_err(|e| e.to_string())
             .and_then(|()| trusted(&dir, true))
         {
-            Ok(()) => Some(DiskCache { dir }),
+            Ok(()) => Some(DiskCache { dir, limit }),
             Err(why) => {
                 log::warn!(
                     "not using the compiled cache '{}': {why}; artifacts compile in memory",
@@ -68,7 +70,9 @@ impl DiskCache {
     /// fit its slots, and another engine may load it).
     pub(crate) fn module(&self, engine: &Engine, path: &Path) -> Result<Module, String> {
         match trusted_file(path, Precompiled::Module) {
-            Found::Yes => deserialize_module(engine, path).map_err(|e| format!("{e:#}")),
+            Found::Yes => deserialize_module(engine, path)
+                .inspect(|_| touch(path))
+                .map_err(|e| format!("{e:#}")),
             _ => Err(format!("'{}' holds no trusted module", path.display())),
         }
     }
@@ -76,7 +80,9 @@ impl DiskCache {
     /// The cached component at `path`, as for [`DiskCache::module`].
     pub(crate) fn component(&self, engine: &Engine, path: &Path) -> Result<Component, String> {
         match trusted_file(path, Precompiled::Component) {
-            Found::Yes => deserialize_component(engine, path).map_err(|e| format!("{e:#}")),
+            Found::Yes => deserialize_component(engine, path)
+                .inspect(|_| touch(path))
+                .map_err(|e| format!("{e:#}")),
             _ => Err(format!("'{}' holds no trusted component", path.display())),
         }
     }
@@ -90,7 +96,7 @@ impl DiskCache {
             .and_then(|()| trusted(&path, false))
             .ok()?;
         let text = std::fs::read_to_string(&path).ok()?;
-        let (recorded, hex) = text.trim_end().rsplit_once('\n')?;
+        let (_image, recorded, hex) = parse_identity(&text)?;
         if recorded != identity || hex.len() != 64 {
             return None;
         }
@@ -106,7 +112,11 @@ impl DiskCache {
     pub(crate) fn record_identity(&self, image: &Path, identity: &str, digest: &[u8; 32]) {
         let path = self.identity_path(image);
         let hex: String = digest.iter().map(|b| format!("{b:02x}")).collect();
-        let record = format!("{}\n{hex}\n", identity.replace('\n', " "));
+        let record = format!(
+            "{}\n{}\n{hex}\n",
+            image.display().to_string().replace('\n', " "),
+            identity.replace('\n', " ")
+        );
         if let Err(e) = write_atomically(&self.dir, &path, record.as_bytes()) {
             log::debug!("cannot record image identity '{}': {e}", path.display());
         }
@@ -137,12 +147,154 @@ impl DiskCache {
         let _ = std::fs::remove_file(path.with_extension("misfit"));
     }
 
-    /// Saves a serialized artifact at `path`; a failure only costs a compile next time.
+    /// Saves a serialized artifact at `path`, then keeps the folder within its
+    /// bound; a failure only costs a compile next time.
     pub(crate) fn store(&self, path: &Path, serialized: &[u8]) {
         if let Err(e) = write_atomically(&self.dir, path, serialized) {
             log::warn!("cannot save compiled artifact '{}': {e}", path.display());
+            return;
+        }
+        self.evict_beyond_limit(path);
+    }
+
+    /// The compiled artifacts in the folder: path, bytes, last use, content digest (hex).
+    pub(crate) fn artifacts(&self) -> Vec<CachedArtifact> {
+        let Ok(entries) = std::fs::read_dir(&self.dir) else {
+            return Vec::new();
+        };
+        entries
+            .filter_map(Result::ok)
+            .filter_map(|entry| {
+                let path = entry.path();
+                let name = path.file_name()?.to_str()?;
+                let digest = name.strip_suffix(".cwasm")?.split('-').next()?.to_string();
+                let meta = entry.metadata().ok().filter(|m| m.is_file())?;
+                Some(CachedArtifact {
+                    size: meta.len(),
+                    used: meta.accessed().unwrap_or(std::time::UNIX_EPOCH),
+                    digest,
+                    path,
+                })
+            })
+            .collect()
+    }
+
+    /// The bound on the folder's artifacts, in bytes.
+    pub(crate) fn limit(&self) -> u64 {
+        self.limit
+    }
+
+    /// Removes the least recently used artifacts while the folder holds more
+    /// than its bound; never `keep` (just written). Runtimes that loaded a
+    /// removed artifact keep it mapped; a later load compiles it again.
+    fn evict_beyond_limit(&self, keep: &Path) {
+        let mut artifacts = self.artifacts();
+        let mut total: u64 = artifacts.iter().map(|a| a.size).sum();
+        if total <= self.limit {
+            return;
+        }
+        artifacts.sort_by_key(|a| a.used);
+        for artifact in artifacts {
+            if total <= self.limit {
+                break;
+            }
+            if artifact.path == keep {
+                continue;
+            }
+            log::info!(
+                "compiled cache over {} bytes: removing the least recently used '{}'",
+                self.limit,
+                artifact.path.display()
+            );
+            total = total.saturating_sub(artifact.size);
+            self.remove(&artifact.path);
         }
     }
+
+    /// Removes an artifact and what is recorded about it: its misfit marker,
+    /// and the identity records that name its content digest (when no other
+    /// artifact of that digest is left).
+    pub(crate) fn remove(&self, path: &Path) {
+        let _ = std::fs::remove_file(path);
+        let _ = std::fs::remove_file(path.with_extension("misfit"));
+        let Some(digest) = path
+            .file_name()
+            .and_then(|n| n.to_str())
+            .and_then(|n| n.split('-').next())
+        else {
+            return;
+        };
+        if self.artifacts().iter().any(|a| a.digest == digest) {
+            return;
+        }
+        for (record, _, hex) in self.identity_records() {
+            if hex == digest {
+                let _ = std::fs::remove_file(record);
+            }
+        }
+    }
+
+    /// Every identity record: its file, the image path it names, the digest (hex).
+    pub(crate) fn identity_records(&self) -> Vec<(PathBuf, PathBuf, String)> {
+        let Ok(entries) = std::fs::read_dir(&self.dir) else {
+            return Vec::new();
+        };
+        entries
+            .filter_map(Result::ok)
+            .map(|e| e.path())
+            .filter(|p| p.extension().is_some_and(|e| e == "identity"))
+            .filter_map(|p| {
+                let text = std::fs::read_to_string(&p).ok()?;
+                let (image, _, hex) = parse_identity(&text)?;
+                let (image, hex) = (PathBuf::from(image), hex.to_string());
+                Some((p, image, hex))
+            })
+            .collect()
+    }
+
+    /// Files left behind by writers that died: temporary files older than an hour.
+    pub(crate) fn leftovers(&self) -> Vec<PathBuf> {
+        let Ok(entries) = std::fs::read_dir(&self.dir) else {
+            return Vec::new();
+        };
+        let hour_ago = std::time::SystemTime::now() - std::time::Duration::from_secs(3600);
+        entries
+            .filter_map(Result::ok)
+            .filter(|e| e.file_name().to_string_lossy().starts_with(".tmp-"))
+            .filter(|e| {
+                e.metadata()
+                    .and_then(|m| m.modified())
+                    .is_ok_and(|t| t < hour_ago)
+            })
+            .map(|e| e.path())
+            .collect()
+    }
+}
+
+/// One compiled artifact of the folder.
+pub(crate) struct CachedArtifact {
+    pub(crate) path: PathBuf,
+    pub(crate) size: u64,
+    /// When it was last loaded or written: its access time.
+    pub(crate) used: std::time::SystemTime,
+    /// The SHA-256 (hex) of the image bytes it was compiled from.
+    pub(crate) digest: String,
+}
+
+/// Marks an artifact used now — its access time, set explicitly (whatever the
+/// mount's atime policy) — for least-recently-used eviction.
+fn touch(path: &Path) {
+    if let Ok(file) = std::fs::OpenOptions::new().write(true).open(path) {
+        let now = std::fs::FileTimes::new().set_accessed(std::time::SystemTime::now());
+        let _ = file.set_times(now);
+    }
+}
+
+/// An identity record: the image path, its identity, the content digest (hex).
+fn parse_identity(text: &str) -> Option<(&str, &str, &str)> {
+    let mut lines = text.lines();
+    let (image, identity, hex) = (lines.next()?, lines.next()?, lines.next()?);
+    lines.next().is_none().then_some((image, identity, hex))
 }
 
 /// What `trusted_file` found.

@@ -3,7 +3,7 @@
 
 use super::disk_cache::DiskCache;
 use super::{digest_of, Artifact, ArtifactCache};
-use crate::settings::{Error, Result};
+use crate::settings::{CachedImage, Error, Result};
 use parking_lot::Mutex;
 use std::collections::HashMap;
 use std::os::unix::fs::MetadataExt;
@@ -113,4 +113,84 @@ pub(crate) fn image_path(cache_dir: &Path, name: &str) -> Result<PathBuf> {
     }
     let key = name.replace(['/', ':', '@'], "_");
     Ok(cache_dir.join(format!("{key}.wasm")))
+}
+
+/// Where the digest (and reference) of a cache file is recorded: `{file}.digest`.
+fn digest_path(path: &Path) -> PathBuf {
+    let mut name = path.as_os_str().to_owned();
+    name.push(".digest");
+    PathBuf::from(name)
+}
+
+/// The digest recorded beside a cache file by the pull that wrote it, if any.
+pub(crate) fn recorded_digest(path: &Path) -> Option<String> {
+    recorded(path).map(|(digest, _)| digest)
+}
+
+/// The digest and the reference recorded beside a cache file, if any.
+fn recorded(path: &Path) -> Option<(String, Option<String>)> {
+    let text = std::fs::read_to_string(digest_path(path)).ok()?;
+    let mut lines = text.lines().map(str::trim);
+    let digest = lines.next().filter(|d| !d.is_empty())?.to_string();
+    let reference = lines.next().filter(|r| !r.is_empty()).map(str::to_owned);
+    Some((digest, reference))
+}
+
+/// Records what a pull wrote: its digest, and the reference it was pulled by.
+pub(crate) fn record_digest(
+    path: &Path,
+    digest: &str,
+    reference: &str,
+) -> std::result::Result<(), String> {
+    use std::io::Write;
+    let target = digest_path(path);
+    let folder = path.parent().unwrap_or(Path::new("."));
+    let write = || -> std::io::Result<()> {
+        let mut file = tempfile::Builder::new()
+            .prefix(".pulling-")
+            .tempfile_in(folder)?;
+        writeln!(file, "{digest}")?;
+        writeln!(file, "{reference}")?;
+        file.persist(&target).map_err(|e| e.error)?;
+        Ok(())
+    };
+    write().map_err(|e| format!("cannot write '{}': {e}", target.display()))
+}
+
+/// The images in the cache folder: every `*.wasm` file, with what its pull recorded.
+pub(crate) fn list(cache_dir: &Path) -> Vec<CachedImage> {
+    let Ok(entries) = std::fs::read_dir(cache_dir) else {
+        return Vec::new();
+    };
+    let mut images: Vec<CachedImage> = entries
+        .filter_map(Result::ok)
+        .filter_map(|entry| {
+            let path = entry.path();
+            let name = path.file_name()?.to_str()?.to_string();
+            if name.starts_with('.') || !name.ends_with(".wasm") {
+                return None;
+            }
+            let meta = entry.metadata().ok().filter(|m| m.is_file())?;
+            let (digest, reference) = match recorded(&path) {
+                Some((digest, reference)) => (Some(digest), reference),
+                None => (None, None),
+            };
+            Some(CachedImage {
+                reference: reference.unwrap_or_else(|| name.trim_end_matches(".wasm").to_string()),
+                digest,
+                size: meta.len(),
+                modified: meta.modified().unwrap_or(std::time::UNIX_EPOCH),
+                path,
+            })
+        })
+        .collect();
+    images.sort_by(|a, b| a.reference.cmp(&b.reference));
+    images
+}
+
+/// Removes an image file and its record.
+pub(crate) fn remove(path: &Path) -> std::io::Result<()> {
+    std::fs::remove_file(path)?;
+    let _ = std::fs::remove_file(digest_path(path));
+    Ok(())
 }

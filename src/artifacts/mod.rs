@@ -94,6 +94,11 @@ enum Source {
 }
 
 impl<P> Artifact<P> {
+    /// The SHA-256 of its bytes, in hex: how the compiled cache names it.
+    pub(crate) fn digest_hex(&self) -> String {
+        self.digest.iter().map(|b| format!("{b:02x}")).collect()
+    }
+
     /// The compiled form, compiling on first use; the error says why it cannot run.
     pub(crate) fn compiled(
         &self,

@@ -3,9 +3,9 @@
 //! it, and rename it into the cache.
 
 use super::media::{wasm_layer, wasm_platform_entry};
-use super::store::record_digest;
 use super::transport::{chain, hex, mismatch, Manifest, Session};
 use super::PulledImage;
+use crate::artifacts::images::record_digest;
 use oci_client::manifest::OciDescriptor;
 use oci_client::Reference;
 use sha2::Digest as _;
@@ -69,7 +69,7 @@ impl Fetch {
         self.check_cancel()?;
         file.persist(&self.path)
             .map_err(|e| format!("cannot write '{}': {}", self.path.display(), e.error))?;
-        record_digest(&self.path, &digest)?;
+        record_digest(&self.path, &digest, &reference.whole())?;
         log::info!("pulled {reference} ({digest}, {size} bytes)");
         Ok(PulledImage {
             path: self.path.to_path_buf(),

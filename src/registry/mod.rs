@@ -23,7 +23,7 @@ mod media;
 mod store;
 mod transport;
 
-use crate::artifacts::image_path;
+use crate::artifacts::images::{image_path, recorded_digest};
 use crate::settings::{Error, PullPolicy, RegistryAuth, Result, WasmConfig};
 use auth::{docker_config_auth, registry_key};
 use fetch::Fetch;
@@ -34,7 +34,7 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 use std::time::Duration;
-use store::{recorded_digest, FileLock};
+use store::FileLock;
 use transport::{run_within, Transport};
 
 /// What a pull did.

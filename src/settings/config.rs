@@ -49,6 +49,12 @@ pub struct WasmConfig {
     /// guests, up to 256 stores; artifacts that do not fit a slot, and guests
     /// beyond the pool, fall back to on-demand allocation.
     pub pooling: bool,
+    /// The most bytes of compiled artifacts kept in `{cache_dir}/compiled`: when
+    /// a new artifact would pass it, the least recently used ones are removed
+    /// (with their records) until it fits. Runtimes sharing the folder keep
+    /// working: an artifact already loaded stays mapped, and one removed is
+    /// compiled again when next needed.
+    pub compiled_cache_limit: u64,
     /// Keep compiled artifacts in `{cache_dir}/compiled` so a new runtime skips compiling them.
     ///
     /// Compiled artifacts are native code: they are loaded only from a folder
@@ -114,6 +120,7 @@ impl Default for WasmConfig {
             stop_timeout: Duration::from_secs(10),
             pooling: true,
             compiled_cache: true,
+            compiled_cache_limit: 2 << 30,
             max_open_resources: 1024,
             registry_auth: HashMap::new(),
             insecure_registries: Vec::new(),

@@ -2,12 +2,14 @@
 //! id, state and stats, how it ended, and the error type. Every other
 //! subsystem reads these; they import nothing of the crate's.
 
+pub(crate) mod cache;
 pub(crate) mod config;
 pub(crate) mod container;
 pub(crate) mod error;
 pub(crate) mod outcome;
 pub(crate) mod spec;
 
+pub use cache::{CachedImage, DiskUsage, PruneReport};
 pub use config::{RegistryAuth, WasmConfig};
 pub use container::{ContainerId, ContainerState, ContainerStats, HttpStats};
 pub use error::{Error, Result};
