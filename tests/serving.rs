@@ -422,3 +422,55 @@ fn a_host_with_its_own_listener_hands_requests_to_handle_request() {
     response.body_mut().read_to_string(&mut text).unwrap();
     assert_eq!(text, "through the host");
 }
+
+#[test]
+fn connections_past_the_bound_are_closed_and_a_neighbour_is_served_once_one_ends() {
+    let (_dir, rt) = served_runtime(|c| c.http_max_connections = 3);
+    let (id, address) = serve(&rt, "crowded", &service_spec(), &hello_handler());
+    let held: Vec<TcpStream> = (0..3)
+        .map(|_| TcpStream::connect(address).unwrap())
+        .collect();
+    until_connections(&rt, &id, 3);
+    // The fourth is accepted and closed at once: it reads end of stream.
+    let mut fourth = TcpStream::connect(address).unwrap();
+    fourth.set_read_timeout(Some(NO_HANG)).unwrap();
+    let _ = fourth.write_all(b"GET /hello HTTP/1.1\r\nHost: x\r\n\r\n");
+    let mut answer = Vec::new();
+    let _ = fourth.read_to_end(&mut answer);
+    assert!(answer.is_empty(), "{}", String::from_utf8_lossy(&answer));
+    drop(held);
+    until_connections(&rt, &id, 0);
+    assert_eq!(get(address, "/hello").status, 200);
+}
+
+fn until_connections(rt: &WasmRuntime, id: &wasmpool::ContainerId, count: u64) {
+    let started = std::time::Instant::now();
+    while rt
+        .get_container_stats(id)
+        .unwrap()
+        .http
+        .unwrap()
+        .connections
+        != count
+    {
+        assert!(started.elapsed() < NO_HANG, "never {count} connections");
+        std::thread::yield_now();
+    }
+}
+
+#[test]
+fn a_response_body_past_its_bound_is_cut_off() {
+    let (_dir, rt) = served_runtime(|c| c.http_max_response_body = 64 * 1024);
+    let (_id, address) = serve(&rt, "talkative", &service_spec(), &echo_handler());
+    let small = send(address, "POST", "/echo", "", &vec![b'a'; 1000]);
+    assert_eq!((small.status, small.body.len()), (200, 1000));
+    // The echo sends back 200 KiB: the client gets at most the bound, and no clean end.
+    let big = send(address, "POST", "/echo", "", &vec![b'b'; 200 * 1024]);
+    assert_eq!(big.status, 200);
+    assert!(
+        big.body.len() <= 64 * 1024 + 4096,
+        "{} bytes came through",
+        big.body.len()
+    );
+    assert_eq!(get(address, "/hello").status, 200, "the service goes on");
+}
