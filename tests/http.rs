@@ -6,9 +6,18 @@ use crate::common::*;
 use std::io::{Read, Write};
 use wasmpool::{Outcome, Runtime, ServiceSpec};
 
-/// Enough of wasi:io and wasi:http 0.2.0 for a GET, as nested packages.
-/// `error-code` and its payloads are copied exactly: their layout matters.
-const HTTP_WIT: &str = r#"
+/// Enough of wasi:io and wasi:http 0.2.0 for a GET, as nested packages
+/// (`error-code` is shared with the service tests: its layout matters).
+fn http_wit() -> String {
+    [
+        HTTP_WIT_HEAD,
+        crate::common::service::ERROR_CODE,
+        HTTP_WIT_TAIL,
+    ]
+    .concat()
+}
+
+const HTTP_WIT_HEAD: &str = r#"
     package local:fetch;
     world fetch {
         import wasi:http/outgoing-handler@0.2.0;
@@ -32,51 +41,9 @@ const HTTP_WIT: &str = r#"
             use wasi:io/poll@0.2.0.{pollable};
             use wasi:io/streams@0.2.0.{input-stream};
             variant scheme { HTTP, HTTPS, other(string) }
-            record DNS-error-payload { rcode: option<string>, info-code: option<u16> }
-            record TLS-alert-received-payload { alert-id: option<u8>, alert-message: option<string> }
-            record field-size-payload { field-name: option<string>, field-size: option<u32> }
-            variant error-code {
-                DNS-timeout,
-                DNS-error(DNS-error-payload),
-                destination-not-found,
-                destination-unavailable,
-                destination-IP-prohibited,
-                destination-IP-unroutable,
-                connection-refused,
-                connection-terminated,
-                connection-timeout,
-                connection-read-timeout,
-                connection-write-timeout,
-                connection-limit-reached,
-                TLS-protocol-error,
-                TLS-certificate-error,
-                TLS-alert-received(TLS-alert-received-payload),
-                HTTP-request-denied,
-                HTTP-request-length-required,
-                HTTP-request-body-size(option<u64>),
-                HTTP-request-method-invalid,
-                HTTP-request-URI-invalid,
-                HTTP-request-URI-too-long,
-                HTTP-request-header-section-size(option<u32>),
-                HTTP-request-header-size(option<field-size-payload>),
-                HTTP-request-trailer-section-size(option<u32>),
-                HTTP-request-trailer-size(field-size-payload),
-                HTTP-response-incomplete,
-                HTTP-response-header-section-size(option<u32>),
-                HTTP-response-header-size(field-size-payload),
-                HTTP-response-body-size(option<u64>),
-                HTTP-response-trailer-section-size(option<u32>),
-                HTTP-response-trailer-size(field-size-payload),
-                HTTP-response-transfer-coding(option<string>),
-                HTTP-response-content-coding(option<string>),
-                HTTP-response-timeout,
-                HTTP-upgrade-failed,
-                HTTP-protocol-error,
-                loop-detected,
-                configuration-error,
-                internal-error(option<string>),
-            }
-            resource fields { constructor(); }
+"#;
+
+const HTTP_WIT_TAIL: &str = r#"            resource fields { constructor(); }
             type headers = fields;
             resource outgoing-request {
                 constructor(headers: headers);
@@ -143,7 +110,7 @@ fn http_importer() -> Vec<u8> {
                 (call $print (i32.const 600) (i32.const 4))
                 (call $exit (i32.const 0))))"#
     );
-    component_with_wit(HTTP_WIT, "fetch", &core)
+    component_with_wit(&http_wit(), "fetch", &core)
 }
 
 /// A component that GETs `http://{authority}/hello`, prints the body and
@@ -192,7 +159,7 @@ fn http_getter(authority: &str) -> Vec<u8> {
                     (br $more)))
                 (call $exit (i32.const 0))))"#
     );
-    component_with_wit(HTTP_WIT, "fetch", &core)
+    component_with_wit(&http_wit(), "fetch", &core)
 }
 
 /// A real HTTP/1.1 server on loopback that answers one request with `body`.

@@ -77,29 +77,7 @@ fn p3_command(body: &str) -> Vec<u8> {
             (func (export "[callback][async-lift]wasi:cli/run@0.3.0#run") (param i32 i32 i32) (result i32)
                 (i32.const 0)))"#
     );
-    component_with_wit_no_adapter(P3_WIT, "command", &core)
-}
-
-fn component_with_wit_no_adapter(wit: &str, world: &str, core: &str) -> Vec<u8> {
-    let mut resolve = wit_parser::Resolve::default();
-    let package = resolve.push_str("p3.wit", wit).expect("WIT parses");
-    let world = resolve
-        .select_world(&[package], Some(world))
-        .expect("world");
-    let mut module = wasm(core);
-    wit_component::embed_component_metadata(
-        &mut module,
-        &resolve,
-        world,
-        wit_component::StringEncoding::UTF8,
-    )
-    .expect("metadata embeds");
-    wit_component::ComponentEncoder::default()
-        .module(&module)
-        .expect("core module accepted")
-        .validate(true)
-        .encode()
-        .expect("component encodes")
+    crate::common::service::component_of(P3_WIT, "command", &core)
 }
 
 const SPIN: &str = "(loop $forever (br $forever))";

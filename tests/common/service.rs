@@ -8,36 +8,8 @@ use std::time::Duration;
 
 /// The slice of wasi:io, wasi:cli and wasi:http 0.2.0 a handler uses, as nested
 /// packages. `error-code` and its payloads are copied exactly: their layout matters.
-const SERVICE_WIT: &str = r#"
-    package local:service;
-    world service {
-        import wasi:http/types@0.2.0;
-        import wasi:io/streams@0.2.0;
-        import wasi:cli/stdout@0.2.0;
-        export wasi:http/incoming-handler@0.2.0;
-    }
-    package wasi:io@0.2.0 {
-        interface error { resource error; }
-        interface streams {
-            use error.{error};
-            variant stream-error { last-operation-failed(error), closed }
-            resource input-stream {
-                blocking-read: func(len: u64) -> result<list<u8>, stream-error>;
-            }
-            resource output-stream {
-                blocking-write-and-flush: func(contents: list<u8>) -> result<_, stream-error>;
-            }
-        }
-    }
-    package wasi:cli@0.2.0 {
-        interface stdout {
-            use wasi:io/streams@0.2.0.{output-stream};
-            get-stdout: func() -> output-stream;
-        }
-    }
-    package wasi:http@0.2.0 {
-        interface types {
-            use wasi:io/streams@0.2.0.{input-stream, output-stream};
+/// wasi:http 0.2.0's `error-code` and its payloads, exactly: their layout matters.
+pub const ERROR_CODE: &str = r#"
             record DNS-error-payload { rcode: option<string>, info-code: option<u16> }
             record TLS-alert-received-payload { alert-id: option<u8>, alert-message: option<string> }
             record field-size-payload { field-name: option<string>, field-size: option<u32> }
@@ -82,7 +54,45 @@ const SERVICE_WIT: &str = r#"
                 configuration-error,
                 internal-error(option<string>),
             }
-            resource fields { constructor(); }
+"#;
+
+fn service_wit() -> String {
+    [SERVICE_WIT_HEAD, ERROR_CODE, SERVICE_WIT_TAIL].concat()
+}
+
+const SERVICE_WIT_HEAD: &str = r#"
+    package local:service;
+    world service {
+        import wasi:http/types@0.2.0;
+        import wasi:io/streams@0.2.0;
+        import wasi:cli/stdout@0.2.0;
+        export wasi:http/incoming-handler@0.2.0;
+    }
+    package wasi:io@0.2.0 {
+        interface error { resource error; }
+        interface streams {
+            use error.{error};
+            variant stream-error { last-operation-failed(error), closed }
+            resource input-stream {
+                blocking-read: func(len: u64) -> result<list<u8>, stream-error>;
+            }
+            resource output-stream {
+                blocking-write-and-flush: func(contents: list<u8>) -> result<_, stream-error>;
+            }
+        }
+    }
+    package wasi:cli@0.2.0 {
+        interface stdout {
+            use wasi:io/streams@0.2.0.{output-stream};
+            get-stdout: func() -> output-stream;
+        }
+    }
+    package wasi:http@0.2.0 {
+        interface types {
+            use wasi:io/streams@0.2.0.{input-stream, output-stream};
+"#;
+
+const SERVICE_WIT_TAIL: &str = r#"            resource fields { constructor(); }
             type headers = fields;
             type trailers = fields;
             resource incoming-request {
@@ -171,14 +181,18 @@ pub fn handler(locals: &str, body: &str) -> Vec<u8> {
             (func (export "wasi:http/incoming-handler@0.2.0#handle") (param $req i32) (param $out i32) {locals}
                 {body}))"#
     );
+    component_of(&service_wit(), "service", &core)
+}
+
+/// A component of the core module `core` (WAT) with the world `world` of
+/// `wit`, without the preview1 adapter (the module imports none of WASIp1).
+pub fn component_of(wit: &str, world: &str, core: &str) -> Vec<u8> {
     let mut resolve = wit_parser::Resolve::default();
-    let package = resolve
-        .push_str("service.wit", SERVICE_WIT)
-        .expect("WIT parses");
+    let package = resolve.push_str("guest.wit", wit).expect("WIT parses");
     let world = resolve
-        .select_world(&[package], Some("service"))
+        .select_world(&[package], Some(world))
         .expect("world");
-    let mut module = wat::parse_str(&core).expect("the handler's WAT parses");
+    let mut module = wat::parse_str(core).expect("the guest's WAT parses");
     wit_component::embed_component_metadata(
         &mut module,
         &resolve,
