@@ -277,9 +277,9 @@ fn fd_hygiene_alone() {
         fd_list()
     );
     // That pool also starts threads for file I/O on demand and idles them out
-    // after ten seconds: a few may come, none per instance.
+    // after ten seconds: a few may come (more on a loaded host), none per instance.
     assert!(
-        threads_now() <= threads + 4,
+        threads_now() <= threads + 8,
         "threads: {threads} -> {}",
         threads_now()
     );

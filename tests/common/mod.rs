@@ -385,20 +385,7 @@ pub fn wait_bounded(handle: &wasmpool::WaitHandle) -> wasmpool::Outcome {
 /// A core module in WAT that imports the interfaces of `world` in `wit`,
 /// made into a command component with the preview1 adapter.
 pub fn component_with_wit(wit: &str, world: &str, core: &str) -> Vec<u8> {
-    let mut resolve = wit_parser::Resolve::default();
-    let package = resolve.push_str("guest.wit", wit).expect("WIT parses");
-    let world = resolve
-        .select_world(&[package], Some(world))
-        .expect("world");
-    let mut module = wasm(core);
-    wit_component::embed_component_metadata(
-        &mut module,
-        &resolve,
-        world,
-        wit_component::StringEncoding::UTF8,
-    )
-    .expect("metadata embeds");
-    componentize(&module)
+    componentize(&service::with_wit(wit, world, core))
 }
 
 /// Runs the ignored test `name` of this binary alone in a child process, so
@@ -435,7 +422,8 @@ pub fn rss_bytes() -> u64 {
 
 /// Waits up to two seconds for `done`, for work wasmtime-wasi finishes on its own threads.
 pub fn settle(done: impl Fn() -> bool) {
-    for _ in 0..100 {
+    // Up to 5 s: closes on wasmtime-wasi's blocking pool are slow on a loaded host.
+    for _ in 0..250 {
         if done() {
             return;
         }

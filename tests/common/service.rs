@@ -290,6 +290,24 @@ pub fn slow_handler(iterations: u32) -> Vec<u8> {
     )
 }
 
+/// The core module `core` (WAT) with `world` of `wit` embedded, ready to encode.
+pub fn with_wit(wit: &str, world: &str, core: &str) -> Vec<u8> {
+    let mut resolve = wit_parser::Resolve::default();
+    let package = resolve.push_str("guest.wit", wit).expect("WIT parses");
+    let world = resolve
+        .select_world(&[package], Some(world))
+        .expect("world");
+    let mut module = wat::parse_str(core).expect("the guest's WAT parses");
+    wit_component::embed_component_metadata(
+        &mut module,
+        &resolve,
+        world,
+        wit_component::StringEncoding::UTF8,
+    )
+    .expect("metadata embeds");
+    module
+}
+
 /// A response as a client sees it.
 #[derive(Debug)]
 pub struct Reply {
