@@ -46,7 +46,9 @@ def compute_argv(test_path: str, args_env_root, proposals, wasi_world: str,
         argv += ["--env", f"{key}={value}"]
     if root is not None:
         argv += ["--dir", f"{root}::/"]
-    if "sockets" in proposals or "http" in proposals:
+    # Network as the suite's proposals ask, and for every WASIp3 test, as the
+    # wasmtime CLI is measured (`-Sp3,http,inherit-network`): same grants, same tests.
+    if "sockets" in proposals or "http" in proposals or wasi_version == "wasm32-wasip3":
         argv += ["--network"]
     argv.append(test_path)
     argv += args

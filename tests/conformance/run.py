@@ -44,7 +44,7 @@ def run_one(conformance: Path, suite: Path, wasm: Path, work: Path) -> tuple[boo
                     path.chmod(path.stat().st_mode | 0o200)
     out = subprocess.run(
         [sys.executable, str(HERE / "run_suite.py"), str(conformance), "-t", str(case),
-         "-r", str(HERE / "adapter.py"), "--disable-colors"],
+         "-r", os.environ.get("WASMPOOL_ADAPTER", str(HERE / "adapter.py")), "--disable-colors"],
         capture_output=True, text=True, timeout=300, cwd=case)
     return out.returncode == 0, out.stdout + out.stderr
 
