@@ -474,3 +474,25 @@ fn a_response_body_past_its_bound_is_cut_off() {
     );
     assert_eq!(get(address, "/hello").status, 200, "the service goes on");
 }
+
+#[test]
+fn each_request_has_its_own_fuel_budget() {
+    let (_dir, rt) = served_runtime(|_| {});
+    let spec = ServiceSpec {
+        wasm: Some(WasmSpec {
+            max_fuel: Some(5_000_000),
+            ..Default::default()
+        }),
+        ..service_spec()
+    };
+    let (id, address) = serve(&rt, "metered", &spec, &misbehaving_handler());
+    let spun = get(address, "/spin");
+    assert_eq!(spun.status, 500);
+    assert!(spun.text().contains("out of fuel"), "{}", spun.text());
+    // The next request starts with a full budget of its own.
+    for _ in 0..3 {
+        assert_eq!(get(address, "/hello").status, 200);
+    }
+    until_in_flight(&rt, &id, 0);
+    assert!(rt.get_container_stats(&id).unwrap().fuel_consumed >= 5_000_000);
+}
