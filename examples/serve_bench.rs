@@ -24,6 +24,11 @@ use std::time::Duration;
 const FUEL: u64 = 2_000_000_000;
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
+    // `WASMPOOL_WRITE_SERVICE=FILE` only writes the handler component, to try by hand.
+    if let Some(file) = std::env::var_os("WASMPOOL_WRITE_SERVICE") {
+        std::fs::write(file, service::misbehaving_handler())?;
+        return Ok(());
+    }
     let dir = tempfile::tempdir()?;
     let component = dir.path().join("service.wasm");
     std::fs::write(&component, service::misbehaving_handler())?;

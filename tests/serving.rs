@@ -496,3 +496,33 @@ fn each_request_has_its_own_fuel_budget() {
     until_in_flight(&rt, &id, 0);
     assert!(rt.get_container_stats(&id).unwrap().fuel_consumed >= 5_000_000);
 }
+
+#[test]
+fn http2_with_prior_knowledge_is_served_to_a_real_client() {
+    let (_dir, rt) = served_runtime(|_| {});
+    let (id, address) = serve(&rt, "h2", &service_spec(), &hello_handler());
+    // curl (Debian's, with nghttp2) speaks HTTP/2 over cleartext from the first
+    // byte. (One request per connection: curl 7.88 fails to reuse a
+    // prior-knowledge connection; nghttp multiplexes three streams fine.)
+    let url = format!("http://{address}/hello");
+    for _ in 0..2 {
+        let out = std::process::Command::new("curl")
+            .args([
+                "-s",
+                "--max-time",
+                "20",
+                "--http2-prior-knowledge",
+                "-w",
+                "\n%{http_version}",
+                &url,
+            ])
+            .output()
+            .expect("curl runs");
+        assert_eq!(
+            String::from_utf8_lossy(&out.stdout),
+            "hello\n\n2",
+            "{out:?}"
+        );
+    }
+    assert_eq!(rt.get_container_stats(&id).unwrap().http.unwrap().served, 2);
+}
