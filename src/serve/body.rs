@@ -12,69 +12,35 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::task::{Context, Poll, Wake, Waker};
 
-/// A request body as the handler reads it: past `limit` bytes it ends with
-/// wasi:http's `HTTP-request-body-size` error, and `exceeded` is set.
-pub(crate) struct RequestBody {
-    inner: UnsyncBoxBody<Bytes, wasmtime_wasi_http::Error>,
-    read: u64,
-    limit: u64,
-    exceeded: Arc<AtomicBool>,
-}
+/// A request body as the handler reads it: past its limit it ends with
+/// wasi:http's `HTTP-request-body-size` error (see [`request_body`]).
+pub(crate) type RequestBody = Bounded<wasmtime_wasi_http::Error>;
 
-impl RequestBody {
-    pub(crate) fn new<B>(body: B, limit: u64, exceeded: Arc<AtomicBool>) -> Self
-    where
-        B: Body<Data = Bytes> + Send + 'static,
-        B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
-    {
-        let inner = body
-            .map_err(|e| {
-                let e: Box<dyn std::error::Error + Send + Sync> = e.into();
-                match e.downcast::<hyper::Error>() {
-                    Ok(e) => wasmtime_wasi_http::Error::Hyper(*e),
-                    Err(e) => wasmtime_wasi_http::Error::InternalError(Some(e.to_string())),
-                }
-            })
-            .boxed_unsync();
-        RequestBody {
-            inner,
-            read: 0,
-            limit,
-            exceeded,
-        }
-    }
-}
-
-impl Body for RequestBody {
-    type Data = Bytes;
-    type Error = wasmtime_wasi_http::Error;
-
-    fn poll_frame(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
-        let frame = match Pin::new(&mut self.inner).poll_frame(cx) {
-            Poll::Ready(Some(Ok(frame))) => frame,
-            other => return other,
-        };
-        if let Some(data) = frame.data_ref() {
-            self.read += data.len() as u64;
-            if self.read > self.limit {
-                self.exceeded.store(true, Ordering::Release);
-                return Poll::Ready(Some(Err(wasmtime_wasi_http::Error::HttpRequestBodySize(
-                    Some(self.limit),
-                ))));
+/// `body`, bounded at `limit` bytes; `exceeded` is set when it passes them.
+pub(crate) fn request_body<B>(body: B, limit: u64, exceeded: Arc<AtomicBool>) -> RequestBody
+where
+    B: Body<Data = Bytes> + Send + 'static,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    let inner = body
+        .map_err(|e| {
+            let e: Box<dyn std::error::Error + Send + Sync> = e.into();
+            match e.downcast::<hyper::Error>() {
+                Ok(e) => wasmtime_wasi_http::Error::Hyper(*e),
+                Err(e) => wasmtime_wasi_http::Error::InternalError(Some(e.to_string())),
             }
-        }
-        Poll::Ready(Some(Ok(frame)))
-    }
-
-    fn is_end_stream(&self) -> bool {
-        self.inner.is_end_stream()
-    }
-
-    fn size_hint(&self) -> SizeHint {
-        self.inner.size_hint()
+        })
+        .boxed_unsync();
+    let mut read = 0u64;
+    Bounded {
+        inner,
+        check: Box::new(move |len| {
+            read += len as u64;
+            (read > limit).then(|| {
+                exceeded.store(true, Ordering::Release);
+                wasmtime_wasi_http::Error::HttpRequestBodySize(Some(limit))
+            })
+        }),
     }
 }
 
@@ -105,6 +71,9 @@ impl ResponseBody {
             check: Box::new(move |len| {
                 sent += len as u64;
                 (sent > limit).then(|| {
+                    log::warn!(
+                        "a response body passed {limit} bytes (http_max_response_body): cut off"
+                    );
                     io::Error::other(format!(
                         "the response body passed {limit} bytes (http_max_response_body): cut off"
                     ))
@@ -201,28 +170,27 @@ fn block_on_frame(
     }
 }
 
-/// A body whose data frames pass `check`, which may end it with an error.
-struct Bounded {
-    inner: UnsyncBoxBody<Bytes, io::Error>,
-    check: Box<dyn FnMut(usize) -> Option<io::Error> + Send>,
+/// A body whose data frames pass `check` (given each frame's length), which
+/// may end it with an error: how both directions are bounded as they stream.
+pub(crate) struct Bounded<E> {
+    inner: UnsyncBoxBody<Bytes, E>,
+    check: Box<dyn FnMut(usize) -> Option<E> + Send>,
 }
 
-impl Body for Bounded {
+impl<E> Body for Bounded<E> {
     type Data = Bytes;
-    type Error = io::Error;
+    type Error = E;
 
     fn poll_frame(
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, io::Error>>> {
+    ) -> Poll<Option<Result<Frame<Bytes>, E>>> {
         let frame = match Pin::new(&mut self.inner).poll_frame(cx) {
             Poll::Ready(Some(Ok(frame))) => frame,
             other => return other,
         };
-        if let Some(data) = frame.data_ref() {
-            let len = data.len();
+        if let Some(len) = frame.data_ref().map(Bytes::len) {
             if let Some(error) = (self.check)(len) {
-                log::warn!("{error}");
                 return Poll::Ready(Some(Err(error)));
             }
         }

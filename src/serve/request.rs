@@ -3,7 +3,7 @@
 //! service when the handler could not (`500` trap, `504` deadline, `413` body
 //! too large, `503` stopping or full).
 
-use super::body::{RequestBody, ResponseBody};
+use super::body::{request_body, RequestBody, ResponseBody};
 use super::gate::Place;
 use super::p2::{Answer, Handler};
 use super::server::Served;
@@ -75,7 +75,7 @@ where
     };
     let exceeded = Arc::new(AtomicBool::new(false));
     let line = format!("{} {}", request.method(), request.uri());
-    let request = request.map(|body| RequestBody::new(body, limit, exceeded.clone()));
+    let request = request.map(|body| request_body(body, limit, exceeded.clone()));
     let (reply, replied) = oneshot::channel();
     let job = RequestJob::start(served, place, line, reply, request);
     let mut cancel = CancelOnDrop(Some(Arc::downgrade(&job)));
