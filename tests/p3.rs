@@ -60,6 +60,8 @@ fn p3_command(body: &str) -> Vec<u8> {
             (import "wasi:io/streams@0.2.0" "[method]output-stream.blocking-write-and-flush" (func $write (param i32 i32 i32 i32)))
             (import "wasi:io/streams@0.2.0" "[resource-drop]output-stream" (func $drop (param i32)))
             (import "wasi:cli/stdout@0.3.0" "[stream-new-0]write-via-stream" (func $stream_new (result i64)))
+            ;; `wait-for` lowered async: returns at once with a live subtask.
+            (import "wasi:clocks/monotonic-clock@0.3.0" "[async-lower]wait-for" (func $wait_for_async (param i64) (result i32)))
             (memory (export "memory") 1)
             (func (export "cabi_realloc") (param i32 i32 i32 i32) (result i32) (i32.const 32768))
             (data (i32.const 100) "ready\0a")
@@ -247,4 +249,51 @@ fn p3_streams_count_against_the_resource_cap_and_a_neighbour_is_unharmed() {
     let few = "(drop (call $stream_new)) (drop (call $stream_new))";
     let (_, fine) = launch(&rt, "p3-few", &ServiceSpec::default(), &p3_command(few));
     assert_eq!(wait_bounded(&fine), Outcome::Exited(0));
+}
+
+#[test]
+fn a_p3_guest_with_several_subtasks_live_is_stopped_and_they_end_with_it() {
+    let (_dir, rt) = runtime(1);
+    // Three minute-long waits in flight as subtasks, then a spin.
+    let body = "(drop (call $wait_for_async (i64.const 60000000000)))
+                (drop (call $wait_for_async (i64.const 60000000000)))
+                (drop (call $wait_for_async (i64.const 60000000000)))
+                (loop $forever (br $forever))";
+    let (id, handle) = launch(
+        &rt,
+        "p3-subtasks",
+        &ServiceSpec::default(),
+        &p3_command(body),
+    );
+    until_ready(&rt, &id);
+    rt.stop_container(&id, NO_HANG).unwrap();
+    assert_eq!(handle.try_wait(), Some(Outcome::Stopped));
+    // The worker is free and nothing of the stopped guest holds it.
+    let (_, next) = launch(
+        &rt,
+        "after-subtasks",
+        &ServiceSpec::default(),
+        &wasm(&exit_module(6)),
+    );
+    assert_eq!(wait_bounded(&next), Outcome::Exited(6));
+}
+
+#[test]
+fn p3_subtasks_count_against_the_resource_cap() {
+    let (_dir, rt) = runtime(1);
+    let spec = ServiceSpec {
+        wasm: Some(WasmSpec {
+            max_open_resources: Some(64),
+            ..Default::default()
+        }),
+        ..Default::default()
+    };
+    // Starts minute-long waits, one subtask each, and never waits for them.
+    let hoard = "(loop $more (drop (call $wait_for_async (i64.const 60000000000))) (br $more))";
+    let (_, handle) = launch(&rt, "p3-subtask-hoard", &spec, &p3_command(hoard));
+    let outcome = wait_bounded(&handle);
+    assert!(
+        matches!(&outcome, Outcome::Trapped(m) if m.contains("resource limit")),
+        "{outcome:?}"
+    );
 }
