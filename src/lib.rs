@@ -1,10 +1,11 @@
 //! # wasmpool
 //!
 //! A synchronous, embedded WebAssembly workload runtime. It runs untrusted WASI
-//! programs — WASI Preview 1 core modules and WASI Preview 2 command components —
-//! the way a container agent runs containers: create, start, stop, remove,
-//! state, wait, logs and stats, on a fixed pool of worker threads, with a
-//! blocking API and no async runtime in your code.
+//! programs — WASI Preview 1 core modules, WASI 0.2 and 0.3 command components,
+//! and WASI 0.2 and 0.3 HTTP services — the way a container agent runs
+//! containers: create, start, stop, remove, state, wait, logs and stats, on a
+//! fixed pool of worker threads, with a blocking API and no async runtime in
+//! your code.
 //!
 //! It is blocking by design: hosts that are not async (services, CLIs, job
 //! runners, test harnesses) call it from any thread, and a call returns when
@@ -46,6 +47,14 @@
 //! [`WaitHandle::wait`] runs its own guest while it is runnable. No registry
 //! lock is held while guest code runs, and a panic while running one guest
 //! fails that guest only.
+//!
+//! ## Services
+//! A container whose spec has an HTTP endpoint ([`EndpointSpec`]) and whose
+//! component exports `wasi:http/incoming-handler@0.2.x` or
+//! `wasi:http/handler@0.3.x` is served by `start_container` behind a real
+//! listener, a fresh instance per request, each request a task on the same
+//! scheduler; [`WasmRuntime::handle_request`] serves a request from a host's
+//! own listener. Every bound is in [`WasmConfig`]'s `http_*` fields.
 //!
 //! ## Registries
 //! [`Runtime::pull_image`] and [`Runtime::pull_image_with_policy`] (and
