@@ -51,6 +51,8 @@ def run_one(conformance: Path, suite: Path, wasm: Path, work: Path) -> tuple[boo
 
 def main() -> int:
     conformance = Path(sys.argv[1] if len(sys.argv) > 1 else ROOT.parent / "shared" / "conformance")
+    # Absolute: each test's harness runs in a folder of its own.
+    conformance = conformance.resolve()
     if not (conformance / "test-runner").is_dir():
         print(f"conformance: the WASI test suite is absent ({conformance}): NOT RUN")
         return 0 if os.environ.get("WASMPOOL_CONFORMANCE_OPTIONAL") == "1" else 1
