@@ -187,19 +187,7 @@ pub fn handler(locals: &str, body: &str) -> Vec<u8> {
 /// A component of the core module `core` (WAT) with the world `world` of
 /// `wit`, without the preview1 adapter (the module imports none of WASIp1).
 pub fn component_of(wit: &str, world: &str, core: &str) -> Vec<u8> {
-    let mut resolve = wit_parser::Resolve::default();
-    let package = resolve.push_str("guest.wit", wit).expect("WIT parses");
-    let world = resolve
-        .select_world(&[package], Some(world))
-        .expect("world");
-    let mut module = wat::parse_str(core).expect("the guest's WAT parses");
-    wit_component::embed_component_metadata(
-        &mut module,
-        &resolve,
-        world,
-        wit_component::StringEncoding::UTF8,
-    )
-    .expect("metadata embeds");
+    let module = with_wit(wit, world, core);
     wit_component::ComponentEncoder::default()
         .module(&module)
         .expect("core module accepted")
