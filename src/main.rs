@@ -401,9 +401,11 @@ fn create(
         wasm: Some(WasmSpec {
             max_fuel: args.fuel,
             max_memory: args.max_memory,
-            max_execution_time: Some(match serving {
-                true => Duration::MAX,
-                false => args.timeout.unwrap_or(Duration::MAX),
+            // A service runs until stopped; `--timeout` is each request's deadline.
+            max_execution_time: Some(if serving {
+                Duration::MAX
+            } else {
+                args.timeout.unwrap_or(Duration::MAX)
             }),
             request_timeout: args.timeout.filter(|_| serving),
             trap_on_grow_failure: false,

@@ -260,7 +260,7 @@ impl WasmRuntime {
                 kept_images.push(image.path);
             }
         }
-        let mut keep = in_use.clone();
+        let mut keep = in_use;
         keep.extend(kept_images.iter().filter_map(|path| digest_of_image(path)));
         if let Some(disk) = disk {
             for artifact in disk.artifacts() {

@@ -65,23 +65,20 @@ pub(crate) fn build_wasi(
     // Every open descriptor, stream, socket and pollable is an entry in the
     // store's resource table: bounding the table bounds what a guest holds.
     let cap = plan.max_open_resources;
-    Ok(match component {
-        false => {
-            let mut ctx = builder.build_p1();
-            ctx.ctx().table.set_max_capacity(cap);
-            Wasi::Preview1(ctx)
-        }
-        true => {
-            let mut table = wasmtime::component::ResourceTable::new();
-            table.set_max_capacity(cap);
-            Wasi::Preview2 {
-                ctx: builder.build(),
-                table,
-                http: WasiHttpCtx::new(),
-                hooks: HttpHooks {
-                    network: plan.network,
-                },
-            }
+    Ok(if !component {
+        let mut ctx = builder.build_p1();
+        ctx.ctx().table.set_max_capacity(cap);
+        Wasi::Preview1(ctx)
+    } else {
+        let mut table = wasmtime::component::ResourceTable::new();
+        table.set_max_capacity(cap);
+        Wasi::Preview2 {
+            ctx: builder.build(),
+            table,
+            http: WasiHttpCtx::new(),
+            hooks: HttpHooks {
+                network: plan.network,
+            },
         }
     })
 }

@@ -22,7 +22,8 @@ pub(crate) struct Gate {
 
 impl Gate {
     pub(crate) fn new(in_flight: usize, max_waiting: usize, wait: Duration) -> Self {
-        let size = in_flight.min(Semaphore::MAX_PERMITS);
+        // `all_back` takes every place at once, counted in a u32.
+        let size = in_flight.min(Semaphore::MAX_PERMITS).min(u32::MAX as usize);
         Gate {
             places: Arc::new(Semaphore::new(size)),
             size,

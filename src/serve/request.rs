@@ -95,10 +95,7 @@ where
             ),
             true,
         ),
-        Ok(Reply::Ended(outcome)) if exceeded.load(Ordering::Acquire) => {
-            let _ = outcome;
-            (too_large(limit), false)
-        }
+        Ok(Reply::Ended(_)) if exceeded.load(Ordering::Acquire) => (too_large(limit), false),
         Ok(Reply::Ended(outcome)) => (unanswered(&outcome), false),
         Err(_) => (
             plain(StatusCode::SERVICE_UNAVAILABLE, "the service is stopping"),

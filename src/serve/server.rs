@@ -101,7 +101,8 @@ pub(crate) struct Service {
     address: SocketAddr,
     /// Sends the drain's deadline to the server task.
     stop: Mutex<Option<oneshot::Sender<Instant>>>,
-    task: Mutex<Option<AbortOnDropJoinHandle<()>>>,
+    /// The server task: aborted if the service is dropped while it still runs.
+    _task: AbortOnDropJoinHandle<()>,
 }
 
 impl Service {
@@ -171,7 +172,7 @@ impl Service {
             served,
             address,
             stop: Mutex::new(Some(stop)),
-            task: Mutex::new(Some(task)),
+            _task: task,
         }))
     }
 
@@ -193,13 +194,6 @@ impl Serving for Service {
         if let Some(stop) = self.stop.lock().take() {
             let _ = stop.send(deadline);
         }
-    }
-}
-
-impl Drop for Service {
-    fn drop(&mut self) {
-        // Dropping the handle aborts the server task if it still runs.
-        drop(self.task.lock().take());
     }
 }
 

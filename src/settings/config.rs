@@ -177,11 +177,18 @@ impl WasmConfig {
                 "a slice must run at least one unit of fuel",
             );
         }
-        if self.http_max_connections == 0 || self.http_max_in_flight == 0 {
+        if self.http_max_connections == 0 {
+            return invalid(
+                "http_max_connections",
+                "0".into(),
+                "a service needs at least one connection",
+            );
+        }
+        if self.http_max_in_flight == 0 {
             return invalid(
                 "http_max_in_flight",
-                format!("{}/{}", self.http_max_connections, self.http_max_in_flight),
-                "a service needs at least one connection and one request in flight",
+                "0".into(),
+                "a service needs at least one request in flight",
             );
         }
         if self.http_max_header_bytes < 8192 {
