@@ -3,12 +3,11 @@
 //! it, and rename it into the cache.
 
 use super::media::{wasm_layer, wasm_platform_entry};
-use super::transport::{chain, hex, mismatch, Manifest, Session};
+use super::transport::{chain, mismatch, LayerHasher, Manifest, Session};
 use super::PulledImage;
 use crate::artifacts::images::record_digest;
 use oci_client::manifest::OciDescriptor;
 use oci_client::Reference;
-use sha2::Digest as _;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -160,36 +159,6 @@ impl Fetch {
             .sync_all()
             .map_err(|e| format!("cannot write in '{}': {e}", folder.display()))?;
         Ok(file)
-    }
-}
-
-/// SHA-256 or SHA-512 of a layer as it streams in.
-enum LayerHasher {
-    Sha256(sha2::Sha256),
-    Sha512(sha2::Sha512),
-}
-
-impl LayerHasher {
-    fn new(digest: &str) -> std::result::Result<Self, String> {
-        match digest.split_once(':') {
-            Some(("sha256", _)) => Ok(LayerHasher::Sha256(sha2::Sha256::new())),
-            Some(("sha512", _)) => Ok(LayerHasher::Sha512(sha2::Sha512::new())),
-            _ => Err(format!("unsupported digest algorithm in '{digest}'")),
-        }
-    }
-
-    fn update(&mut self, bytes: &[u8]) {
-        match self {
-            LayerHasher::Sha256(h) => h.update(bytes),
-            LayerHasher::Sha512(h) => h.update(bytes),
-        }
-    }
-
-    fn finish(self) -> String {
-        match self {
-            LayerHasher::Sha256(h) => format!("sha256:{}", hex(&h.finalize())),
-            LayerHasher::Sha512(h) => format!("sha512:{}", hex(&h.finalize())),
-        }
     }
 }
 

@@ -23,17 +23,17 @@ use std::sync::Arc;
 use std::time::Duration;
 
 /// The largest manifest or index read (the distribution registry's and containerd's bound).
-pub(super) const MAX_MANIFEST_BYTES: u64 = 4 << 20;
+const MAX_MANIFEST_BYTES: u64 = 4 << 20;
 /// The largest token response read.
-pub(super) const MAX_TOKEN_BYTES: u64 = 64 << 10;
+const MAX_TOKEN_BYTES: u64 = 64 << 10;
 /// The most of an error body read, to quote it.
-pub(super) const MAX_ERROR_BYTES: u64 = 4 << 10;
+const MAX_ERROR_BYTES: u64 = 4 << 10;
 /// The most entries an index may list.
-pub(super) const MAX_INDEX_ENTRIES: usize = 1024;
+const MAX_INDEX_ENTRIES: usize = 1024;
 /// The most layers a manifest may list (docker's own limit is 127).
-pub(super) const MAX_LAYERS: usize = 128;
+const MAX_LAYERS: usize = 128;
 /// The most redirects one request follows.
-pub(super) const MAX_REDIRECTS: usize = 5;
+const MAX_REDIRECTS: usize = 5;
 
 /// How the client reaches registries.
 pub(super) struct Transport {
@@ -294,7 +294,7 @@ impl Session {
     }
 
     /// One line for a failed request: what failed, to which registry.
-    pub(super) fn describe(&self, error: &reqwest::Error) -> String {
+    fn describe(&self, error: &reqwest::Error) -> String {
         let kind = if error.is_timeout() {
             "timed out talking to"
         } else if error.is_redirect() {
@@ -369,11 +369,7 @@ impl Challenge {
 }
 
 /// Reads a whole body, refusing it past `limit` bytes — declared or read.
-pub(super) async fn read_bounded(
-    mut response: Response,
-    limit: u64,
-    what: &str,
-) -> Result<Bytes, String> {
+async fn read_bounded(mut response: Response, limit: u64, what: &str) -> Result<Bytes, String> {
     if let Some(declared) = response.content_length() {
         if declared > limit {
             return Err(format!(
@@ -478,16 +474,44 @@ fn is_digest(text: &str) -> bool {
 }
 
 /// Checks `body` against `digest`; an algorithm other than SHA-256/512 is refused.
-pub(super) fn verify(digest: &str, body: &[u8]) -> Result<(), String> {
-    let actual = match digest.split_once(':') {
-        Some(("sha256", _)) => format!("sha256:{}", hex(&sha2::Sha256::digest(body))),
-        Some(("sha512", _)) => format!("sha512:{}", hex(&sha2::Sha512::digest(body))),
-        _ => return Err(format!("unsupported digest algorithm in '{digest}'")),
-    };
+fn verify(digest: &str, body: &[u8]) -> Result<(), String> {
+    let mut hasher = LayerHasher::new(digest)?;
+    hasher.update(body);
+    let actual = hasher.finish();
     if actual != digest {
         return Err(mismatch(digest, &actual));
     }
     Ok(())
+}
+
+/// SHA-256 or SHA-512 of a body (a layer, as it streams in; a manifest), by its digest's algorithm.
+pub(super) enum LayerHasher {
+    Sha256(sha2::Sha256),
+    Sha512(sha2::Sha512),
+}
+
+impl LayerHasher {
+    pub(super) fn new(digest: &str) -> std::result::Result<Self, String> {
+        match digest.split_once(':') {
+            Some(("sha256", _)) => Ok(LayerHasher::Sha256(sha2::Sha256::new())),
+            Some(("sha512", _)) => Ok(LayerHasher::Sha512(sha2::Sha512::new())),
+            _ => Err(format!("unsupported digest algorithm in '{digest}'")),
+        }
+    }
+
+    pub(super) fn update(&mut self, bytes: &[u8]) {
+        match self {
+            LayerHasher::Sha256(h) => h.update(bytes),
+            LayerHasher::Sha512(h) => h.update(bytes),
+        }
+    }
+
+    pub(super) fn finish(self) -> String {
+        match self {
+            LayerHasher::Sha256(h) => format!("sha256:{}", hex(&h.finalize())),
+            LayerHasher::Sha512(h) => format!("sha512:{}", hex(&h.finalize())),
+        }
+    }
 }
 
 fn docker_digest(response: &Response) -> Option<String> {
@@ -520,7 +544,7 @@ fn error_messages(body: &[u8]) -> String {
     }
 }
 
-pub(super) fn hex(bytes: &[u8]) -> String {
+fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
@@ -578,7 +602,7 @@ pub(super) fn chain(error: &dyn std::error::Error) -> String {
     one_line(&text)
 }
 
-pub(super) fn one_line(text: &str) -> String {
+fn one_line(text: &str) -> String {
     text.split_whitespace().collect::<Vec<_>>().join(" ")
 }
 
