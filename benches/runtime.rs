@@ -243,6 +243,65 @@ fn drive<T>(future: impl Future<Output = T>) -> T {
     }
 }
 
+/// Median and tail of single lifecycles — criterion's means hide that one in
+/// ten can be slow — through the `Runtime` trait with a fresh id each time,
+/// against the floor, from one run; printed as a table.
+fn bench_tail(c: &mut Criterion) {
+    // Not a criterion benchmark: run it when no filter or `lifecycle_tail` is given.
+    let filter = std::env::args().skip(1).find(|a| !a.starts_with('-'));
+    if filter.is_some_and(|f| !"lifecycle_tail".contains(f.as_str())) {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let rt = runtime(dir.path(), 2, |_| {});
+    let raw = Raw::new();
+    let spec = ServiceSpec::default();
+    let wasm = wat::parse_str(TRIVIAL).unwrap();
+    let n = 20_000;
+    let mut next = 0u32;
+    let mut ours = |record: &mut Vec<Duration>| {
+        next += 1;
+        let id = ContainerId::new("tail", next);
+        let begin = Instant::now();
+        rt.create_container_from_bytes(&id, &spec, &wasm).unwrap();
+        rt.start_container(&id).unwrap();
+        assert_eq!(rt.wait_container(&id).unwrap(), 0);
+        rt.remove_container(&id).unwrap();
+        record.push(begin.elapsed());
+    };
+    let floor = |record: &mut Vec<Duration>| {
+        let begin = Instant::now();
+        raw.module_lifecycle();
+        record.push(begin.elapsed());
+    };
+    let (mut a, mut b) = (Vec::with_capacity(n), Vec::with_capacity(n));
+    for _ in 0..1000 {
+        ours(&mut a);
+        floor(&mut b);
+    }
+    let (mut a, mut b) = (Vec::with_capacity(n), Vec::with_capacity(n));
+    // Interleaved, so both see the same machine.
+    for _ in 0..n {
+        ours(&mut a);
+        floor(&mut b);
+    }
+    let pct = |v: &mut Vec<Duration>, p: f64| {
+        v.sort();
+        v[((v.len() as f64 * p) as usize).min(v.len() - 1)]
+    };
+    println!("\nlifecycle of a trivial p1 module, {n} each (create, start, wait, remove vs raw InstancePre):");
+    for (label, p) in [("p50", 0.50), ("p90", 0.90), ("p99", 0.99)] {
+        let (x, y) = (pct(&mut a, p), pct(&mut b, p));
+        println!(
+            "  {label}: wasmpool {:>6.2} µs  floor {:>6.2} µs  ratio {:.2}",
+            x.as_secs_f64() * 1e6,
+            y.as_secs_f64() * 1e6,
+            x.as_secs_f64() / y.as_secs_f64()
+        );
+    }
+    let _ = c;
+}
+
 fn bench_baseline(c: &mut Criterion) {
     let raw = Raw::new();
     c.bench_function("baseline/raw_wasmtime_instance_pre", |b| {
@@ -507,7 +566,7 @@ criterion_group! {
     config = Criterion::default()
         .warm_up_time(Duration::from_millis(500))
         .measurement_time(Duration::from_secs(3));
-    targets = bench_lifecycle, bench_baseline, bench_throughput, bench_cold_start,
+    targets = bench_tail, bench_lifecycle, bench_baseline, bench_throughput, bench_cold_start,
         bench_hello_1000_lines, bench_stop_latency, bench_metering, bench_loaded,
         bench_create_large_image
 }

@@ -1,6 +1,6 @@
 //! Live resource accounting of one container: memory, fuel, CPU and wall time.
 
-use crate::scheduler::{CpuMark, ThreadClock};
+use crate::scheduler::{CpuMark, SliceStart};
 use crate::settings::ContainerStats;
 use parking_lot::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -19,8 +19,8 @@ pub(crate) struct StatsCell {
 struct Clock {
     started: Option<Instant>,
     ended: Option<Instant>,
-    /// The slice being polled now: the worker's CPU clock and its reading when the slice began.
-    slice: Option<(ThreadClock, Duration)>,
+    /// The slice being polled now: its poller's clock and where it began.
+    slice: Option<SliceStart>,
     /// CPU time of the slices polled so far, from instantiation on.
     cpu_total: Duration,
 }
@@ -37,11 +37,11 @@ impl StatsCell {
     }
 
     /// Called by a poller before it polls the guest: CPU time counts from
-    /// `mark`, the poller's clock reading at the end of its previous slice (a
-    /// thread blocked between slices consumes no CPU; reading the clock is a
-    /// system call, so each slice reads it once).
+    /// `mark`, the poller's clock at the end of its previous slice (a thread
+    /// blocked between slices consumes no CPU; see `SliceStart::end` for when
+    /// the clock is read).
     pub(crate) fn slice_begin(&self, mark: Option<CpuMark>) {
-        self.clock.lock().slice = mark.map(|m| (m.clock, m.reading));
+        self.clock.lock().slice = mark.map(CpuMark::begin);
     }
 
     /// Called by the poller after the poll: the slice's CPU time is the guest's
@@ -49,15 +49,11 @@ impl StatsCell {
     /// the reading that begins the poller's next slice.
     pub(crate) fn slice_end(&self) -> Option<CpuMark> {
         let mut clock = self.clock.lock();
-        let (thread_clock, start) = clock.slice.take()?;
-        let now = thread_clock.read();
+        let (used, next) = clock.slice.take()?.end();
         if clock.started.is_some() && clock.ended.is_none() {
-            clock.cpu_total += now.saturating_sub(start);
+            clock.cpu_total += used;
         }
-        Some(CpuMark {
-            clock: thread_clock,
-            reading: now,
-        })
+        Some(next)
     }
 
     /// Called inside the first slice as instantiation begins: wall and CPU time
@@ -65,17 +61,17 @@ impl StatsCell {
     pub(crate) fn begin(&self, compiled_just_now: bool) {
         let mut clock = self.clock.lock();
         clock.started = Some(Instant::now());
-        if let (true, Some((thread_clock, start))) = (compiled_just_now, &mut clock.slice) {
-            *start = thread_clock.read();
+        if let (true, Some(slice)) = (compiled_just_now, &mut clock.slice) {
+            slice.restart();
         }
     }
 
     /// Called as the run ends: the figures freeze.
     pub(crate) fn end(&self) {
         let mut clock = self.clock.lock();
-        if let Some((thread_clock, start)) = clock.slice.take() {
+        if let Some(slice) = clock.slice.take() {
             if clock.started.is_some() && clock.ended.is_none() {
-                clock.cpu_total += thread_clock.read().saturating_sub(start);
+                clock.cpu_total += slice.end().0;
             }
         }
         if clock.started.is_some() && clock.ended.is_none() {
@@ -104,9 +100,7 @@ impl StatsCell {
         let clock = self.clock.lock();
         // Read under the lock: the worker cannot end this slice meanwhile.
         let cpu = match (&clock.slice, clock.started, clock.ended) {
-            (Some((thread_clock, start)), Some(_), None) => {
-                clock.cpu_total + thread_clock.read().saturating_sub(*start)
-            }
+            (Some(slice), Some(_), None) => clock.cpu_total + slice.so_far(),
             _ => clock.cpu_total,
         };
         let wall_time = match (clock.started, clock.ended) {

@@ -31,7 +31,7 @@ pub(crate) mod worker;
 pub use latch::WaitHandle;
 
 pub(crate) use admission::Admission;
-pub(crate) use cpu_clock::{CpuMark, ThreadClock};
+pub(crate) use cpu_clock::{CpuMark, SliceStart};
 pub(crate) use latch::Completion;
 pub(crate) use queue::RunQueue;
 pub(crate) use task::{Job, Task};

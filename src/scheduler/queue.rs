@@ -12,10 +12,16 @@
 //! running start-then-wait in a loop is not charged 10,000 wake-ups a second.
 //! When no worker watches (all busy, or the pool idle for long), a start
 //! queues the task and wakes a worker as before.
+//!
+//! The queue itself is a deque under a mutex with a condition variable, as
+//! rayon's sleep module keeps its sleepers: an idle worker parks at once.
+//! (A channel's receive spins and yields before it parks — at every look of
+//! the watcher, on the core the waiting host thread needs: 4.4 `sched_yield`
+//! calls per start-then-wait, measured.)
 
 use super::task::Task;
-use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
-use parking_lot::Mutex;
+use parking_lot::{Condvar, Mutex, MutexGuard};
+use std::collections::VecDeque;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::thread;
@@ -43,20 +49,29 @@ pub(crate) enum Message {
 
 /// The queue of runnable tasks every worker takes from.
 pub(crate) struct RunQueue {
-    sender: Sender<Message>,
-    receiver: Receiver<Message>,
+    state: Mutex<State>,
+    /// Signalled when a message arrives and a worker sleeps.
+    ready: Condvar,
     /// Fresh starts left for their waiters; some may have been claimed since.
     deferred: Mutex<Vec<Arc<Task>>>,
     /// Whether an idle worker watches `deferred`.
     watching: AtomicBool,
 }
 
+struct State {
+    messages: VecDeque<Message>,
+    /// Workers waiting on `ready`.
+    sleeping: usize,
+}
+
 impl RunQueue {
     pub(crate) fn new() -> Arc<Self> {
-        let (sender, receiver) = crossbeam_channel::unbounded();
         Arc::new(RunQueue {
-            sender,
-            receiver,
+            state: Mutex::new(State {
+                messages: VecDeque::new(),
+                sleeping: 0,
+            }),
+            ready: Condvar::new(),
             deferred: Mutex::new(Vec::new()),
             watching: AtomicBool::new(false),
         })
@@ -94,62 +109,87 @@ impl RunQueue {
     }
 
     /// The next message for an idle worker, watching the deferred list
-    /// meanwhile if no other worker does; `None` once the queue is gone.
-    pub(super) fn next_message(&self) -> Option<Message> {
-        if let Ok(message) = self.receiver.try_recv() {
-            return Some(message);
+    /// meanwhile if no other worker does.
+    pub(super) fn next_message(&self) -> Message {
+        let mut state = self.state.lock();
+        if let Some(message) = state.messages.pop_front() {
+            return message;
         }
         if self
             .watching
             .compare_exchange(false, true, Ordering::SeqCst, Ordering::Relaxed)
             .is_err()
         {
-            return self.receiver.recv().ok();
+            return self.sleep(state);
         }
         let watch = Watch(self);
         let mut tick = WATCH_TICK;
         let mut quiet = Duration::ZERO;
-        let watched = loop {
-            match self.receiver.recv_timeout(tick) {
-                Ok(message) => break Some(message),
-                Err(RecvTimeoutError::Disconnected) => return None,
-                Err(RecvTimeoutError::Timeout) => match self.release_deferred() {
-                    Released::Queued => (tick, quiet) = (WATCH_TICK, Duration::ZERO),
-                    Released::AllClaimed => {
-                        (tick, quiet) = ((tick * 2).min(WATCH_TICK_MAX), Duration::ZERO)
-                    }
-                    Released::None if quiet >= WATCH_QUIET => break None,
-                    Released::None => quiet += tick,
-                },
+        loop {
+            state.sleeping += 1;
+            let timed_out = self.ready.wait_for(&mut state, tick).timed_out();
+            state.sleeping -= 1;
+            if let Some(message) = state.messages.pop_front() {
+                // Unlocked before the watch ends: its last look may queue.
+                drop(state);
+                drop(watch);
+                return message;
             }
-        };
+            if !timed_out {
+                continue;
+            }
+            // `expedite` queues: not under the queue's lock.
+            drop(state);
+            match self.release_deferred() {
+                Released::Queued => (tick, quiet) = (WATCH_TICK, Duration::ZERO),
+                Released::AllClaimed => {
+                    (tick, quiet) = ((tick * 2).min(WATCH_TICK_MAX), Duration::ZERO)
+                }
+                Released::None if quiet >= WATCH_QUIET => break,
+                Released::None => quiet += tick,
+            }
+            state = self.state.lock();
+        }
         drop(watch);
-        match watched {
-            Some(message) => Some(message),
-            None => self.receiver.recv().ok(),
+        self.sleep(self.state.lock())
+    }
+
+    /// Waits for the next message without watching.
+    fn sleep(&self, mut state: MutexGuard<'_, State>) -> Message {
+        loop {
+            if let Some(message) = state.messages.pop_front() {
+                return message;
+            }
+            state.sleeping += 1;
+            self.ready.wait(&mut state);
+            state.sleeping -= 1;
+        }
+    }
+
+    fn push(&self, message: Message) {
+        let mut state = self.state.lock();
+        state.messages.push_back(message);
+        if state.sleeping > 0 {
+            self.ready.notify_one();
         }
     }
 
     pub(crate) fn push_task(&self, task: Arc<Task>) {
-        // The receiver lives as long as the queue: sending cannot fail.
-        let _ = self.sender.send(Message::Run(task));
+        self.push(Message::Run(task));
     }
 
     pub(crate) fn push_shutdown(&self) {
-        let _ = self.sender.send(Message::Shutdown);
+        self.push(Message::Shutdown);
     }
 
     /// Tasks still queued or deferred once the workers are gone.
     pub(crate) fn drain_tasks(&self) -> Vec<Arc<Task>> {
         let mut tasks = std::mem::take(&mut *self.deferred.lock());
-        tasks.extend(
-            self.receiver
-                .try_iter()
-                .filter_map(|message| match message {
-                    Message::Run(task) => Some(task),
-                    Message::Shutdown => None,
-                }),
-        );
+        let messages = std::mem::take(&mut self.state.lock().messages);
+        tasks.extend(messages.into_iter().filter_map(|message| match message {
+            Message::Run(task) => Some(task),
+            Message::Shutdown => None,
+        }));
         tasks
     }
 }

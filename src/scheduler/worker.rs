@@ -28,7 +28,7 @@ pub(crate) fn spawn_worker(
 /// again. `run_slice` never unwinds: a panic ends that task, not the worker.
 fn work(queue: &RunQueue) {
     let mut mark = CpuMark::now();
-    while let Some(Message::Run(task)) = queue.next_message() {
+    while let Message::Run(task) = queue.next_message() {
         if let Slice::Yielded = task.run_slice(&mut mark) {
             task.requeue();
         }
