@@ -22,3 +22,5 @@ mod reliability;
 mod scheduling;
 mod seed;
 mod serving;
+#[cfg(feature = "shim")]
+mod shim;

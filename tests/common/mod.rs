@@ -526,6 +526,8 @@ pub const CABI_REALLOC: &str = r#"
         (global.set $heap (i32.add (local.get $at) (local.get $size)))
         (local.get $at))
 "#;
+#[cfg(feature = "shim")]
+pub mod containerd;
 pub mod hostile_registry;
 pub mod registry;
 pub mod service;

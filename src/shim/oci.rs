@@ -1,0 +1,226 @@
+//! What a container gets from its OCI runtime spec: arguments, environment,
+//! working directory, mounts as preopens, the network, and limits.
+
+use anyhow::{bail, Context, Result};
+use oci_spec::runtime::{LinuxNamespaceType, Spec};
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+use wasmpool::{CommandSpec, ImageSpec, ServiceSpec, StorageSpec, WasmSpec};
+
+/// The annotation that sets a container's fuel budget (instructions, roughly).
+pub const FUEL_ANNOTATION: &str = "io.wasmpool.fuel";
+/// The annotation that sets a container's wall-clock deadline (`30s`, `500ms`, `2m`).
+pub const DEADLINE_ANNOTATION: &str = "io.wasmpool.deadline";
+/// The annotation that caps a container's open resources (descriptors, streams…).
+pub const RESOURCES_ANNOTATION: &str = "io.wasmpool.max-open-resources";
+
+/// Mount types that are the container's own kernel file systems, never a
+/// host directory a guest could open.
+const KERNEL_MOUNTS: &[&str] = &[
+    "proc", "sysfs", "tmpfs", "devpts", "mqueue", "cgroup", "cgroup2", "shm",
+];
+
+/// `arg0` and the rest of the command line.
+pub fn argv(spec: &Spec) -> (String, Vec<String>) {
+    let args = spec
+        .process()
+        .as_ref()
+        .and_then(|p| p.args().clone())
+        .unwrap_or_default();
+    match args.split_first() {
+        Some((arg0, rest)) => (arg0.clone(), rest.to_vec()),
+        None => (String::new(), Vec::new()),
+    }
+}
+
+/// The container's root directory on the host.
+pub fn rootfs(spec: &Spec, bundle: &Path) -> PathBuf {
+    let root = spec
+        .root()
+        .as_ref()
+        .map(|root| root.path().clone())
+        .unwrap_or_else(|| PathBuf::from("rootfs"));
+    if root.is_absolute() {
+        root
+    } else {
+        bundle.join(root)
+    }
+}
+
+/// The `.wasm` file that arg0 names inside the rootfs, which it may not leave.
+pub fn wasm_in_rootfs(rootfs: &Path, arg0: &str) -> Result<PathBuf> {
+    if arg0.is_empty() {
+        bail!("the container has no command (arg0) and its image no wasm layer");
+    }
+    let root = rootfs
+        .canonicalize()
+        .with_context(|| format!("rootfs {}", rootfs.display()))?;
+    let named = root.join(arg0.trim_start_matches('/'));
+    let file = named
+        .canonicalize()
+        .with_context(|| format!("`{arg0}` is not a file in the container's rootfs"))?;
+    if !file.starts_with(&root) {
+        bail!("`{arg0}` leads out of the container's rootfs");
+    }
+    Ok(file)
+}
+
+/// The service spec of a container: everything but its output, which the
+/// caller adds.
+pub fn service_spec(spec: &Spec, rootfs: &Path) -> Result<ServiceSpec> {
+    let (arg0, args) = argv(spec);
+    let process = spec.process().as_ref();
+    let env: HashMap<String, String> = process
+        .and_then(|p| p.env().clone())
+        .unwrap_or_default()
+        .into_iter()
+        .filter_map(|pair| {
+            let (name, value) = pair.split_once('=')?;
+            Some((name.to_string(), value.to_string()))
+        })
+        .collect();
+    let workdir = process
+        .map(|p| p.cwd().to_string_lossy().into_owned())
+        .filter(|cwd| !cwd.is_empty() && cwd != "/");
+    let annotations = spec.annotations().clone().unwrap_or_default();
+    Ok(ServiceSpec {
+        image: ImageSpec::new(arg0),
+        env,
+        command: CommandSpec {
+            entrypoint: None,
+            args: Some(args),
+            workdir,
+        },
+        storage: storage(spec, rootfs),
+        wasm: Some(limits(spec, &annotations)?),
+        network: shares_host_network(spec),
+        ..Default::default()
+    })
+}
+
+/// Bind mounts of host directories, as preopens at their destination; the
+/// rootfs itself is `/` when the image has one (a rootfs-file image).
+fn storage(spec: &Spec, rootfs: &Path) -> Vec<StorageSpec> {
+    let mut storage = Vec::new();
+    let root_has_files = std::fs::read_dir(rootfs)
+        .map(|mut entries| entries.next().is_some())
+        .unwrap_or(false);
+    if root_has_files {
+        let readonly = spec
+            .root()
+            .as_ref()
+            .and_then(|r| r.readonly())
+            .unwrap_or(false);
+        storage.push(StorageSpec::Bind {
+            source: rootfs.to_path_buf(),
+            target: "/".into(),
+            readonly,
+        });
+    }
+    for mount in spec.mounts().as_deref().unwrap_or_default() {
+        let options = mount.options().clone().unwrap_or_default();
+        let kind = mount.typ().as_deref().unwrap_or("");
+        let is_bind = kind == "bind" || options.iter().any(|o| o == "bind" || o == "rbind");
+        if KERNEL_MOUNTS.contains(&kind) || !is_bind {
+            continue;
+        }
+        let Some(source) = mount.source() else {
+            continue;
+        };
+        if !source.is_dir() {
+            // A file mount (resolv.conf, hosts…): WASI preopens are directories.
+            continue;
+        }
+        storage.push(StorageSpec::Bind {
+            source: source.clone(),
+            target: mount.destination().to_string_lossy().into_owned(),
+            readonly: options.iter().any(|o| o == "ro"),
+        });
+    }
+    storage
+}
+
+/// A guest may open sockets only when the container shares the host's network
+/// (no network namespace of its own, as `ctr run --net-host`): the shim cannot
+/// put one guest of its process into a namespace of its own.
+fn shares_host_network(spec: &Spec) -> bool {
+    let namespaces = spec
+        .linux()
+        .as_ref()
+        .and_then(|linux| linux.namespaces().clone())
+        .unwrap_or_default();
+    !namespaces
+        .iter()
+        .any(|ns| ns.typ() == LinuxNamespaceType::Network)
+}
+
+fn limits(spec: &Spec, annotations: &HashMap<String, String>) -> Result<WasmSpec> {
+    let memory = spec
+        .linux()
+        .as_ref()
+        .and_then(|linux| linux.resources().as_ref())
+        .and_then(|resources| resources.memory().as_ref())
+        .and_then(|memory| memory.limit())
+        .filter(|limit| *limit > 0);
+    let fuel = match annotations.get(FUEL_ANNOTATION) {
+        Some(text) => Some(
+            text.trim()
+                .parse::<u64>()
+                .with_context(|| format!("annotation {FUEL_ANNOTATION}={text:?}: not a number"))?,
+        ),
+        None => None,
+    };
+    let deadline = match annotations.get(DEADLINE_ANNOTATION) {
+        Some(text) => Some(parse_duration(text).with_context(|| {
+            format!("annotation {DEADLINE_ANNOTATION}={text:?}: not a duration such as 30s")
+        })?),
+        None => None,
+    };
+    let resources = match annotations.get(RESOURCES_ANNOTATION) {
+        Some(text) => Some(text.trim().parse::<usize>().with_context(|| {
+            format!("annotation {RESOURCES_ANNOTATION}={text:?}: not a number")
+        })?),
+        None => None,
+    };
+    Ok(WasmSpec {
+        max_fuel: fuel,
+        max_memory: memory.map(|limit| limit.to_string()),
+        max_execution_time: deadline,
+        max_open_resources: resources,
+        ..Default::default()
+    })
+}
+
+/// `250ms`, `30s`, `5m`, `1h`, or a bare number of seconds.
+fn parse_duration(text: &str) -> Result<Duration> {
+    let text = text.trim();
+    let split = text
+        .find(|c: char| !c.is_ascii_digit() && c != '.')
+        .unwrap_or(text.len());
+    let (number, unit) = text.split_at(split);
+    let value: f64 = number.parse()?;
+    let seconds = match unit {
+        "ms" => value / 1000.0,
+        "" | "s" => value,
+        "m" => value * 60.0,
+        "h" => value * 3600.0,
+        other => bail!("unknown unit {other:?}"),
+    };
+    Ok(Duration::try_from_secs_f64(seconds)?)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parse_duration;
+    use std::time::Duration;
+
+    #[test]
+    fn durations() {
+        assert_eq!(parse_duration("250ms").unwrap(), Duration::from_millis(250));
+        assert_eq!(parse_duration("2m").unwrap(), Duration::from_secs(120));
+        assert_eq!(parse_duration("3").unwrap(), Duration::from_secs(3));
+        assert!(parse_duration("soon").is_err());
+        assert!(parse_duration("-1s").is_err());
+    }
+}

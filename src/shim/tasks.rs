@@ -1,0 +1,633 @@
+//! containerd's task service over one `WasmRuntime`: each container of the
+//! group is a container of the runtime.
+
+use crate::content;
+use crate::oci;
+use crate::output::Output;
+use containerd_shim::api::{
+    ConnectRequest, ConnectResponse, CreateTaskRequest, CreateTaskResponse, DeleteRequest,
+    DeleteResponse, Empty, ExecProcessRequest, KillRequest, PidsRequest, PidsResponse,
+    ShutdownRequest, StartRequest, StartResponse, StateRequest, StateResponse, StatsRequest,
+    StatsResponse, WaitRequest, WaitResponse,
+};
+use containerd_shim::event::Event;
+use containerd_shim::protos::cgroups::metrics::{
+    CPUStat, CPUUsage, MemoryEntry, MemoryStat, Metrics, PidsStat,
+};
+use containerd_shim::protos::events::task::{TaskCreate, TaskDelete, TaskExit, TaskIO, TaskStart};
+use containerd_shim::protos::protobuf::well_known_types::timestamp::Timestamp;
+use containerd_shim::protos::types::task::{ProcessInfo, Status};
+use containerd_shim::publisher::RemotePublisher;
+use containerd_shim::{Error, ExitSignal, Task, TtrpcContext, TtrpcResult};
+use oci_spec::runtime::Spec;
+use parking_lot::{Condvar, Mutex};
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+use wasmpool::{ContainerId, Outcome, Runtime, WasmConfig, WasmRuntime};
+
+/// Where the shim keeps compiled code unless `WASMPOOL_SHIM_CACHE` says
+/// otherwise: a root-owned folder (the runtime refuses one others can write).
+const DEFAULT_CACHE: &str = "/var/lib/wasmpool/shim";
+
+/// How long a TERM lets a service finish its requests before they are stopped.
+const TERM_GRACE: Duration = Duration::from_secs(10);
+
+pub struct Tasks {
+    runtime: Arc<WasmRuntime>,
+    containers: Mutex<HashMap<String, Arc<Container>>>,
+    events: Arc<Events>,
+    namespace: String,
+    address: String,
+    exit: Arc<ExitSignal>,
+}
+
+/// containerd's view of one container.
+struct Container {
+    id: ContainerId,
+    bundle: String,
+    stdio: [String; 3],
+    rootfs: PathBuf,
+    phase: Mutex<Phase>,
+    ended: Condvar,
+    /// The signal that ended it, once a kill asked (its exit status is 128 + it).
+    signal: Mutex<Option<u32>>,
+    output: Mutex<Option<Output>>,
+}
+
+#[derive(Clone, Copy)]
+enum Phase {
+    Created,
+    Running,
+    Exited { status: u32, at: Moment },
+}
+
+#[derive(Clone, Copy)]
+struct Moment {
+    seconds: i64,
+    nanos: i32,
+}
+
+impl Moment {
+    fn now() -> Moment {
+        let since = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap_or_default();
+        Moment {
+            seconds: since.as_secs() as i64,
+            nanos: since.subsec_nanos() as i32,
+        }
+    }
+
+    fn timestamp(self) -> Timestamp {
+        Timestamp {
+            seconds: self.seconds,
+            nanos: self.nanos,
+            ..Default::default()
+        }
+    }
+}
+
+struct Events {
+    publisher: RemotePublisher,
+    namespace: String,
+}
+
+impl Events {
+    fn send(&self, event: impl Event) {
+        let topic = event.topic();
+        if let Err(error) =
+            self.publisher
+                .publish(Default::default(), &topic, &self.namespace, Box::new(event))
+        {
+            log::warn!("cannot publish {topic}: {error}");
+        }
+    }
+}
+
+fn pid() -> u32 {
+    std::process::id()
+}
+
+impl Tasks {
+    pub fn new(
+        namespace: &str,
+        address: &str,
+        publisher: RemotePublisher,
+        exit: Arc<ExitSignal>,
+    ) -> Tasks {
+        let cache_dir = std::env::var_os("WASMPOOL_SHIM_CACHE")
+            .map(PathBuf::from)
+            .unwrap_or_else(|| PathBuf::from(DEFAULT_CACHE));
+        let config = WasmConfig {
+            cache_dir,
+            ..Default::default()
+        };
+        let runtime = match WasmRuntime::new(config) {
+            Ok(runtime) => runtime,
+            Err(error) => {
+                // Without a runtime no container can run: say why and let
+                // containerd see the shim fail.
+                log::error!("wasmpool: cannot start the runtime: {error}");
+                eprintln!("wasmpool: cannot start the runtime: {error}");
+                std::process::exit(1);
+            }
+        };
+        Tasks {
+            runtime: Arc::new(runtime),
+            containers: Mutex::new(HashMap::new()),
+            events: Arc::new(Events {
+                publisher,
+                namespace: namespace.to_string(),
+            }),
+            namespace: namespace.to_string(),
+            address: address.to_string(),
+            exit,
+        }
+    }
+
+    fn get(&self, id: &str) -> Result<Arc<Container>, Error> {
+        self.containers
+            .lock()
+            .get(id)
+            .cloned()
+            .ok_or_else(|| Error::NotFoundError(format!("container {id} not found")))
+    }
+
+    fn create_task(&self, req: &CreateTaskRequest) -> Result<CreateTaskResponse, Error> {
+        if req.terminal {
+            return Err(Error::InvalidArgument(
+                "a WebAssembly container has no terminal: run it without -t".into(),
+            ));
+        }
+        if !req.checkpoint.is_empty() || !req.parent_checkpoint.is_empty() {
+            return Err(Error::Unimplemented("checkpoints are not supported".into()));
+        }
+        if self.containers.lock().contains_key(&req.id) {
+            return Err(Error::InvalidArgument(format!(
+                "container {} already exists",
+                req.id
+            )));
+        }
+        let bundle = Path::new(&req.bundle);
+        let spec = Spec::load(bundle.join("config.json")).map_err(|error| {
+            Error::InvalidArgument(format!("cannot read the OCI spec: {error}"))
+        })?;
+        let rootfs = oci::rootfs(&spec, bundle);
+        let _ = std::fs::create_dir_all(&rootfs);
+        for mount in req.rootfs.iter() {
+            let none_if_empty = |text: &str| (!text.is_empty()).then(|| text.to_string());
+            containerd_shim::mount::mount_rootfs(
+                none_if_empty(&mount.type_).as_deref(),
+                none_if_empty(&mount.source).as_deref(),
+                &mount.options,
+                &rootfs,
+            )?;
+        }
+        match self.register(req, &spec, &rootfs) {
+            Ok(container) => {
+                self.containers
+                    .lock()
+                    .insert(req.id.clone(), Arc::new(container));
+            }
+            Err(error) => {
+                unmount(&rootfs);
+                return Err(error);
+            }
+        }
+        self.events.send(TaskCreate {
+            container_id: req.id.clone(),
+            bundle: req.bundle.clone(),
+            rootfs: req.rootfs.clone(),
+            io: Some(TaskIO {
+                stdin: req.stdin.clone(),
+                stdout: req.stdout.clone(),
+                stderr: req.stderr.clone(),
+                ..Default::default()
+            })
+            .into(),
+            pid: pid(),
+            ..Default::default()
+        });
+        Ok(CreateTaskResponse {
+            pid: pid(),
+            ..Default::default()
+        })
+    }
+
+    /// Finds the container's WebAssembly and creates it in the runtime.
+    fn register(
+        &self,
+        req: &CreateTaskRequest,
+        spec: &Spec,
+        rootfs: &Path,
+    ) -> Result<Container, Error> {
+        let invalid = |what: String| Error::InvalidArgument(what);
+        let (arg0, _) = oci::argv(spec);
+        let layer =
+            content::wasm_layer(&self.address, &self.namespace, &req.id).map_err(|error| {
+                invalid(format!("cannot read the image from containerd: {error:#}"))
+            })?;
+        let mut service = oci::service_spec(spec, rootfs).map_err(|e| invalid(format!("{e:#}")))?;
+        let file = match &layer {
+            Some(_) => None,
+            None => Some(oci::wasm_in_rootfs(rootfs, &arg0).map_err(|error| {
+                invalid(format!(
+                    "not a WebAssembly image: it has no wasm layer ({}) and {error:#}",
+                    content::WASM_LAYER_TYPES.join(", ")
+                ))
+            })?),
+        };
+        if let Some(path) = &file {
+            check_wasm(path).map_err(invalid)?;
+        }
+        let (output, sink) = Output::open(&req.id, &req.stdout, &req.stderr)
+            .map_err(|error| invalid(format!("cannot open the container's stdio: {error}")))?;
+        service.output = Some(sink);
+        let id = ContainerId::new(req.id.clone(), 0);
+        let created = match (&layer, &file) {
+            (Some(bytes), _) => self
+                .runtime
+                .create_container_from_bytes(&id, &service, bytes),
+            (None, Some(path)) => self.runtime.create_container_from_file(&id, &service, path),
+            (None, None) => unreachable!("either a layer or a file"),
+        };
+        created.map_err(|error| invalid(error.to_string()))?;
+        Ok(Container {
+            id,
+            bundle: req.bundle.clone(),
+            stdio: [req.stdin.clone(), req.stdout.clone(), req.stderr.clone()],
+            rootfs: rootfs.to_path_buf(),
+            phase: Mutex::new(Phase::Created),
+            ended: Condvar::new(),
+            signal: Mutex::new(None),
+            output: Mutex::new(Some(output)),
+        })
+    }
+
+    fn start_task(&self, req: &StartRequest) -> Result<StartResponse, Error> {
+        refuse_exec(&req.exec_id)?;
+        let container = self.get(&req.id)?;
+        {
+            let mut phase = container.phase.lock();
+            if !matches!(*phase, Phase::Created) {
+                return Err(Error::FailedPreconditionError(format!(
+                    "container {} was started already",
+                    req.id
+                )));
+            }
+            *phase = Phase::Running;
+        }
+        let handle = match self.runtime.start(&container.id) {
+            Ok(handle) => handle,
+            Err(error) => {
+                let note = format!("[wasmpool] {}: {error}", req.id);
+                container.end(126, Some(note));
+                return Err(Error::FailedPreconditionError(error.to_string()));
+            }
+        };
+        self.events.send(TaskStart {
+            container_id: req.id.clone(),
+            pid: pid(),
+            ..Default::default()
+        });
+        let events = self.events.clone();
+        std::thread::Builder::new()
+            .name(format!("wait-{}", req.id))
+            .stack_size(256 << 10)
+            .spawn(move || {
+                // A deadline keeps this thread a waiter only: the guest runs
+                // on the runtime's workers, never here.
+                let outcome = loop {
+                    if let Some(outcome) = handle.wait_timeout(Duration::from_secs(3600)) {
+                        break outcome;
+                    }
+                };
+                let signal = *container.signal.lock();
+                let status = match (&outcome, signal) {
+                    (Outcome::Stopped, Some(signal)) => 128 + signal,
+                    (outcome, _) => outcome.exit_code() as u32,
+                };
+                let note = match &outcome {
+                    Outcome::Exited(_) => None,
+                    Outcome::Stopped if signal.is_some() => None,
+                    other => Some(format!("[wasmpool] {}: {other}", container.id.service)),
+                };
+                let at = container.end(status, note);
+                events.send(TaskExit {
+                    container_id: container.id.service.clone(),
+                    id: container.id.service.clone(),
+                    pid: pid(),
+                    exit_status: status,
+                    exited_at: Some(at.timestamp()).into(),
+                    ..Default::default()
+                });
+            })
+            .map_err(|error| Error::Other(format!("cannot start a waiter: {error}")))?;
+        Ok(StartResponse {
+            pid: pid(),
+            ..Default::default()
+        })
+    }
+
+    fn kill_task(&self, req: &KillRequest) -> Result<Empty, Error> {
+        refuse_exec(&req.exec_id)?;
+        let container = self.get(&req.id)?;
+        let signal = req.signal;
+        let phase = *container.phase.lock();
+        match phase {
+            Phase::Exited { .. } => {
+                return Err(Error::NotFoundError(format!(
+                    "container {}: process already finished",
+                    req.id
+                )))
+            }
+            _ if signal == 0 || ignored(signal) => return Ok(Empty::new()),
+            _ if stops_a_process(signal) => {
+                return Err(Error::InvalidArgument(format!(
+                    "signal {signal}: a WebAssembly container cannot be paused"
+                )))
+            }
+            Phase::Created => {
+                let _ = self.runtime.stop_container(&container.id, Duration::ZERO);
+                container.end(128 + signal, None);
+                return Ok(Empty::new());
+            }
+            Phase::Running => {}
+        }
+        container.signal.lock().get_or_insert(signal);
+        if signal == libc::SIGKILL as u32 {
+            // Asks and returns: the waiter sees the end (the error says only
+            // that it has not ended yet).
+            let _ = self.runtime.stop_container(&container.id, Duration::ZERO);
+        } else {
+            // A service drains its requests first; a command has nothing
+            // to drain and stops at once either way.
+            let runtime = self.runtime.clone();
+            let id = container.id.clone();
+            std::thread::spawn(move || {
+                let _ = runtime.stop_container(&id, TERM_GRACE);
+            });
+        }
+        Ok(Empty::new())
+    }
+
+    fn delete_task(&self, req: &DeleteRequest) -> Result<DeleteResponse, Error> {
+        refuse_exec(&req.exec_id)?;
+        let container = self.get(&req.id)?;
+        let (status, at) = match *container.phase.lock() {
+            Phase::Running => {
+                return Err(Error::FailedPreconditionError(format!(
+                    "container {} is running: kill it first",
+                    req.id
+                )))
+            }
+            Phase::Created => (0, Moment::now()),
+            Phase::Exited { status, at } => (status, at),
+        };
+        let _ = self.runtime.remove_container(&container.id);
+        if let Some(mut output) = container.output.lock().take() {
+            output.finish(None);
+        }
+        unmount(&container.rootfs);
+        self.containers.lock().remove(&req.id);
+        self.events.send(TaskDelete {
+            container_id: req.id.clone(),
+            pid: pid(),
+            exit_status: status,
+            exited_at: Some(at.timestamp()).into(),
+            ..Default::default()
+        });
+        Ok(DeleteResponse {
+            pid: pid(),
+            exit_status: status,
+            exited_at: Some(at.timestamp()).into(),
+            ..Default::default()
+        })
+    }
+
+    fn wait_task(&self, req: &WaitRequest) -> Result<WaitResponse, Error> {
+        refuse_exec(&req.exec_id)?;
+        let container = self.get(&req.id)?;
+        let mut phase = container.phase.lock();
+        loop {
+            if let Phase::Exited { status, at } = *phase {
+                return Ok(WaitResponse {
+                    exit_status: status,
+                    exited_at: Some(at.timestamp()).into(),
+                    ..Default::default()
+                });
+            }
+            container.ended.wait(&mut phase);
+        }
+    }
+
+    fn state_task(&self, req: &StateRequest) -> Result<StateResponse, Error> {
+        refuse_exec(&req.exec_id)?;
+        let container = self.get(&req.id)?;
+        let (status, exit_status, exited_at) = match *container.phase.lock() {
+            Phase::Created => (Status::CREATED, 0, None),
+            Phase::Running => (Status::RUNNING, 0, None),
+            Phase::Exited { status, at } => (Status::STOPPED, status, Some(at.timestamp())),
+        };
+        let [stdin, stdout, stderr] = container.stdio.clone();
+        Ok(StateResponse {
+            id: req.id.clone(),
+            bundle: container.bundle.clone(),
+            pid: pid(),
+            status: status.into(),
+            stdin,
+            stdout,
+            stderr,
+            exit_status,
+            exited_at: exited_at.into(),
+            ..Default::default()
+        })
+    }
+
+    /// cgroup v1 metrics from the runtime's own accounting: the guest has no
+    /// cgroup, its CPU time and memory are what the runtime measured.
+    fn stats_task(&self, req: &StatsRequest) -> Result<StatsResponse, Error> {
+        let container = self.get(&req.id)?;
+        let stats = self
+            .runtime
+            .get_container_stats(&container.id)
+            .map_err(|error| Error::NotFoundError(error.to_string()))?;
+        let running = matches!(*container.phase.lock(), Phase::Running);
+        let metrics = Metrics {
+            pids: Some(PidsStat {
+                current: u64::from(running),
+                ..Default::default()
+            })
+            .into(),
+            cpu: Some(CPUStat {
+                usage: Some(CPUUsage {
+                    total: stats.cpu_usage_usec.saturating_mul(1000),
+                    user: stats.cpu_usage_usec.saturating_mul(1000),
+                    ..Default::default()
+                })
+                .into(),
+                ..Default::default()
+            })
+            .into(),
+            memory: Some(MemoryStat {
+                usage: Some(MemoryEntry {
+                    usage: stats.memory_bytes,
+                    max: stats.memory_peak_bytes,
+                    limit: stats.memory_limit,
+                    ..Default::default()
+                })
+                .into(),
+                rss: stats.memory_bytes,
+                total_rss: stats.memory_bytes,
+                ..Default::default()
+            })
+            .into(),
+            ..Default::default()
+        };
+        let any = containerd_shim::util::convert_to_any(Box::new(metrics))?;
+        Ok(StatsResponse {
+            stats: Some(any).into(),
+            ..Default::default()
+        })
+    }
+}
+
+impl Container {
+    /// Ends the container's phase once: its output flushed and closed first,
+    /// so that `ctr run` has all of it when it learns the exit status.
+    fn end(&self, status: u32, note: Option<String>) -> Moment {
+        if let Some(mut output) = self.output.lock().take() {
+            output.finish(note);
+        }
+        let at = Moment::now();
+        let mut phase = self.phase.lock();
+        if let Phase::Exited { at, .. } = *phase {
+            return at;
+        }
+        *phase = Phase::Exited { status, at };
+        self.ended.notify_all();
+        at
+    }
+}
+
+fn refuse_exec(exec_id: &str) -> Result<(), Error> {
+    if exec_id.is_empty() {
+        Ok(())
+    } else {
+        Err(exec_refused())
+    }
+}
+
+/// The same words as `Runtime::exec`.
+fn exec_refused() -> Error {
+    Error::Unimplemented("exec: a guest has no shell or process table to run a command in".into())
+}
+
+/// Signals whose default action is to do nothing.
+fn ignored(signal: u32) -> bool {
+    [libc::SIGCHLD, libc::SIGCONT, libc::SIGURG, libc::SIGWINCH]
+        .iter()
+        .any(|s| *s as u32 == signal)
+}
+
+/// Signals that would stop (pause) a process.
+fn stops_a_process(signal: u32) -> bool {
+    [libc::SIGSTOP, libc::SIGTSTP, libc::SIGTTIN, libc::SIGTTOU]
+        .iter()
+        .any(|s| *s as u32 == signal)
+}
+
+/// A rootfs file that is not WebAssembly is refused before the runtime
+/// compiles it, with words a user of `ctr` understands.
+fn check_wasm(path: &Path) -> Result<(), String> {
+    use std::io::Read;
+    let mut magic = [0u8; 4];
+    let read = std::fs::File::open(path).and_then(|mut file| file.read_exact(&mut magic));
+    match read {
+        Ok(()) if &magic == b"\0asm" => Ok(()),
+        Ok(()) => Err(format!(
+            "not a WebAssembly image: {} is not a WebAssembly module or component",
+            path.display()
+        )),
+        Err(error) => Err(format!("cannot read {}: {error}", path.display())),
+    }
+}
+
+/// Unmounts a container's rootfs (a lazy unmount: nothing of ours holds it).
+pub fn unmount(rootfs: &Path) {
+    use std::os::unix::ffi::OsStrExt;
+    let Ok(path) = std::ffi::CString::new(rootfs.as_os_str().as_bytes()) else {
+        return;
+    };
+    // SAFETY: a valid NUL-terminated path; umount2 touches no memory of ours.
+    unsafe {
+        libc::umount2(path.as_ptr(), libc::MNT_DETACH);
+    }
+}
+
+impl Task for Tasks {
+    fn create(
+        &self,
+        _ctx: &TtrpcContext,
+        req: CreateTaskRequest,
+    ) -> TtrpcResult<CreateTaskResponse> {
+        Ok(self.create_task(&req)?)
+    }
+
+    fn start(&self, _ctx: &TtrpcContext, req: StartRequest) -> TtrpcResult<StartResponse> {
+        Ok(self.start_task(&req)?)
+    }
+
+    fn kill(&self, _ctx: &TtrpcContext, req: KillRequest) -> TtrpcResult<Empty> {
+        Ok(self.kill_task(&req)?)
+    }
+
+    fn delete(&self, _ctx: &TtrpcContext, req: DeleteRequest) -> TtrpcResult<DeleteResponse> {
+        Ok(self.delete_task(&req)?)
+    }
+
+    fn wait(&self, _ctx: &TtrpcContext, req: WaitRequest) -> TtrpcResult<WaitResponse> {
+        Ok(self.wait_task(&req)?)
+    }
+
+    fn state(&self, _ctx: &TtrpcContext, req: StateRequest) -> TtrpcResult<StateResponse> {
+        Ok(self.state_task(&req)?)
+    }
+
+    fn stats(&self, _ctx: &TtrpcContext, req: StatsRequest) -> TtrpcResult<StatsResponse> {
+        Ok(self.stats_task(&req)?)
+    }
+
+    fn pids(&self, _ctx: &TtrpcContext, req: PidsRequest) -> TtrpcResult<PidsResponse> {
+        self.get(&req.id)?;
+        Ok(PidsResponse {
+            processes: vec![ProcessInfo {
+                pid: pid(),
+                ..Default::default()
+            }],
+            ..Default::default()
+        })
+    }
+
+    fn exec(&self, _ctx: &TtrpcContext, _req: ExecProcessRequest) -> TtrpcResult<Empty> {
+        Err(exec_refused().into())
+    }
+
+    fn connect(&self, _ctx: &TtrpcContext, req: ConnectRequest) -> TtrpcResult<ConnectResponse> {
+        self.get(&req.id)?;
+        Ok(ConnectResponse {
+            shim_pid: pid(),
+            task_pid: pid(),
+            ..Default::default()
+        })
+    }
+
+    fn shutdown(&self, _ctx: &TtrpcContext, _req: ShutdownRequest) -> TtrpcResult<Empty> {
+        if self.containers.lock().is_empty() {
+            self.exit.signal();
+        }
+        Ok(Empty::new())
+    }
+}

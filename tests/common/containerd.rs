@@ -1,0 +1,404 @@
+//! A real containerd (Debian 13's 1.7, fetched by `.ci/containerd`) on a
+//! private root, state and socket, with our shim on its PATH; and OCI image
+//! layout tars for `ctr image import`.
+
+use sha2::{Digest, Sha256};
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+use tempfile::TempDir;
+
+/// The runtime name `ctr run --runtime` takes.
+pub const RUNTIME: &str = "io.containerd.wasmpool.v1";
+
+/// The folder holding `containerd` and `ctr`: `$WASMPOOL_CONTAINERD_BIN`, else
+/// what `.ci/containerd` fetched (run here when it has not been yet).
+fn containerd_bin() -> PathBuf {
+    if let Some(dir) = std::env::var_os("WASMPOOL_CONTAINERD_BIN") {
+        return dir.into();
+    }
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join(".ci/containerd");
+    let out = Command::new(&script)
+        .stderr(Stdio::inherit())
+        .output()
+        .expect("run .ci/containerd");
+    assert!(
+        out.status.success(),
+        ".ci/containerd failed: containerd 1.7 is needed"
+    );
+    PathBuf::from(String::from_utf8(out.stdout).unwrap().trim())
+}
+
+pub struct Containerd {
+    pub dir: TempDir,
+    bin: PathBuf,
+    child: Option<Child>,
+    pub namespace: String,
+}
+
+impl Containerd {
+    pub fn start(namespace: &str) -> Containerd {
+        Containerd::start_with(namespace, &[])
+    }
+
+    /// A containerd that also finds these shim binaries (by their file names).
+    pub fn start_with(namespace: &str, more_shims: &[&Path]) -> Containerd {
+        let bin = containerd_bin();
+        let dir = tempfile::Builder::new().prefix("ctrd").tempdir().unwrap();
+        let shims = dir.path().join("bin");
+        std::fs::create_dir_all(&shims).unwrap();
+        std::os::unix::fs::symlink(
+            env!("CARGO_BIN_EXE_containerd-shim-wasmpool-v1"),
+            shims.join("containerd-shim-wasmpool-v1"),
+        )
+        .unwrap();
+        for shim in more_shims {
+            std::os::unix::fs::symlink(shim, shims.join(shim.file_name().unwrap())).unwrap();
+        }
+        let cache = dir.path().join("cache");
+        std::fs::create_dir_all(&cache).unwrap();
+        let d = dir.path().display();
+        std::fs::write(
+            dir.path().join("config.toml"),
+            format!(
+                "version = 2\nroot = \"{d}/root\"\nstate = \"{d}/state\"\n\
+                 disabled_plugins = [\"io.containerd.grpc.v1.cri\"]\n\
+                 [grpc]\n  address = \"{d}/c.sock\"\n[ttrpc]\n  address = \"{d}/c.sock.ttrpc\"\n"
+            ),
+        )
+        .unwrap();
+        let mut containerd = Containerd {
+            dir,
+            bin,
+            child: None,
+            namespace: namespace.to_string(),
+        };
+        containerd.launch();
+        containerd
+    }
+
+    fn launch(&mut self) {
+        let d = self.dir.path();
+        let path = format!(
+            "{}:{}:{}",
+            d.join("bin").display(),
+            self.bin.display(),
+            std::env::var("PATH").unwrap_or_default()
+        );
+        let log = std::fs::File::create(d.join("containerd.log")).unwrap();
+        let child = Command::new(self.bin.join("containerd"))
+            .arg("--config")
+            .arg(d.join("config.toml"))
+            .env("PATH", path)
+            .env("WASMPOOL_SHIM_CACHE", d.join("cache"))
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .process_group(0)
+            .spawn()
+            .expect("start containerd");
+        self.child = Some(child);
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while !self.ctr(&["version"]).status.success() {
+            assert!(
+                Instant::now() < deadline,
+                "containerd did not come up: {}",
+                self.log()
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    /// Stops containerd (its shims go on) and starts it again on the same state.
+    pub fn restart(&mut self) {
+        self.stop_daemon();
+        self.launch();
+    }
+
+    fn stop_daemon(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+            let deadline = Instant::now() + Duration::from_secs(10);
+            while child.try_wait().unwrap().is_none() {
+                if Instant::now() > deadline {
+                    let _ = child.kill();
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
+        }
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("containerd.log")).unwrap_or_default()
+    }
+
+    pub fn command(&self, args: &[&str]) -> Command {
+        let mut command = Command::new(self.bin.join("ctr"));
+        command
+            .arg("--address")
+            .arg(self.dir.path().join("c.sock"))
+            .arg("--namespace")
+            .arg(&self.namespace)
+            .args(args)
+            .stdin(Stdio::null());
+        command
+    }
+
+    /// Runs `ctr ARGS`, bounded in time.
+    pub fn ctr(&self, args: &[&str]) -> Output {
+        let child = self
+            .command(args)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("run ctr");
+        bounded(child, Duration::from_secs(120), args)
+    }
+
+    /// Runs `ctr ARGS` and returns its stdout; fails with its stderr otherwise.
+    pub fn ctr_ok(&self, args: &[&str]) -> String {
+        let out = self.ctr(args);
+        assert!(
+            out.status.success(),
+            "ctr {args:?} failed: {}{}",
+            String::from_utf8_lossy(&out.stderr),
+            String::from_utf8_lossy(&out.stdout)
+        );
+        String::from_utf8(out.stdout).unwrap()
+    }
+
+    /// Imports an OCI layout tar under `name`.
+    pub fn import(&self, name: &str, tar: &[u8]) {
+        let file = self
+            .dir
+            .path()
+            .join(format!("{}.tar", name.replace(['/', ':'], "_")));
+        std::fs::write(&file, tar).unwrap();
+        self.ctr_ok(&["image", "import", "--all-platforms", file.to_str().unwrap()]);
+    }
+
+    /// `ctr run --rm --runtime … IMAGE ID EXTRA…` in the foreground.
+    pub fn run(&self, flags: &[&str], image: &str, id: &str, command: &[&str]) -> Output {
+        let mut args = vec!["run", "--rm", "--runtime", RUNTIME];
+        args.extend_from_slice(flags);
+        args.push(image);
+        args.push(id);
+        args.extend_from_slice(command);
+        self.ctr(&args)
+    }
+
+    /// The pids of the shim processes serving this containerd.
+    pub fn shims(&self) -> Vec<u32> {
+        let socket = self.dir.path().join("c.sock");
+        let socket = socket.to_str().unwrap();
+        let mut pids = Vec::new();
+        for entry in std::fs::read_dir("/proc").unwrap().flatten() {
+            let Ok(pid) = entry.file_name().to_string_lossy().parse::<u32>() else {
+                continue;
+            };
+            let cmdline = std::fs::read(entry.path().join("cmdline")).unwrap_or_default();
+            let cmdline = String::from_utf8_lossy(&cmdline);
+            if cmdline.contains("containerd-shim-wasmpool-v1") && cmdline.contains(socket) {
+                pids.push(pid);
+            }
+        }
+        pids
+    }
+
+    /// A task's status as `ctr task ls` says it (`RUNNING`, `STOPPED`…).
+    pub fn task_status(&self, id: &str) -> Option<String> {
+        let listing = self.ctr_ok(&["task", "ls"]);
+        listing.lines().skip(1).find_map(|line| {
+            let fields: Vec<&str> = line.split_whitespace().collect();
+            (fields.first() == Some(&id)).then(|| fields.last().unwrap().to_string())
+        })
+    }
+
+    /// Waits (bounded) until `id`'s task is `status`.
+    pub fn until_status(&self, id: &str, status: &str) {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            let now = self.task_status(id);
+            if now.as_deref() == Some(status) {
+                return;
+            }
+            assert!(Instant::now() < deadline, "{id} is {now:?}, not {status}");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
+impl Drop for Containerd {
+    fn drop(&mut self) {
+        for pid in self.shims() {
+            unsafe { libc::kill(pid as i32, libc::SIGKILL) };
+        }
+        // The sockets of shims that were killed (a shim removes its own when it exits).
+        let tasks = self.dir.path().join("state/io.containerd.runtime.v2.task");
+        for bundle in std::fs::read_dir(tasks.join(&self.namespace))
+            .into_iter()
+            .flatten()
+            .flatten()
+        {
+            let address =
+                std::fs::read_to_string(bundle.path().join("address")).unwrap_or_default();
+            if let Some(socket) = address.trim().strip_prefix("unix://") {
+                let _ = std::fs::remove_file(socket);
+            }
+        }
+        self.stop_daemon();
+        // Rootfs mounts the shims or snapshotter left under our folder.
+        let mounts = std::fs::read_to_string("/proc/self/mounts").unwrap_or_default();
+        let root = self.dir.path().to_str().unwrap().to_string();
+        let mut targets: Vec<&str> = mounts
+            .lines()
+            .filter_map(|line| line.split_whitespace().nth(1))
+            .filter(|target| target.starts_with(&root))
+            .collect();
+        targets.sort_by_key(|t| std::cmp::Reverse(t.len()));
+        for target in targets {
+            let path = std::ffi::CString::new(target).unwrap();
+            unsafe { libc::umount2(path.as_ptr(), libc::MNT_DETACH) };
+        }
+    }
+}
+
+fn bounded(mut child: Child, limit: Duration, what: &[&str]) -> Output {
+    let deadline = Instant::now() + limit;
+    loop {
+        if child.try_wait().unwrap().is_some() {
+            return child.wait_with_output().unwrap();
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let out = child.wait_with_output().unwrap();
+            panic!(
+                "ctr {what:?} hung: {}{}",
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
+/// An OCI image layout tar of one manifest.
+pub struct Image {
+    blobs: Vec<Vec<u8>>,
+    config: serde_json::Value,
+    layers: Vec<serde_json::Value>,
+}
+
+fn digest(bytes: &[u8]) -> String {
+    let hash = Sha256::digest(bytes);
+    format!(
+        "sha256:{}",
+        hash.iter().map(|b| format!("{b:02x}")).collect::<String>()
+    )
+}
+
+fn descriptor(media_type: &str, bytes: &[u8]) -> serde_json::Value {
+    serde_json::json!({"mediaType": media_type, "digest": digest(bytes), "size": bytes.len()})
+}
+
+impl Image {
+    /// An image whose one layer is the raw WebAssembly, of `media_type`.
+    pub fn wasm_layer(wasm: &[u8], media_type: &str, os: &str) -> Image {
+        Image {
+            blobs: vec![wasm.to_vec()],
+            config: serde_json::json!({
+                "architecture": "wasm", "os": os,
+                "config": {"Entrypoint": ["/app.wasm"]},
+                "rootfs": {"type": "layers", "diff_ids": []}
+            }),
+            layers: vec![descriptor(media_type, wasm)],
+        }
+    }
+
+    /// A Linux image whose one layer (a tar) holds these files; runs `entrypoint`.
+    pub fn rootfs(files: &[(&str, &[u8])], entrypoint: &str) -> Image {
+        let layer = tar(files);
+        Image {
+            blobs: vec![layer.clone()],
+            config: serde_json::json!({
+                "architecture": "amd64", "os": "linux",
+                "config": {"Entrypoint": [entrypoint]},
+                "rootfs": {"type": "layers", "diff_ids": [digest(&layer)]}
+            }),
+            layers: vec![descriptor("application/vnd.oci.image.layer.v1.tar", &layer)],
+        }
+    }
+
+    /// The layout tar, naming the image `name` (`docker.io/library/x:latest`).
+    pub fn tar(&self, name: &str) -> Vec<u8> {
+        let config = serde_json::to_vec(&self.config).unwrap();
+        let manifest = serde_json::to_vec(&serde_json::json!({
+            "schemaVersion": 2,
+            "mediaType": "application/vnd.oci.image.manifest.v1+json",
+            "config": descriptor("application/vnd.oci.image.config.v1+json", &config),
+            "layers": self.layers,
+        }))
+        .unwrap();
+        let index = serde_json::to_vec(&serde_json::json!({
+            "schemaVersion": 2,
+            "manifests": [{
+                "mediaType": "application/vnd.oci.image.manifest.v1+json",
+                "digest": digest(&manifest),
+                "size": manifest.len(),
+                "annotations": {
+                    "io.containerd.image.name": name,
+                    "org.opencontainers.image.ref.name": "latest"
+                }
+            }]
+        }))
+        .unwrap();
+        let mut blobs: Vec<(String, Vec<u8>)> = Vec::new();
+        for blob in self.blobs.iter().chain([&config, &manifest]) {
+            let name = format!("blobs/sha256/{}", &digest(blob)["sha256:".len()..]);
+            blobs.push((name, blob.clone()));
+        }
+        let mut files: Vec<(&str, &[u8])> = vec![
+            ("oci-layout", br#"{"imageLayoutVersion":"1.0.0"}"#),
+            ("index.json", &index),
+        ];
+        for (name, bytes) in &blobs {
+            files.push((name, bytes));
+        }
+        tar(&files)
+    }
+}
+
+/// A ustar archive of regular files (folders are implied by their paths).
+pub fn tar(files: &[(&str, &[u8])]) -> Vec<u8> {
+    let mut out = Vec::new();
+    for (name, bytes) in files {
+        let mut header = [0u8; 512];
+        let field = |header: &mut [u8; 512], at: usize, len: usize, text: &[u8]| {
+            header[at..at + text.len().min(len)].copy_from_slice(&text[..text.len().min(len)]);
+        };
+        assert!(name.len() < 100, "short names only");
+        field(&mut header, 0, 100, name.as_bytes());
+        field(&mut header, 100, 8, b"0000755\0");
+        field(&mut header, 108, 8, b"0000000\0");
+        field(&mut header, 116, 8, b"0000000\0");
+        field(
+            &mut header,
+            124,
+            12,
+            format!("{:011o}\0", bytes.len()).as_bytes(),
+        );
+        field(&mut header, 136, 12, b"00000000000\0");
+        field(&mut header, 148, 8, b"        ");
+        header[156] = b'0';
+        field(&mut header, 257, 6, b"ustar\0");
+        field(&mut header, 263, 2, b"00");
+        let sum: u32 = header.iter().map(|b| u32::from(*b)).sum();
+        field(&mut header, 148, 8, format!("{sum:06o}\0 ").as_bytes());
+        out.extend_from_slice(&header);
+        out.extend_from_slice(bytes);
+        out.resize(out.len().div_ceil(512) * 512, 0);
+    }
+    out.resize(out.len() + 1024, 0);
+    out
+}
