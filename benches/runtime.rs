@@ -158,6 +158,42 @@ impl wasmtime_wasi::WasiView for RawP2 {
     }
 }
 
+/// The floor's engine: pooling and fuel, as `Raw` and wasmpool's pooled engine.
+fn raw_engine() -> wasmtime::Engine {
+    use wasmtime::*;
+    let mut pool = PoolingAllocationConfig::new();
+    pool.total_stacks(8)
+        .total_core_instances(64)
+        .total_memories(32)
+        .total_tables(64)
+        .total_component_instances(8);
+    let mut config = Config::new();
+    config.consume_fuel(true);
+    config.allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
+    Engine::new(&config).unwrap()
+}
+
+/// wasmtime's own cache hit: a fresh engine loads a precompiled artifact
+/// from a file (`Module::deserialize_file`) and runs it once.
+fn raw_first_run_from_file(engine: &wasmtime::Engine, path: &std::path::Path) {
+    use wasmtime::*;
+    // SAFETY: the file was written by `precompile_module` of this configuration.
+    let module = unsafe { Module::deserialize_file(engine, path) }.unwrap();
+    let mut linker: Linker<wasmtime_wasi::p1::WasiP1Ctx> = Linker::new(engine);
+    wasmtime_wasi::p1::add_to_linker_async(&mut linker, |cx| cx).unwrap();
+    let pre = linker.instantiate_pre(&module).unwrap();
+    let mut store = Store::new(engine, wasmtime_wasi::WasiCtxBuilder::new().build_p1());
+    store.set_fuel(u64::MAX).unwrap();
+    store.fuel_async_yield_interval(Some(100_000)).unwrap();
+    drive(async {
+        let instance = pre.instantiate_async(&mut store).await.unwrap();
+        let start = instance
+            .get_typed_func::<(), ()>(&mut store, "_start")
+            .unwrap();
+        start.call_async(&mut store, ()).await.unwrap();
+    });
+}
+
 impl Raw {
     fn new() -> Self {
         use wasmtime::*;
@@ -464,6 +500,22 @@ fn bench_cold_start(c: &mut Criterion) {
             })
         });
     }
+    // The floor: wasmtime's own load of the same artifact in a fresh engine.
+    let dir = tempfile::tempdir().unwrap();
+    let artifact = dir.path().join("big.cwasm");
+    std::fs::write(&artifact, raw_engine().precompile_module(&wasm).unwrap()).unwrap();
+    group.bench_function("raw_wasmtime_deserialize_file", |b| {
+        b.iter_custom(|iters| {
+            let mut total = Duration::ZERO;
+            for _ in 0..iters {
+                let engine = raw_engine();
+                let begin = Instant::now();
+                raw_first_run_from_file(&engine, &artifact);
+                total += begin.elapsed();
+            }
+            total
+        })
+    });
     group.finish();
 }
 

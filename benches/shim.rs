@@ -289,7 +289,9 @@ impl Drop for BusyHost {
 
 fn main() {
     let peer = peer();
-    let ctrd = Containerd::start_with("bench", &[&peer]);
+    // A namespace of its own: the peer keeps container state under /run by namespace and id.
+    let namespace = format!("bench{}", std::process::id());
+    let ctrd = Containerd::start_with(&namespace, &[&peer]);
     images(&ctrd);
     let mut c = Criterion::default().configure_from_args();
     ctr_run(&mut c, &ctrd, "idle");

@@ -55,36 +55,27 @@ impl DiskCache {
 
     /// What kind of artifact the trusted file at `path` holds, if there is one.
     pub(crate) fn precompiled_kind(&self, path: &Path) -> Option<Precompiled> {
-        for kind in [Precompiled::Module, Precompiled::Component] {
-            match trusted_file(path, kind) {
-                Found::Yes => return Some(kind),
-                Found::OtherKind => continue,
-                Found::No => return None,
-            }
-        }
-        None
+        trusted_file(path)
     }
 
     /// The cached module at `path`; the error says why it did not load (the
     /// file is kept: an engine with a pooling allocator refuses what does not
     /// fit its slots, and another engine may load it).
     pub(crate) fn module(&self, engine: &Engine, path: &Path) -> Result<Module, String> {
-        match trusted_file(path, Precompiled::Module) {
-            Found::Yes => deserialize_module(engine, path)
-                .inspect(|_| touch(path))
-                .map_err(|e| format!("{e:#}")),
-            _ => Err(format!("'{}' holds no trusted module", path.display())),
-        }
+        // Who may write it is checked again right before the load; its kind
+        // is wasmtime's to check (it refuses a component as a module).
+        trusted_place(path)?;
+        deserialize_module(engine, path)
+            .inspect(|_| touch(path))
+            .map_err(|e| format!("{e:#}"))
     }
 
     /// The cached component at `path`, as for [`DiskCache::module`].
     pub(crate) fn component(&self, engine: &Engine, path: &Path) -> Result<Component, String> {
-        match trusted_file(path, Precompiled::Component) {
-            Found::Yes => deserialize_component(engine, path)
-                .inspect(|_| touch(path))
-                .map_err(|e| format!("{e:#}")),
-            _ => Err(format!("'{}' holds no trusted component", path.display())),
-        }
+        trusted_place(path)?;
+        deserialize_component(engine, path)
+            .inspect(|_| touch(path))
+            .map_err(|e| format!("{e:#}"))
     }
 
     /// The content digest recorded for the image file at `image` while it had
@@ -297,49 +288,45 @@ fn parse_identity(text: &str) -> Option<(&str, &str, &str)> {
     lines.next().is_none().then_some((image, identity, hex))
 }
 
-/// What `trusted_file` found.
-enum Found {
-    Yes,
-    OtherKind,
-    No,
-}
-
-/// Whether `path` exists and holds a precompiled artifact of the expected kind.
+/// The kind of precompiled artifact `path` holds, if it exists and is trusted.
 ///
 /// Files are trusted because of who may have written them and how they are
 /// named: the folder and the file belong to the current user and no one else
-/// may write them (checked here, before every load), every file was written
-/// by `store` from wasmtime's own serializer, and its name carries the
+/// may write them (checked here, and again before every load), every file was
+/// written by `store` from wasmtime's own serializer, and its name carries the
 /// SHA-256 of the exact source bytes and the engine's compatibility hash, so a
 /// file is only ever loaded for the bytes and engine it was compiled from.
-fn trusted_file(path: &Path, kind: Precompiled) -> Found {
-    let Some(dir) = path.parent() else {
-        return Found::No;
-    };
-    if let Err(why) = trusted(dir, true).and_then(|()| trusted(path, false)) {
+fn trusted_file(path: &Path) -> Option<Precompiled> {
+    if let Err(why) = trusted_place(path) {
         if path.exists() {
             log::warn!("not loading cached artifact '{}': {why}", path.display());
         }
-        return Found::No;
+        return None;
     }
     match Engine::detect_precompiled_file(path) {
-        Ok(Some(found)) if found == kind => Found::Yes,
-        Ok(Some(_)) => Found::OtherKind,
-        Ok(None) => Found::No,
+        Ok(found) => found,
         Err(e)
             if e.downcast_ref::<std::io::Error>().map(|e| e.kind())
                 == Some(std::io::ErrorKind::NotFound) =>
         {
-            Found::No
+            None
         }
         Err(e) => {
             log::warn!(
                 "ignoring unreadable cached artifact '{}': {e:#}",
                 path.display()
             );
-            Found::No
+            None
         }
     }
+}
+
+/// The artifact at `path` and its folder are the current user's alone.
+fn trusted_place(path: &Path) -> Result<(), String> {
+    let dir = path
+        .parent()
+        .ok_or_else(|| format!("'{}' has no folder", path.display()))?;
+    trusted(dir, true).and_then(|()| trusted(path, false))
 }
 
 #[allow(unsafe_code)]

@@ -188,8 +188,14 @@ impl Containerd {
         self.ctr(&args)
     }
 
-    /// The pids of the shim processes serving this containerd.
+    /// The pids of the wasmpool shim processes serving this containerd.
     pub fn shims(&self) -> Vec<u32> {
+        self.processes("containerd-shim-wasmpool-v1")
+    }
+
+    /// The pids of the processes whose command line names `binary` and this
+    /// containerd's socket.
+    pub fn processes(&self, binary: &str) -> Vec<u32> {
         let socket = self.dir.path().join("c.sock");
         let socket = socket.to_str().unwrap();
         let mut pids = Vec::new();
@@ -199,7 +205,7 @@ impl Containerd {
             };
             let cmdline = std::fs::read(entry.path().join("cmdline")).unwrap_or_default();
             let cmdline = String::from_utf8_lossy(&cmdline);
-            if cmdline.contains("containerd-shim-wasmpool-v1") && cmdline.contains(socket) {
+            if cmdline.contains(binary) && cmdline.contains(socket) {
                 pids.push(pid);
             }
         }
@@ -231,7 +237,7 @@ impl Containerd {
 
 impl Drop for Containerd {
     fn drop(&mut self) {
-        for pid in self.shims() {
+        for pid in self.processes("containerd-shim") {
             unsafe { libc::kill(pid as i32, libc::SIGKILL) };
         }
         // The sockets of shims that were killed (a shim removes its own when it exits).

@@ -34,7 +34,7 @@ impl Sandbox for PeerSandbox {
         let engine = Engine::default();
         let module = Module::new(&engine, bytes)?;
         let mut linker: Linker<WasiP1Ctx> = Linker::new(&engine);
-        p1::add_to_linker_sync(&mut linker, |cx| cx)?;
+        p1::add_to_linker_async(&mut linker, |cx| cx)?;
         let mut wasi = WasiCtxBuilder::new();
         wasi.inherit_stdio().args(ctx.args());
         for pair in ctx.envs() {
@@ -43,13 +43,13 @@ impl Sandbox for PeerSandbox {
             }
         }
         let mut store = Store::new(&engine, wasi.build_p1());
-        let instance = linker.instantiate(&mut store, &module)?;
+        let instance = linker.instantiate_async(&mut store, &module).await?;
         let start = instance.get_typed_func::<(), ()>(&mut store, "_start")?;
-        match start.call(&mut store, ()) {
+        match start.call_async(&mut store, ()).await {
             Ok(()) => Ok(0),
             Err(error) => match error.downcast_ref::<wasmtime_wasi::I32Exit>() {
                 Some(exit) => Ok(exit.0),
-                None => Err(error),
+                None => anyhow::bail!("{error:?}"),
             },
         }
     }
