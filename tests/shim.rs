@@ -381,3 +381,61 @@ fn unrelated_containers_get_a_shim_each_and_a_group_shares_one() {
         ctrd.until_status(id, "STOPPED");
     }
 }
+
+#[test]
+fn output_a_reader_does_not_take_is_bounded_and_said_while_a_neighbour_runs() {
+    use std::io::Read;
+    let ctrd = Containerd::start("flood");
+    let line = "x".repeat(99);
+    let flood = wasm_image(
+        &ctrd,
+        "flood",
+        &crate::common::print_loop_module(&line, 200_000, 0),
+    );
+    let hello = wasm_image(&ctrd, "hello", &print_module(&[("neighbour\n", 1)], None));
+    let group = ["--annotation", "io.wasmpool.group=flood"];
+    let runtime = crate::common::containerd::RUNTIME;
+    // Nobody reads this `ctr run`'s output for a while: its pipe, then the
+    // FIFO, then the shim's queue fill up.
+    let mut args = vec!["run", "--rm", "--runtime", runtime];
+    args.extend_from_slice(&group);
+    args.extend_from_slice(&[&flood, "flood"]);
+    let mut child = ctrd
+        .command(&args)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    ctrd.until_status("flood", "RUNNING");
+    std::thread::sleep(Duration::from_secs(2));
+    // The same shim serves a neighbour meanwhile.
+    let out = ctrd.run(&group, &hello, "neighbour", &[]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(stdout(&out), "neighbour\n");
+    assert_eq!(ctrd.shims().len(), 1);
+
+    let mut out_pipe = child.stdout.take().unwrap();
+    let reader = std::thread::spawn(move || {
+        let mut text = String::new();
+        out_pipe.read_to_string(&mut text).unwrap();
+        text
+    });
+    let mut err_text = String::new();
+    child
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut err_text)
+        .unwrap();
+    let text = reader.join().unwrap();
+    let status = child.wait().unwrap();
+    assert!(status.success(), "{err_text}");
+    assert!(err_text.contains("bytes of output dropped"), "{err_text}");
+    let lines: Vec<&str> = text.lines().collect();
+    assert!(
+        !lines.is_empty() && lines.len() < 200_000,
+        "{} lines",
+        lines.len()
+    );
+    assert!(lines.iter().all(|l| *l == line), "a line was cut");
+}

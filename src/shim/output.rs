@@ -1,23 +1,22 @@
 //! A container's stdout and stderr into containerd's FIFOs.
 //!
-//! The guest's writes go into a bounded queue as it makes them (the worker
-//! never waits on a FIFO); a thread of the container's writes them out. What
-//! does not fit is dropped, counted, and said on stderr once there is room.
+//! The guest's writes go into a queue bounded to 1 MiB as it makes them (the
+//! worker never waits on a FIFO); a thread of the container's writes them out.
+//! What does not fit is dropped, counted, and said on stderr once there is room.
 
 use crossbeam_channel::{Receiver, Sender, TrySendError};
 use std::fs::{File, OpenOptions};
 use std::io::Write;
 use std::path::Path;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::thread::JoinHandle;
 use wasmpool::{LogStream, OutputSink};
 
-/// How many chunks of output wait for a FIFO at most (a guest's write is one
-/// chunk of at most the guest's own buffer; 1,024 of them bound a container).
-const QUEUE_CHUNKS: usize = 1024;
-/// The largest chunk queued as it is; a larger write is cut to this.
-const CHUNK_BYTES: usize = 64 << 10;
+/// How many bytes of a container's output may wait for its FIFO.
+const QUEUE_BYTES: usize = 1 << 20;
+/// How many writes may wait (small writes cost their allocation, not bytes).
+const QUEUE_CHUNKS: usize = 4096;
 
 enum Message {
     Write(LogStream, Vec<u8>),
@@ -37,23 +36,28 @@ impl Output {
         let stdout = open_fifo(stdout)?;
         let stderr = open_fifo(stderr)?;
         let (sender, receiver) = crossbeam_channel::bounded(QUEUE_CHUNKS);
-        let dropped = Arc::new(AtomicU64::new(0));
+        let counts = Arc::new(Counts::default());
         let forwarder = std::thread::Builder::new()
             .name(format!("stdio-{id}"))
             .stack_size(64 << 10)
             .spawn({
-                let dropped = dropped.clone();
-                move || forward(receiver, stdout, stderr, &dropped)
+                let counts = counts.clone();
+                move || forward(receiver, stdout, stderr, &counts)
             })?;
         let sink_sender = sender.clone();
         let sink = OutputSink::new(move |stream, bytes| {
-            let bytes = &bytes[..bytes.len().min(CHUNK_BYTES)];
-            match sink_sender.try_send(Message::Write(stream, bytes.to_vec())) {
-                Ok(()) => {}
-                Err(TrySendError::Full(_)) => {
-                    dropped.fetch_add(bytes.len() as u64, Ordering::Relaxed);
-                }
-                Err(TrySendError::Disconnected(_)) => {}
+            let queued = counts.queued.fetch_add(bytes.len(), Ordering::AcqRel);
+            let message = Message::Write(stream, bytes.to_vec());
+            let sent = queued + bytes.len() <= QUEUE_BYTES
+                && match sink_sender.try_send(message) {
+                    Ok(()) => true,
+                    Err(TrySendError::Full(_)) | Err(TrySendError::Disconnected(_)) => false,
+                };
+            if !sent {
+                counts.queued.fetch_sub(bytes.len(), Ordering::AcqRel);
+                counts
+                    .dropped
+                    .fetch_add(bytes.len() as u64, Ordering::Relaxed);
             }
         });
         Ok((
@@ -93,15 +97,22 @@ fn open_fifo(path: &str) -> std::io::Result<Option<File>> {
         .map(Some)
 }
 
+/// Bytes waiting in the queue, and bytes dropped because it was full.
+#[derive(Default)]
+struct Counts {
+    queued: AtomicUsize,
+    dropped: AtomicU64,
+}
+
 fn forward(
     receiver: Receiver<Message>,
     mut stdout: Option<File>,
     mut stderr: Option<File>,
-    dropped: &AtomicU64,
+    counts: &Counts,
 ) {
     let mut said = 0;
     for message in receiver {
-        let lost = dropped.load(Ordering::Relaxed);
+        let lost = counts.dropped.load(Ordering::Relaxed);
         if lost > said {
             if let Some(err) = stderr.as_mut() {
                 let _ = writeln!(err, "[wasmpool] {} bytes of output dropped: the container wrote faster than containerd read", lost - said);
@@ -110,6 +121,7 @@ fn forward(
         }
         match message {
             Message::Write(stream, bytes) => {
+                counts.queued.fetch_sub(bytes.len(), Ordering::AcqRel);
                 let file = match stream {
                     LogStream::Stdout => stdout.as_mut(),
                     _ => stderr.as_mut(),
