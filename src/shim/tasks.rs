@@ -350,8 +350,18 @@ impl Tasks {
                 )))
             }
             Phase::Created => {
+                // Killed before it started: it ends here, as a process would.
                 let _ = self.runtime.stop_container(&container.id, Duration::ZERO);
-                container.end(128 + signal, None);
+                let status = 128 + signal;
+                let at = container.end(status, None);
+                self.events.send(TaskExit {
+                    container_id: req.id.clone(),
+                    id: req.id.clone(),
+                    pid: pid(),
+                    exit_status: status,
+                    exited_at: Some(at.timestamp()).into(),
+                    ..Default::default()
+                });
                 return Ok(Empty::new());
             }
             Phase::Running => {}
