@@ -300,7 +300,7 @@ fn containers_keep_running_across_a_containerd_restart() {
     let image = wasm_image(
         &ctrd,
         "nap",
-        &crate::common::ready_sleep_module(4_000_000_000),
+        &crate::common::ready_sleep_module(10_000_000_000),
     );
     ctrd.ctr_ok(&[
         "run",
@@ -407,7 +407,9 @@ fn output_a_reader_does_not_take_is_bounded_and_said_while_a_neighbour_runs() {
         .spawn()
         .unwrap();
     ctrd.until_status("flood", "RUNNING");
-    std::thread::sleep(Duration::from_secs(2));
+    // Long enough for the guest to write far more than the pipe, the FIFO and
+    // the shim's 1 MiB hold (it writes 20 MB, never waiting).
+    std::thread::sleep(Duration::from_secs(3));
     // The same shim serves a neighbour meanwhile.
     let out = ctrd.run(&group, &hello, "neighbour", &[]);
     assert!(out.status.success(), "{}", stderr(&out));
