@@ -3,6 +3,10 @@
 //! Run with `cargo bench --bench runtime`; `cargo bench --bench runtime -- lifecycle`
 //! runs one group. The README's table reports ratios of one run.
 
+#[path = "common/busy.rs"]
+mod busy;
+
+use busy::BusyHost;
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 use std::future::Future;
 use std::pin::pin;
@@ -197,16 +201,7 @@ fn raw_first_run_from_file(engine: &wasmtime::Engine, path: &std::path::Path) {
 impl Raw {
     fn new() -> Self {
         use wasmtime::*;
-        let mut pool = PoolingAllocationConfig::new();
-        pool.total_stacks(8)
-            .total_core_instances(64)
-            .total_memories(32)
-            .total_tables(64)
-            .total_component_instances(8);
-        let mut config = Config::new();
-        config.consume_fuel(true);
-        config.allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
-        let engine = Engine::new(&config).unwrap();
+        let engine = raw_engine();
         let mut linker: Linker<wasmtime_wasi::p1::WasiP1Ctx> = Linker::new(&engine);
         wasmtime_wasi::p1::add_to_linker_async(&mut linker, |cx| cx).unwrap();
         let module = linker
@@ -346,33 +341,6 @@ fn bench_baseline(c: &mut Criterion) {
     c.bench_function("baseline/raw_wasmtime_component", |b| {
         b.iter(|| raw.component_lifecycle())
     });
-}
-
-/// Two processes that keep both cores busy while they live.
-struct BusyHost(Vec<std::process::Child>);
-
-impl BusyHost {
-    fn start() -> Self {
-        BusyHost(
-            (0..2)
-                .map(|_| {
-                    std::process::Command::new("sh")
-                        .args(["-c", "while :; do :; done"])
-                        .spawn()
-                        .unwrap()
-                })
-                .collect(),
-        )
-    }
-}
-
-impl Drop for BusyHost {
-    fn drop(&mut self) {
-        for child in &mut self.0 {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-    }
 }
 
 /// The lifecycle and the raw floor again, with two busy competitor processes.

@@ -7,10 +7,13 @@
 //! `cargo bench --features shim --bench shim` (as root; needs `runc` and
 //! `busybox-static`: `apt-get install -y runc busybox-static`).
 
+#[path = "common/busy.rs"]
+mod busy;
 #[allow(dead_code)]
 #[path = "../tests/common/containerd.rs"]
 mod containerd;
 
+use busy::BusyHost;
 use containerd::{Containerd, Image, RUNTIME};
 use criterion::Criterion;
 use std::path::{Path, PathBuf};
@@ -256,33 +259,6 @@ fn memory(ctrd: &Containerd) {
             ctrd.until_status(id, "STOPPED");
             ctrd.ctr_ok(&["task", "rm", id]);
             ctrd.ctr_ok(&["container", "rm", id]);
-        }
-    }
-}
-
-/// Two processes that keep both cores busy while they live.
-struct BusyHost(Vec<std::process::Child>);
-
-impl BusyHost {
-    fn start() -> Self {
-        BusyHost(
-            (0..2)
-                .map(|_| {
-                    Command::new("sh")
-                        .args(["-c", "while :; do :; done"])
-                        .spawn()
-                        .unwrap()
-                })
-                .collect(),
-        )
-    }
-}
-
-impl Drop for BusyHost {
-    fn drop(&mut self) {
-        for child in &mut self.0 {
-            let _ = child.kill();
-            let _ = child.wait();
         }
     }
 }

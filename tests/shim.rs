@@ -143,9 +143,8 @@ fn a_non_wasm_image_is_refused_with_a_clear_error() {
 fn kill_stops_a_spinning_guest_with_term_or_kill_and_exec_is_refused() {
     let ctrd = Containerd::start("kill");
     let image = wasm_image(&ctrd, "spin", SPIN);
-    let runtime = crate::common::containerd::RUNTIME;
     for (id, signal, status) in [("term", "SIGTERM", 143), ("kill", "SIGKILL", 137)] {
-        ctrd.ctr_ok(&["run", "-d", "--runtime", runtime, &image, id]);
+        ctrd.run_detached(&[], &image, id);
         ctrd.until_status(id, "RUNNING");
         if id == "term" {
             let out = ctrd.ctr(&["task", "exec", "--exec-id", "sh", id, "/bin/sh"]);
@@ -209,14 +208,7 @@ fn detached_run_task_ls_metrics_and_rm() {
         "grow",
         &crate::common::ready_sleep_module(30_000_000_000),
     );
-    ctrd.ctr_ok(&[
-        "run",
-        "-d",
-        "--runtime",
-        crate::common::containerd::RUNTIME,
-        &image,
-        "sleeper",
-    ]);
+    ctrd.run_detached(&[], &image, "sleeper");
     ctrd.until_status("sleeper", "RUNNING");
     let metrics = ctrd.ctr_ok(&["task", "metrics", "sleeper"]);
     // ctr prints the cgroup v1 table: the guest's memory (one 64 KiB page at least).
@@ -252,19 +244,9 @@ fn fifty_grouped_containers_share_one_shim_process() {
         "sleeper",
         &crate::common::ready_sleep_module(60_000_000_000),
     );
-    let runtime = crate::common::containerd::RUNTIME;
     for i in 0..50 {
         let id = format!("c{i}");
-        ctrd.ctr_ok(&[
-            "run",
-            "-d",
-            "--runtime",
-            runtime,
-            "--annotation",
-            "io.wasmpool.group=fifty",
-            &image,
-            &id,
-        ]);
+        ctrd.run_detached(&["--annotation", "io.wasmpool.group=fifty"], &image, &id);
     }
     for i in 0..50 {
         ctrd.until_status(&format!("c{i}"), "RUNNING");
@@ -302,14 +284,7 @@ fn containers_keep_running_across_a_containerd_restart() {
         "nap",
         &crate::common::ready_sleep_module(10_000_000_000),
     );
-    ctrd.ctr_ok(&[
-        "run",
-        "-d",
-        "--runtime",
-        crate::common::containerd::RUNTIME,
-        &image,
-        "nap",
-    ]);
+    ctrd.run_detached(&[], &image, "nap");
     ctrd.until_status("nap", "RUNNING");
     let shim = ctrd.shims();
     ctrd.restart();
@@ -328,8 +303,7 @@ fn a_trap_or_a_dead_shim_never_leaves_a_running_task() {
     assert!(stderr(&out).contains("unreachable"), "{}", stderr(&out));
 
     let spin = wasm_image(&ctrd, "spin", SPIN);
-    let runtime = crate::common::containerd::RUNTIME;
-    ctrd.ctr_ok(&["run", "-d", "--runtime", runtime, &spin, "orphan"]);
+    ctrd.run_detached(&[], &spin, "orphan");
     ctrd.until_status("orphan", "RUNNING");
     let shims = ctrd.shims();
     assert_eq!(shims.len(), 1);
@@ -354,21 +328,11 @@ fn unrelated_containers_get_a_shim_each_and_a_group_shares_one() {
         "nap",
         &crate::common::ready_sleep_module(30_000_000_000),
     );
-    let runtime = crate::common::containerd::RUNTIME;
-    ctrd.ctr_ok(&["run", "-d", "--runtime", runtime, &image, "alone1"]);
-    ctrd.ctr_ok(&["run", "-d", "--runtime", runtime, &image, "alone2"]);
+    ctrd.run_detached(&[], &image, "alone1");
+    ctrd.run_detached(&[], &image, "alone2");
     for pod in ["p1", "p2"] {
         let annotation = "io.kubernetes.cri.sandbox-id=pod-a";
-        ctrd.ctr_ok(&[
-            "run",
-            "-d",
-            "--runtime",
-            runtime,
-            "--annotation",
-            annotation,
-            &image,
-            pod,
-        ]);
+        ctrd.run_detached(&["--annotation", annotation], &image, pod);
     }
     for id in ["alone1", "alone2", "p1", "p2"] {
         ctrd.until_status(id, "RUNNING");

@@ -188,6 +188,14 @@ impl Containerd {
         self.ctr(&args)
     }
 
+    /// `ctr run -d --runtime … FLAGS IMAGE ID`, on our shim.
+    pub fn run_detached(&self, flags: &[&str], image: &str, id: &str) {
+        let mut args = vec!["run", "-d", "--runtime", RUNTIME];
+        args.extend_from_slice(flags);
+        args.extend_from_slice(&[image, id]);
+        self.ctr_ok(&args);
+    }
+
     /// The pids of the wasmpool shim processes serving this containerd.
     pub fn shims(&self) -> Vec<u32> {
         self.processes("containerd-shim-wasmpool-v1")
