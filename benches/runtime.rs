@@ -411,6 +411,54 @@ fn run_many(rt: &Arc<WasmRuntime>, wasm: &Arc<Vec<u8>>, total: usize) {
     }
 }
 
+/// Throughput against the floor in alternating rounds, so that both see the
+/// same machine (this VM's speed moves between runs by more than the gap):
+/// 20 rounds of 10,000 lifecycles each way, medians printed as a table.
+fn bench_throughput_interleaved(c: &mut Criterion) {
+    let filter = std::env::args().skip(1).find(|a| !a.starts_with('-'));
+    if filter.is_some_and(|f| !"throughput_interleaved".contains(f.as_str())) {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let rt = runtime(dir.path(), 2, |_| {});
+    let raw = Raw::new();
+    let wasm = Arc::new(wat::parse_str(TRIVIAL).unwrap());
+    let total = 10_000;
+    run_many(&rt, &wasm, 1_000);
+    let (mut ours, mut floor, mut ratios) = (Vec::new(), Vec::new(), Vec::new());
+    for _ in 0..20 {
+        let begin = Instant::now();
+        run_many(&rt, &wasm, total);
+        let a = total as f64 / begin.elapsed().as_secs_f64();
+        let begin = Instant::now();
+        std::thread::scope(|scope| {
+            for _ in 0..2 {
+                scope.spawn(|| (0..total / 2).for_each(|_| raw.module_lifecycle()));
+            }
+        });
+        let b = total as f64 / begin.elapsed().as_secs_f64();
+        ours.push(a);
+        floor.push(b);
+        ratios.push(a / b);
+    }
+    let median = |v: &mut Vec<f64>| {
+        v.sort_by(f64::total_cmp);
+        v[v.len() / 2]
+    };
+    let (lo, hi) = {
+        ratios.sort_by(f64::total_cmp);
+        (ratios[0], ratios[ratios.len() - 1])
+    };
+    println!(
+        "\nthroughput, 10,000 p1 instances, 2 workers, 4 callers, 20 alternating rounds:\n  \
+         wasmpool median {:.0}/s, floor (raw, 2 threads) median {:.0}/s, ratio median {:.2} (range {lo:.2}–{hi:.2})",
+        median(&mut ours),
+        median(&mut floor),
+        median(&mut ratios),
+    );
+    let _ = c;
+}
+
 fn bench_throughput(c: &mut Criterion) {
     let dir = tempfile::tempdir().unwrap();
     let rt = runtime(dir.path(), 2, |_| {});
@@ -586,7 +634,7 @@ criterion_group! {
     config = Criterion::default()
         .warm_up_time(Duration::from_millis(500))
         .measurement_time(Duration::from_secs(3));
-    targets = bench_tail, bench_lifecycle, bench_baseline, bench_throughput, bench_cold_start,
+    targets = bench_tail, bench_throughput_interleaved, bench_lifecycle, bench_baseline, bench_throughput, bench_cold_start,
         bench_hello_1000_lines, bench_stop_latency, bench_metering, bench_loaded,
         bench_create_large_image
 }
