@@ -185,7 +185,8 @@ async fn read(
         .map_err(|status| anyhow!("content {}: {}", target.digest, status.message()))?
         .into_inner();
     let bound = target.size.min(limit).max(0) as usize;
-    let mut bytes = Vec::with_capacity(bound);
+    // Grown as the chunks come, not reserved on the descriptor's word.
+    let mut bytes = Vec::with_capacity(bound.min(16 << 20));
     while let Some(chunk) = stream
         .message()
         .await

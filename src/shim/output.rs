@@ -139,6 +139,4 @@ fn forward(
             }
         }
     }
-    drop(stdout.take());
-    drop(stderr.take());
 }

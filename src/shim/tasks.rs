@@ -43,6 +43,14 @@ pub struct Tasks {
     exit: Arc<ExitSignal>,
 }
 
+/// Where a container's WebAssembly comes from.
+enum Wasm {
+    /// The image's wasm layer, read from containerd's content store.
+    Layer(Vec<u8>),
+    /// A `.wasm` file in the container's rootfs.
+    File(PathBuf),
+}
+
 /// containerd's view of one container.
 struct Container {
     id: ContainerId,
@@ -230,28 +238,29 @@ impl Tasks {
                 invalid(format!("cannot read the image from containerd: {error:#}"))
             })?;
         let mut service = oci::service_spec(spec, rootfs).map_err(|e| invalid(format!("{e:#}")))?;
-        let file = match &layer {
-            Some(_) => None,
-            None => Some(oci::wasm_in_rootfs(rootfs, &arg0).map_err(|error| {
-                invalid(format!(
-                    "not a WebAssembly image: it has no wasm layer ({}) and {error:#}",
-                    content::WASM_LAYER_TYPES.join(", ")
-                ))
-            })?),
+        // The image's wasm layer, else the rootfs file arg0 names.
+        let wasm = match layer {
+            Some(bytes) => Wasm::Layer(bytes),
+            None => {
+                let path = oci::wasm_in_rootfs(rootfs, &arg0).map_err(|error| {
+                    invalid(format!(
+                        "not a WebAssembly image: it has no wasm layer ({}) and {error:#}",
+                        content::WASM_LAYER_TYPES.join(", ")
+                    ))
+                })?;
+                check_wasm(&path).map_err(invalid)?;
+                Wasm::File(path)
+            }
         };
-        if let Some(path) = &file {
-            check_wasm(path).map_err(invalid)?;
-        }
         let (output, sink) = Output::open(&req.id, &req.stdout, &req.stderr)
             .map_err(|error| invalid(format!("cannot open the container's stdio: {error}")))?;
         service.output = Some(sink);
         let id = ContainerId::new(req.id.clone(), 0);
-        let created = match (&layer, &file) {
-            (Some(bytes), _) => self
+        let created = match wasm {
+            Wasm::Layer(bytes) => self
                 .runtime
                 .create_container_from_bytes(&id, &service, bytes),
-            (None, Some(path)) => self.runtime.create_container_from_file(&id, &service, path),
-            (None, None) => unreachable!("either a layer or a file"),
+            Wasm::File(path) => self.runtime.create_container_from_file(&id, &service, path),
         };
         created.map_err(|error| invalid(error.to_string()))?;
         Ok(Container {
@@ -366,14 +375,20 @@ impl Tasks {
             }
             Phase::Running => {}
         }
-        container.signal.lock().get_or_insert(signal);
+        let first = {
+            let mut signalled = container.signal.lock();
+            let first = signalled.is_none();
+            signalled.get_or_insert(signal);
+            first
+        };
         if signal == libc::SIGKILL as u32 {
             // Asks and returns: the waiter sees the end (the error says only
             // that it has not ended yet).
             let _ = self.runtime.stop_container(&container.id, Duration::ZERO);
-        } else {
+        } else if first {
             // A service drains its requests first; a command has nothing
-            // to drain and stops at once either way.
+            // to drain and stops at once either way. One drain per
+            // container: a second TERM changes nothing.
             let runtime = self.runtime.clone();
             let id = container.id.clone();
             std::thread::spawn(move || {
