@@ -1,14 +1,158 @@
 //! The container's WebAssembly from containerd's content store, as runwasi
 //! reads it: the container's image, its manifest (through an index if need
 //! be), and the first layer whose media type is WebAssembly.
+//!
+//! containerd's gRPC API is called through tonic with the few messages the
+//! shim needs declared here with prost's derive (the fields we read, by their
+//! numbers in containerd's `.proto` files; prost skips the others). Nothing
+//! runs `protoc` at build time, so the shim builds on a machine with Rust only.
 
 use anyhow::{anyhow, bail, Context, Result};
-use containerd_client::services::v1::{
-    containers_client::ContainersClient, content_client::ContentClient,
-    images_client::ImagesClient, GetContainerRequest, GetImageRequest, ReadContentRequest,
-};
-use containerd_client::tonic::{self, Request};
 use serde_json::Value;
+use tonic::transport::{Channel, Endpoint};
+use tonic::Request;
+
+/// containerd's messages, as far as the shim reads them.
+mod api {
+    /// `containerd.services.containers.v1.GetContainerRequest`.
+    #[derive(Clone, PartialEq, prost::Message)]
+    pub struct GetContainerRequest {
+        #[prost(string, tag = "1")]
+        pub id: String,
+    }
+    #[derive(Clone, PartialEq, prost::Message)]
+    pub struct GetContainerResponse {
+        #[prost(message, optional, tag = "1")]
+        pub container: Option<Container>,
+    }
+    #[derive(Clone, PartialEq, prost::Message)]
+    pub struct Container {
+        #[prost(string, tag = "1")]
+        pub id: String,
+        #[prost(string, tag = "3")]
+        pub image: String,
+    }
+    /// `containerd.services.images.v1.GetImageRequest`.
+    #[derive(Clone, PartialEq, prost::Message)]
+    pub struct GetImageRequest {
+        #[prost(string, tag = "1")]
+        pub name: String,
+    }
+    #[derive(Clone, PartialEq, prost::Message)]
+    pub struct GetImageResponse {
+        #[prost(message, optional, tag = "1")]
+        pub image: Option<Image>,
+    }
+    #[derive(Clone, PartialEq, prost::Message)]
+    pub struct Image {
+        #[prost(string, tag = "1")]
+        pub name: String,
+        #[prost(message, optional, tag = "3")]
+        pub target: Option<Descriptor>,
+    }
+    /// `containerd.types.Descriptor`.
+    #[derive(Clone, PartialEq, prost::Message)]
+    pub struct Descriptor {
+        #[prost(string, tag = "1")]
+        pub media_type: String,
+        #[prost(string, tag = "2")]
+        pub digest: String,
+        #[prost(int64, tag = "3")]
+        pub size: i64,
+    }
+    /// `containerd.services.content.v1.ReadContentRequest`.
+    #[derive(Clone, PartialEq, prost::Message)]
+    pub struct ReadContentRequest {
+        #[prost(string, tag = "1")]
+        pub digest: String,
+        #[prost(int64, tag = "2")]
+        pub offset: i64,
+        #[prost(int64, tag = "3")]
+        pub size: i64,
+    }
+    #[derive(Clone, PartialEq, prost::Message)]
+    pub struct ReadContentResponse {
+        #[prost(int64, tag = "1")]
+        pub offset: i64,
+        #[prost(bytes = "vec", tag = "2")]
+        pub data: Vec<u8>,
+    }
+}
+
+use api::{GetContainerRequest, GetContainerResponse, GetImageRequest, GetImageResponse};
+use api::{ReadContentRequest, ReadContentResponse};
+
+const GET_CONTAINER: &str = "/containerd.services.containers.v1.Containers/Get";
+const GET_IMAGE: &str = "/containerd.services.images.v1.Images/Get";
+const READ_CONTENT: &str = "/containerd.services.content.v1.Content/Read";
+
+/// A gRPC client of containerd's socket.
+struct Client {
+    grpc: tonic::client::Grpc<Channel>,
+    namespace: String,
+}
+
+impl Client {
+    async fn connect(address: &str, namespace: &str) -> Result<Client> {
+        let path = std::path::PathBuf::from(address);
+        // The URI is not used: every connection is the unix socket.
+        let channel = Endpoint::from_static("http://[::]")
+            .connect_with_connector(tower::service_fn(move |_| {
+                let path = path.clone();
+                async move {
+                    Ok::<_, std::io::Error>(hyper_util::rt::TokioIo::new(
+                        tokio::net::UnixStream::connect(path).await?,
+                    ))
+                }
+            }))
+            .await?;
+        Ok(Client {
+            grpc: tonic::client::Grpc::new(channel),
+            namespace: namespace.to_string(),
+        })
+    }
+
+    fn request<T>(&self, message: T) -> Request<T> {
+        let mut request = Request::new(message);
+        if let Ok(value) = self.namespace.parse() {
+            request.metadata_mut().insert("containerd-namespace", value);
+        }
+        request
+    }
+
+    async fn unary<Q, A>(&mut self, path: &'static str, message: Q) -> Result<A, tonic::Status>
+    where
+        Q: prost::Message + Send + Sync + 'static,
+        A: prost::Message + Default + Send + Sync + 'static,
+    {
+        self.grpc
+            .ready()
+            .await
+            .map_err(|e| tonic::Status::unavailable(e.to_string()))?;
+        let codec = tonic_prost::ProstCodec::<Q, A>::default();
+        let request = self.request(message);
+        let path = http::uri::PathAndQuery::from_static(path);
+        Ok(self.grpc.unary(request, path, codec).await?.into_inner())
+    }
+
+    async fn read(
+        &mut self,
+        message: ReadContentRequest,
+    ) -> Result<tonic::Streaming<ReadContentResponse>, tonic::Status> {
+        self.grpc
+            .ready()
+            .await
+            .map_err(|e| tonic::Status::unavailable(e.to_string()))?;
+        let codec = tonic_prost::ProstCodec::<ReadContentRequest, ReadContentResponse>::default();
+        let request = self.request(message);
+        let path = http::uri::PathAndQuery::from_static(READ_CONTENT);
+        Ok(self
+            .grpc
+            .server_streaming(request, path, codec)
+            .await?
+            .into_inner())
+    }
+}
 
 /// Layer media types that hold a module or a component as it is.
 pub const WASM_LAYER_TYPES: &[&str] = &[
@@ -36,46 +180,40 @@ struct Descriptor {
 pub fn wasm_layer(address: &str, namespace: &str, id: &str) -> Result<Option<Vec<u8>>> {
     let (address, namespace, id) = (address.to_string(), namespace.to_string(), id.to_string());
     wasmtime_wasi::runtime::in_tokio(async move {
-        let channel = containerd_client::connect(&address)
+        let mut client = Client::connect(&address, &namespace)
             .await
             .with_context(|| format!("cannot connect to containerd at {address}"))?;
-        let container = ContainersClient::new(channel.clone())
-            .get(namespaced(
-                GetContainerRequest { id: id.clone() },
-                &namespace,
-            ))
+        let container = client
+            .unary::<_, GetContainerResponse>(GET_CONTAINER, GetContainerRequest { id: id.clone() })
             .await
             .map_err(|status| anyhow!("container {id}: {}", status.message()))?
-            .into_inner()
             .container
             .ok_or_else(|| anyhow!("container {id}: containerd returned no container"))?;
         if container.image.is_empty() {
             return Ok(None);
         }
-        let image = ImagesClient::new(channel.clone())
-            .get(namespaced(
+        let image = client
+            .unary::<_, GetImageResponse>(
+                GET_IMAGE,
                 GetImageRequest {
                     name: container.image.clone(),
                 },
-                &namespace,
-            ))
+            )
             .await
             .map_err(|status| anyhow!("image {}: {}", container.image, status.message()))?
-            .into_inner()
             .image
             .and_then(|image| image.target)
             .ok_or_else(|| anyhow!("image {}: no target", container.image))?;
-        let mut content = ContentClient::new(channel);
         let mut target = Descriptor {
             media_type: image.media_type,
             digest: image.digest,
             size: image.size,
         };
         if is_index(&target.media_type) {
-            let index = read_json(&mut content, &namespace, &target).await?;
+            let index = read_json(&mut client, &target).await?;
             target = pick_manifest(&index)?;
         }
-        let manifest = read_json(&mut content, &namespace, &target).await?;
+        let manifest = read_json(&mut client, &target).await?;
         let Some(layer) = wasm_layer_of(&manifest)? else {
             return Ok(None);
         };
@@ -85,18 +223,8 @@ pub fn wasm_layer(address: &str, namespace: &str, id: &str) -> Result<Option<Vec
                 layer.size
             );
         }
-        read(&mut content, &namespace, &layer, LAYER_LIMIT)
-            .await
-            .map(Some)
+        read(&mut client, &layer, LAYER_LIMIT).await.map(Some)
     })
-}
-
-fn namespaced<T>(message: T, namespace: &str) -> Request<T> {
-    let mut request = Request::new(message);
-    if let Ok(value) = namespace.parse() {
-        request.metadata_mut().insert("containerd-namespace", value);
-    }
-    request
 }
 
 fn is_index(media_type: &str) -> bool {
@@ -151,11 +279,7 @@ fn wasm_layer_of(manifest: &Value) -> Result<Option<Descriptor>> {
         .find(|layer| WASM_LAYER_TYPES.contains(&layer.media_type.as_str())))
 }
 
-async fn read_json(
-    content: &mut ContentClient<tonic::transport::Channel>,
-    namespace: &str,
-    target: &Descriptor,
-) -> Result<Value> {
+async fn read_json(client: &mut Client, target: &Descriptor) -> Result<Value> {
     if target.size > MANIFEST_LIMIT {
         bail!(
             "manifest {} is too large: {} bytes",
@@ -163,27 +287,21 @@ async fn read_json(
             target.size
         );
     }
-    let bytes = read(content, namespace, target, MANIFEST_LIMIT).await?;
+    let bytes = read(client, target, MANIFEST_LIMIT).await?;
     serde_json::from_slice(&bytes).with_context(|| format!("manifest {}", target.digest))
 }
 
 /// Reads a blob, never more than `limit` bytes nor more than its descriptor says.
-async fn read(
-    content: &mut ContentClient<tonic::transport::Channel>,
-    namespace: &str,
-    target: &Descriptor,
-    limit: i64,
-) -> Result<Vec<u8>> {
+async fn read(client: &mut Client, target: &Descriptor, limit: i64) -> Result<Vec<u8>> {
     let request = ReadContentRequest {
         digest: target.digest.clone(),
         offset: 0,
         size: 0,
     };
-    let mut stream = content
-        .read(namespaced(request, namespace))
+    let mut stream = client
+        .read(request)
         .await
-        .map_err(|status| anyhow!("content {}: {}", target.digest, status.message()))?
-        .into_inner();
+        .map_err(|status| anyhow!("content {}: {}", target.digest, status.message()))?;
     let bound = target.size.min(limit).max(0) as usize;
     // Grown as the chunks come, not reserved on the descriptor's word.
     let mut bytes = Vec::with_capacity(bound.min(16 << 20));

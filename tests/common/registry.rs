@@ -13,8 +13,30 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 use tempfile::TempDir;
 
-/// Where Debian's package puts the registry.
-const REGISTRY_BINARY: &str = "/usr/bin/docker-registry";
+/// Where Debian's package puts the registry when it is installed.
+const INSTALLED_REGISTRY: &str = "/usr/bin/docker-registry";
+
+/// The registry program: Debian's installed one, else the same package fetched
+/// by `.ci/docker-registry` into `target/debian` (run here, once, when needed).
+fn registry_binary() -> &'static Path {
+    static BINARY: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
+    BINARY.get_or_init(|| {
+        if Path::new(INSTALLED_REGISTRY).exists() {
+            return PathBuf::from(INSTALLED_REGISTRY);
+        }
+        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join(".ci/docker-registry");
+        let out = Command::new(&script)
+            .stderr(Stdio::inherit())
+            .output()
+            .expect("run .ci/docker-registry");
+        assert!(
+            out.status.success(),
+            ".ci/docker-registry could not fetch Debian's registry: the pull tests need it \
+             (or: apt-get install -y docker-registry)"
+        );
+        PathBuf::from(String::from_utf8(out.stdout).unwrap().trim()).join("docker-registry")
+    })
+}
 
 /// The oras manifest shape: config `application/vnd.wasm.config.v0+json`, layer `application/wasm`.
 pub const WASM_CONFIG: &str = "application/vnd.wasm.config.v0+json";
@@ -48,10 +70,6 @@ impl Registry {
     }
 
     fn launch(credentials: Option<(String, String)>, bind: &str) -> Registry {
-        assert!(
-            Path::new(REGISTRY_BINARY).exists(),
-            "the pull tests need Debian's registry: apt-get install -y docker-registry"
-        );
         let dir = tempfile::tempdir().unwrap();
         let storage = dir.path().join("storage");
         std::fs::create_dir(&storage).unwrap();
@@ -85,7 +103,7 @@ impl Registry {
             )
             .unwrap();
             let log = std::fs::File::create(&log_file).unwrap();
-            let mut child = Command::new(REGISTRY_BINARY)
+            let mut child = Command::new(registry_binary())
                 .arg("serve")
                 .arg(&config)
                 .stdin(Stdio::null())
