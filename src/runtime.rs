@@ -439,9 +439,19 @@ impl WasmRuntime {
     {
         let service = self.service(id)?;
         let served = service.served().clone();
-        Ok(wasmtime_wasi::runtime::in_tokio(
-            crate::serve::request::respond(served, request),
-        ))
+        // The request goes to the runtime the service's server runs on, and
+        // this thread waits for its answer: so this blocks, and works, from
+        // any thread — inside another async runtime too (where it blocks that
+        // runtime's thread: call it from `spawn_blocking` there).
+        let (sent, answer) = std::sync::mpsc::sync_channel(1);
+        let runtime = served.runtime.clone();
+        drop(runtime.spawn(async move {
+            let _ = sent.send(crate::serve::request::respond(served, request).await);
+        }));
+        answer.recv().map_err(|_| Error::Failed {
+            id: id.clone(),
+            reason: "the service stopped before it answered".into(),
+        })
     }
 
     fn service(&self, id: &ContainerId) -> Result<Arc<Service>> {

@@ -83,6 +83,7 @@ fn a_request_body_streams_through_the_handler_and_back() {
     );
     assert_eq!(reply.body.len(), body.len());
     assert!(reply.body == body);
+    assert!(reply.complete, "the echo ended with its last chunk");
     // A chunked request body streams in as well.
     let mut stream = TcpStream::connect(address).unwrap();
     stream.set_read_timeout(Some(NO_HANG)).unwrap();
@@ -464,9 +465,11 @@ fn a_response_body_past_its_bound_is_cut_off() {
     let (_id, address) = serve(&rt, "talkative", &service_spec(), &echo_handler());
     let small = send(address, "POST", "/echo", "", &vec![b'a'; 1000]);
     assert_eq!((small.status, small.body.len()), (200, 1000));
+    assert!(small.complete);
     // The echo sends back 200 KiB: the client gets at most the bound, and no clean end.
     let big = send(address, "POST", "/echo", "", &vec![b'b'; 200 * 1024]);
     assert_eq!(big.status, 200);
+    assert!(!big.complete, "a body cut off at its bound ended cleanly");
     assert!(
         big.body.len() <= 64 * 1024 + 4096,
         "{} bytes came through",

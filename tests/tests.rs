@@ -11,6 +11,7 @@ mod docs;
 mod engine;
 mod entry;
 mod hostile;
+mod hostile_clients;
 mod http;
 mod isolation;
 mod limits;

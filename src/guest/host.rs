@@ -128,6 +128,9 @@ pub(crate) struct MemoryLimiter {
     memory_bytes: u64,
     /// Host bytes of every table of the store.
     table_bytes: u64,
+    /// A budget the store shares with others (a service's request instances):
+    /// what the store holds is taken from it, and given back when it is dropped.
+    shared: Option<Arc<MemoryBudget>>,
 }
 
 impl MemoryLimiter {
@@ -138,6 +141,24 @@ impl MemoryLimiter {
             stats,
             memory_bytes: 0,
             table_bytes: 0,
+            shared: None,
+        }
+    }
+
+    /// The limiter, also taking what the store holds from `budget`.
+    pub(crate) fn sharing(mut self, budget: Option<Arc<MemoryBudget>>) -> Self {
+        self.shared = budget;
+        self
+    }
+
+    /// Takes `added` bytes from the shared budget, if there is one; a refusal
+    /// traps with [`MemoryBudgetFull`] (the budget is busy, not the guest wrong).
+    fn take_shared(&self, added: u64) -> wasmtime::Result<()> {
+        match &self.shared {
+            Some(budget) if !budget.take(added) => Err(wasmtime::Error::new(MemoryBudgetFull {
+                limit: budget.limit,
+            })),
+            _ => Ok(()),
         }
     }
 
@@ -154,6 +175,83 @@ impl MemoryLimiter {
         }
     }
 }
+
+impl Drop for MemoryLimiter {
+    fn drop(&mut self) {
+        if let Some(budget) = &self.shared {
+            budget.give_back(self.memory_bytes.saturating_add(self.table_bytes));
+        }
+    }
+}
+
+/// Memory several stores share: a service's request instances together hold at
+/// most `limit` bytes of linear memories and tables.
+#[derive(Debug)]
+pub(crate) struct MemoryBudget {
+    pub(crate) limit: u64,
+    used: std::sync::atomic::AtomicU64,
+    peak: std::sync::atomic::AtomicU64,
+}
+
+impl MemoryBudget {
+    pub(crate) fn new(limit: u64) -> Self {
+        MemoryBudget {
+            limit,
+            used: std::sync::atomic::AtomicU64::new(0),
+            peak: std::sync::atomic::AtomicU64::new(0),
+        }
+    }
+
+    /// The most bytes they held at once.
+    pub(crate) fn peak(&self) -> u64 {
+        self.peak.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// Bytes the stores sharing it hold now.
+    pub(crate) fn used(&self) -> u64 {
+        self.used.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    fn take(&self, bytes: u64) -> bool {
+        use std::sync::atomic::Ordering::AcqRel;
+        match self
+            .used
+            .fetch_update(AcqRel, std::sync::atomic::Ordering::Acquire, |used| {
+                used.checked_add(bytes).filter(|&total| total <= self.limit)
+            }) {
+            Ok(before) => {
+                self.peak
+                    .fetch_max(before + bytes, std::sync::atomic::Ordering::Relaxed);
+                true
+            }
+            Err(_) => false,
+        }
+    }
+
+    fn give_back(&self, bytes: u64) {
+        self.used
+            .fetch_sub(bytes, std::sync::atomic::Ordering::AcqRel);
+    }
+}
+
+/// The error a store traps with when the budget it shares has no room: a
+/// request answered `503` (try again), not a fault of its handler.
+#[derive(Debug)]
+pub(crate) struct MemoryBudgetFull {
+    pub(crate) limit: u64,
+}
+
+impl fmt::Display for MemoryBudgetFull {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "the service's memory budget of {} bytes is in use by its other requests",
+            self.limit
+        )
+    }
+}
+
+impl std::error::Error for MemoryBudgetFull {}
 
 /// The error a refused `memory.grow` traps with when the spec asks for a trap.
 #[derive(Debug)]
@@ -186,6 +284,7 @@ impl wasmtime::ResourceLimiter for MemoryLimiter {
         if !self.admits(memory.saturating_add(self.table_bytes), memory)? {
             return Ok(false);
         }
+        self.take_shared(added)?;
         self.memory_bytes = memory;
         self.stats.grew(current, desired);
         Ok(true)
@@ -205,6 +304,7 @@ impl wasmtime::ResourceLimiter for MemoryLimiter {
         if !self.admits(self.memory_bytes.saturating_add(tables), self.memory_bytes)? {
             return Ok(false);
         }
+        self.take_shared(added)?;
         self.table_bytes = tables;
         Ok(true)
     }

@@ -189,7 +189,9 @@ impl Instance {
     /// queued, or still compiling) ends now as stopped; a running one is told
     /// to stop at its next poll, and its task is woken for it.
     pub(crate) fn request_stop(&self) {
-        self.request_stop_within(self.plan.stop_grace);
+        // A service drains for most of the grace, so that it ended within it.
+        let grace = self.plan.stop_grace;
+        self.request_stop_within(grace.saturating_sub(grace / 10));
     }
 
     /// As [`Instance::request_stop`]; a served container lets its requests in

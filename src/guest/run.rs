@@ -47,17 +47,19 @@ pub(crate) fn new_store(
     stats: &Arc<StatsCell>,
     fuel_slice: u64,
 ) -> Result<(Store<HostState>, u64), RunError> {
-    let mut store = Store::new(
-        engine,
-        HostState {
-            wasi,
-            limiter: MemoryLimiter::new(
-                plan.memory_limit,
-                plan.trap_on_grow_failure,
-                stats.clone(),
-            ),
-        },
-    );
+    let limiter = MemoryLimiter::new(plan.memory_limit, plan.trap_on_grow_failure, stats.clone());
+    store_with(engine, wasi, plan, limiter, fuel_slice)
+}
+
+/// A fresh store as [`new_store`] makes it, with this memory limiter.
+pub(crate) fn store_with(
+    engine: &wasmtime::Engine,
+    wasi: super::host::Wasi,
+    plan: &RunPlan,
+    limiter: MemoryLimiter,
+    fuel_slice: u64,
+) -> Result<(Store<HostState>, u64), RunError> {
+    let mut store = Store::new(engine, HostState { wasi, limiter });
     store.limiter(|state| &mut state.limiter);
     // The component model's own handle tables — resources, and WASI 0.3's
     // streams, futures, waitables and subtasks — share the resource cap.

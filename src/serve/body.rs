@@ -53,19 +53,68 @@ pub struct ResponseBody {
     inner: UnsyncBoxBody<Bytes, io::Error>,
     /// Data read from a frame but not yet handed to a `read` caller.
     pending: Bytes,
+    /// Held while the body is (a connection's request is busy until its answer is sent).
+    hold: Option<Box<dyn Send>>,
+}
+
+/// Set when a request's instance ended other than by returning (stopped, past
+/// its deadline, trapped, out of fuel) — before its store, and so the handler's
+/// body, is dropped. wasmtime-wasi-http ends a dropped body as if it were
+/// finished; a body that ends with this set ends in an error instead, so a
+/// client never takes a cut-off response for a whole one (HTTP/1.1: the
+/// connection is reset without the last chunk; HTTP/2: `RST_STREAM`).
+#[derive(Clone, Default)]
+pub(crate) struct CutOff(Arc<AtomicBool>);
+
+impl CutOff {
+    pub(crate) fn set(&self) {
+        self.0.store(true, Ordering::Release);
+    }
+
+    fn is_set(&self) -> bool {
+        self.0.load(Ordering::Acquire)
+    }
+}
+
+/// Sets its [`CutOff`] when dropped unless the run returned: armed around a
+/// handler's run, so that every way out but a normal return (a stop, a
+/// deadline, a trap, the task dropped with the runtime) marks its body.
+pub(crate) struct CutOffGuard(Option<CutOff>);
+
+impl CutOffGuard {
+    pub(crate) fn arm(cut: &CutOff) -> Self {
+        CutOffGuard(Some(cut.clone()))
+    }
+
+    /// The handler returned normally: its body ends as it ends.
+    pub(crate) fn disarm(mut self) {
+        self.0 = None;
+    }
+}
+
+impl Drop for CutOffGuard {
+    fn drop(&mut self) {
+        if let Some(cut) = self.0.take() {
+            cut.set();
+        }
+    }
 }
 
 impl ResponseBody {
-    /// The handler's body, bounded at `limit` bytes.
-    pub(crate) fn streamed<B>(body: B, limit: u64) -> Self
+    /// The handler's body, bounded at `limit` bytes; it ends in an error when
+    /// `cut` says the instance did not end normally.
+    pub(crate) fn streamed<B>(body: B, limit: u64, cut: CutOff) -> Self
     where
         B: Body<Data = Bytes, Error = wasmtime_wasi_http::Error> + Send + 'static,
     {
         let mut sent = 0u64;
-        let inner = body
-            .map_err(|e| io::Error::other(e.to_string()))
-            .map_frame(|frame| frame)
-            .boxed_unsync();
+        let inner = CutOffBody {
+            inner: body
+                .map_err(|e| io::Error::other(e.to_string()))
+                .boxed_unsync(),
+            cut,
+        }
+        .boxed_unsync();
         let bounded = Bounded {
             inner,
             check: Box::new(move |len| {
@@ -83,6 +132,7 @@ impl ResponseBody {
         ResponseBody {
             inner: bounded.boxed_unsync(),
             pending: Bytes::new(),
+            hold: None,
         }
     }
 
@@ -93,7 +143,14 @@ impl ResponseBody {
                 .map_err(|never| match never {})
                 .boxed_unsync(),
             pending: Bytes::new(),
+            hold: None,
         }
+    }
+
+    /// The body, holding `guard` until it is dropped.
+    pub(crate) fn holding(mut self, guard: impl Send + 'static) -> Self {
+        self.hold = Some(Box::new(guard));
+        self
     }
 }
 
@@ -167,6 +224,38 @@ fn block_on_frame(
             return frame;
         }
         std::thread::park();
+    }
+}
+
+/// A handler's body whose end is an error when its instance was cut off.
+struct CutOffBody {
+    inner: UnsyncBoxBody<Bytes, io::Error>,
+    cut: CutOff,
+}
+
+impl Body for CutOffBody {
+    type Data = Bytes;
+    type Error = io::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, io::Error>>> {
+        match Pin::new(&mut self.inner).poll_frame(cx) {
+            Poll::Ready(None) if self.cut.is_set() => Poll::Ready(Some(Err(io::Error::other(
+                "the handler ended before it finished its response body: cut off",
+            )))),
+            other => other,
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        // Its end must be polled, to be told a cut-off one.
+        false
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
     }
 }
 

@@ -12,7 +12,8 @@
 //! - [`p2`]: a request's handler, and the `wasi:http/incoming-handler@0.2` world;
 //! - [`p3`]: the `wasi:http/handler@0.3` world (a handler world is one file);
 //! - [`body`]: bounded request and response bodies;
-//! - [`stats`]: counters and latency percentiles.
+//! - [`stats`]: counters and latency percentiles;
+//! - [`watch`]: every phase of a connection timed.
 
 pub(crate) mod body;
 pub(crate) mod gate;
@@ -21,6 +22,7 @@ pub(crate) mod p3;
 pub(crate) mod request;
 pub(crate) mod server;
 pub(crate) mod stats;
+pub(crate) mod watch;
 
 pub use body::ResponseBody;
 

@@ -3,13 +3,14 @@
 //! service when the handler could not (`500` trap, `504` deadline, `413` body
 //! too large, `503` stopping or full).
 
-use super::body::{request_body, RequestBody, ResponseBody};
+use super::body::{request_body, CutOff, CutOffGuard, RequestBody, ResponseBody};
 use super::gate::Place;
 use super::p2::{Answer, Handler};
-use super::server::Served;
+use super::server::{NotReady, Served};
+use crate::guest::host::{MemoryBudgetFull, MemoryLimiter};
 use crate::guest::instance::Control;
 use crate::guest::logs::RequestOutput;
-use crate::guest::run::{classify, drive, new_store, record_fuel, Driven, RunError};
+use crate::guest::run::{classify, drive, record_fuel, store_with, Driven, RunError};
 use crate::guest::stats::StatsCell;
 use crate::guest::wasi::build_wasi;
 use crate::scheduler::{CpuMark, Job, Task};
@@ -29,6 +30,8 @@ enum Reply {
     Answered(Answer),
     /// The instance ended without setting one.
     Ended(Outcome),
+    /// The service could not take it now (see `RequestJob::busy`).
+    Busy(String),
 }
 
 /// Answers `request`: the response head once the handler set it (its body
@@ -52,9 +55,19 @@ where
     B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
 {
     let config = &served.shared.config;
-    if request.uri().authority().is_none() && !request.headers().contains_key(header::HOST) {
+    let host = request.headers().get(header::HOST);
+    if request.uri().authority().is_none() && host.is_none() {
         return (
             plain(StatusCode::BAD_REQUEST, "a request needs a Host header"),
+            false,
+        );
+    }
+    if host.is_some_and(|host| host.to_str().is_err()) {
+        return (
+            plain(
+                StatusCode::BAD_REQUEST,
+                "the Host header is not visible ASCII",
+            ),
             false,
         );
     }
@@ -64,20 +77,14 @@ where
     }
     let Some(place) = served.gate.enter().await else {
         served.stats.refused();
-        let mut response = plain(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "too many requests in flight: try again",
-        );
-        response
-            .headers_mut()
-            .insert(header::RETRY_AFTER, http::HeaderValue::from_static("1"));
-        return (response, false);
+        return (try_again("too many requests in flight"), false);
     };
     let exceeded = Arc::new(AtomicBool::new(false));
-    let line = format!("{} {}", request.method(), request.uri());
+    let line = request_line(&request);
     let request = request.map(|body| request_body(body, limit, exceeded.clone()));
     let (reply, replied) = oneshot::channel();
-    let job = RequestJob::start(served, place, line, reply, request);
+    let cut = CutOff::default();
+    let job = RequestJob::start(served, place, line, reply, request, cut.clone());
     let mut cancel = CancelOnDrop(Some(Arc::downgrade(&job)));
     drop(job);
     let replied = replied.await;
@@ -85,7 +92,7 @@ where
     cancel.0 = None;
     match replied {
         Ok(Reply::Answered(Ok(response))) => (
-            response.map(|body| ResponseBody::streamed(body, config.http_max_response_body)),
+            response.map(|body| ResponseBody::streamed(body, config.http_max_response_body, cut)),
             true,
         ),
         Ok(Reply::Answered(Err(error))) => (
@@ -97,6 +104,7 @@ where
         ),
         Ok(Reply::Ended(_)) if exceeded.load(Ordering::Acquire) => (too_large(limit), false),
         Ok(Reply::Ended(outcome)) => (unanswered(&outcome), false),
+        Ok(Reply::Busy(reason)) => (try_again(&reason), false),
         Err(_) => (
             plain(StatusCode::SERVICE_UNAVAILABLE, "the service is stopping"),
             false,
@@ -121,6 +129,36 @@ fn unanswered(outcome: &Outcome) -> Response<ResponseBody> {
             &format!("the handler failed: {other}"),
         ),
     }
+}
+
+/// The most bytes of a request's target its log lines quote.
+const LOGGED_TARGET: usize = 256;
+
+/// "GET /path" for log lines, the target cut at [`LOGGED_TARGET`] bytes (a
+/// client chooses it: up to `http_max_header_bytes` of it).
+fn request_line<B>(request: &Request<B>) -> String {
+    let target = request.uri().to_string();
+    match target.char_indices().nth(LOGGED_TARGET) {
+        Some((cut, _)) => format!(
+            "{} {}… ({} bytes)",
+            request.method(),
+            &target[..cut],
+            target.len()
+        ),
+        None => format!("{} {target}", request.method()),
+    }
+}
+
+/// `503` with `Retry-After`: the service is busy, not the request wrong.
+fn try_again(reason: &str) -> Response<ResponseBody> {
+    let mut response = plain(
+        StatusCode::SERVICE_UNAVAILABLE,
+        &format!("{reason}: try again"),
+    );
+    response
+        .headers_mut()
+        .insert(header::RETRY_AFTER, http::HeaderValue::from_static("1"));
+    response
 }
 
 fn too_large(limit: u64) -> Response<ResponseBody> {
@@ -174,6 +212,11 @@ pub(crate) struct RequestJob {
     reply: Mutex<Option<oneshot::Sender<Reply>>>,
     /// Its place in flight, given back as it ends.
     place: Mutex<Option<Place>>,
+    /// Set when its instance ends other than by returning.
+    cut: CutOff,
+    /// Why the service could not take it now (its memory budget full, its
+    /// on-demand code compiling): answered `503`, try again.
+    busy: Mutex<Option<String>>,
 }
 
 impl RequestJob {
@@ -184,6 +227,7 @@ impl RequestJob {
         line: String,
         reply: oneshot::Sender<Reply>,
         request: Request<RequestBody>,
+        cut: CutOff,
     ) -> Arc<RequestJob> {
         let id = served.next_request();
         let job = Arc::new(RequestJob {
@@ -191,11 +235,13 @@ impl RequestJob {
             served: served.clone(),
             line,
             control: Control::default(),
-            stats: Arc::new(StatsCell::new(served.instance.plan.memory_limit)),
+            stats: Arc::new(StatsCell::new(Some(served.instance_memory))),
             output: RequestOutput::new(id),
             ended: AtomicBool::new(false),
             reply: Mutex::new(Some(reply)),
             place: Mutex::new(Some(place)),
+            cut,
+            busy: Mutex::new(None),
         });
         served.stats.request_began(id, &job.stats);
         served.track(id, &job);
@@ -236,14 +282,25 @@ async fn run(job: Arc<RequestJob>, request: Request<RequestBody>) -> Outcome {
         if e.downcast_ref::<PoolConcurrencyLimitError>().is_some() && request.is_some() {
             job.stats.forget_memory();
             outcome = match served.on_demand() {
-                Ok(handler) => attempt(&job, handler, &mut request, deadline).await,
-                Err(reason) => return Outcome::Failed(reason),
+                Ok(handler) => attempt(&job, &handler, &mut request, deadline).await,
+                Err(NotReady::Busy(reason)) => {
+                    *job.busy.lock() = Some(reason.clone());
+                    return Outcome::Failed(reason);
+                }
+                Err(NotReady::Failed(reason)) => return Outcome::Failed(reason),
             };
         }
     }
     match outcome {
         Ok(outcome) => outcome,
-        Err(error) => classify(error, plan),
+        Err(error) => {
+            if let RunError::Setup(e) | RunError::Guest(e) = &error {
+                if let Some(full) = e.downcast_ref::<MemoryBudgetFull>() {
+                    *job.busy.lock() = Some(full.to_string());
+                }
+            }
+            classify(error, plan)
+        }
     }
 }
 
@@ -257,23 +314,38 @@ async fn attempt(
     let plan = &served.instance.plan;
     let wasi =
         build_wasi(&served.instance, true, Some(&job.output)).map_err(RunError::CannotRun)?;
-    let (mut store, budget) = new_store(
+    let limiter = MemoryLimiter::new(
+        Some(served.instance_memory),
+        plan.trap_on_grow_failure,
+        job.stats.clone(),
+    )
+    .sharing(Some(served.memory.clone()));
+    let (mut store, budget) = store_with(
         &handler.engine,
         wasi,
         plan,
-        &job.stats,
+        limiter,
         served.shared.config.fuel_slice,
     )?;
     let answer = {
         let job = job.clone();
         move |answer| job.answered(answer)
     };
+    // Dropped before the store (and the handler's body with it) unless the
+    // handler returns: a stop, a deadline, a trap or a dropped task cut its body off.
+    let guard = CutOffGuard::arm(&job.cut);
     let driven = drive(
         handler.handle(&mut store, request, answer),
         &job.control,
         deadline,
     )
     .await;
+    // A setup error (no instance, so no body yet) may be retried on another engine.
+    if matches!(driven, Driven::Finished(Ok(()) | Err(RunError::Setup(_)))) {
+        guard.disarm();
+    } else {
+        drop(guard);
+    }
     record_fuel(&store, budget, &job.stats);
     Ok(match driven {
         Driven::Finished(Ok(())) => Outcome::Exited(0),
@@ -336,7 +408,10 @@ impl Job for RequestJob {
         // The place is back before the client hears the end: its next request finds it.
         drop(self.place.lock().take());
         if let Some(reply) = self.reply.lock().take() {
-            let _ = reply.send(Reply::Ended(outcome));
+            let _ = reply.send(match self.busy.lock().take() {
+                Some(reason) => Reply::Busy(reason),
+                None => Reply::Ended(outcome),
+            });
         }
     }
 

@@ -5,14 +5,19 @@
 //! its own connection task, while its handler runs on the scheduler.
 //!
 //! Bounds a client meets: `http_max_connections` (past it a new connection is
-//! closed at once), `http_header_timeout` (a request head must arrive within
-//! it, and an idle keep-alive connection is closed after it), header count
-//! and bytes (`431`), the in-flight gate (`503`), body sizes (`413`).
+//! closed at once), every phase of a connection timed ([`super::watch`]:
+//! `http_header_timeout` while it has no request in hand — first bytes, a
+//! head, idle keep-alive, HTTP/2 with no stream — and `http_write_timeout`
+//! for an answer it does not read), header count and bytes (`431`), HTTP/2
+//! streams, flow-control windows and resets per connection, the in-flight
+//! gate (`503`), body sizes (`413`).
 
 use super::gate::Gate;
 use super::p2::Handler;
 use super::request::{self, RequestJob};
 use super::stats::ServiceStats;
+use super::watch::{Activity, Busy, Watched};
+use crate::guest::host::MemoryBudget;
 use crate::guest::instance::Serving;
 use crate::guest::{Instance, Shared};
 use crate::scheduler::{RunQueue, Timers};
@@ -27,13 +32,19 @@ use std::collections::HashMap;
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::pin::pin;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, OnceLock, Weak};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Weak};
 use std::time::{Duration, Instant};
-use wasmtime_wasi::runtime::AbortOnDropJoinHandle;
 
 /// How long a stopped service's connections may take to write their last answers.
 const FLUSH: Duration = Duration::from_millis(100);
+/// HTTP/2 flow-control windows: what a client may send unread, per stream and per connection.
+const H2_STREAM_WINDOW: u32 = 256 << 10;
+const H2_CONNECTION_WINDOW: u32 = 1 << 20;
+/// What an HTTP/2 stream may queue to send before its handler waits.
+const H2_SEND_BUFFER: usize = 256 << 10;
+/// Resets a connection may cause before it is closed (h2's default for pending-accept ones).
+const H2_RESETS: usize = 20;
 
 /// What every request of one service needs.
 pub(crate) struct Served {
@@ -44,12 +55,39 @@ pub(crate) struct Served {
     /// The handler on the engine its artifact was compiled for.
     pub(crate) handler: Handler,
     /// The handler on the on-demand engine, made when first needed.
-    on_demand: OnceLock<std::result::Result<Handler, String>>,
+    on_demand: Mutex<OnDemand>,
     pub(crate) gate: Gate,
     pub(crate) stats: Arc<ServiceStats>,
+    /// What all its request instances may hold together (`http_service_memory`).
+    pub(crate) memory: Arc<MemoryBudget>,
+    /// Each request instance's own limit: the spec's, else `http_instance_memory`.
+    pub(crate) instance_memory: u64,
     /// Requests whose instance runs now, to stop them.
     live: Mutex<HashMap<u64, Weak<RequestJob>>>,
     next_request: AtomicU64,
+    /// Set once the service stops what runs: a request job started after is stopped at once.
+    stopping: AtomicBool,
+    /// The tokio runtime its server runs on, where `handle_request` sends its requests.
+    pub(crate) runtime: tokio::runtime::Handle,
+}
+
+/// The on-demand handler: compiled once by one request while the others that
+/// need it meanwhile are answered `503`; a failure is kept for a while, then tried again.
+enum OnDemand {
+    Idle,
+    Compiling,
+    Ready(Arc<Handler>),
+    Failed(String, Instant),
+}
+
+/// How long an on-demand compile failure is answered before it is tried again.
+const ON_DEMAND_RETRY: Duration = Duration::from_secs(10);
+
+/// Why the on-demand handler cannot take a request now.
+pub(crate) enum NotReady {
+    /// Another request is compiling it: try again.
+    Busy(String),
+    Failed(String),
 }
 
 impl Served {
@@ -59,6 +97,10 @@ impl Served {
 
     pub(crate) fn track(&self, id: u64, job: &Arc<RequestJob>) {
         self.live.lock().insert(id, Arc::downgrade(job));
+        // Checked after it is tracked, so that `stop_live` misses no job.
+        if self.stopping.load(Ordering::Acquire) {
+            job.control.request_stop();
+        }
     }
 
     pub(crate) fn untrack(&self, id: u64) {
@@ -66,23 +108,48 @@ impl Served {
     }
 
     /// The handler for a request that found every pooled slot taken.
-    pub(crate) fn on_demand(&self) -> std::result::Result<&Handler, String> {
-        self.on_demand
-            .get_or_init(|| {
-                Handler::on_demand(
-                    &self.instance.artifact,
-                    &self.shared.engines,
-                    self.shared.disk.as_ref(),
-                    &self.shared.linking,
-                    self.instance.plan.trap_unknown_imports,
-                )
-            })
-            .as_ref()
-            .map_err(Clone::clone)
+    pub(crate) fn on_demand(&self) -> std::result::Result<Arc<Handler>, NotReady> {
+        {
+            let mut state = self.on_demand.lock();
+            match &*state {
+                OnDemand::Ready(handler) => return Ok(handler.clone()),
+                OnDemand::Compiling => {
+                    return Err(NotReady::Busy(
+                        "the service's code for requests beyond its pooled slots is being compiled"
+                            .into(),
+                    ))
+                }
+                OnDemand::Failed(reason, at) if at.elapsed() < ON_DEMAND_RETRY => {
+                    return Err(NotReady::Failed(reason.clone()))
+                }
+                _ => *state = OnDemand::Compiling,
+            }
+        }
+        // Compiled with no lock held: other workers go on meanwhile.
+        let made = Handler::on_demand(
+            &self.instance.artifact,
+            &self.shared.engines,
+            self.shared.disk.as_ref(),
+            &self.shared.linking,
+            self.instance.plan.trap_unknown_imports,
+        );
+        let mut state = self.on_demand.lock();
+        match made {
+            Ok(handler) => {
+                let handler = Arc::new(handler);
+                *state = OnDemand::Ready(handler.clone());
+                Ok(handler)
+            }
+            Err(reason) => {
+                *state = OnDemand::Failed(reason.clone(), Instant::now());
+                Err(NotReady::Failed(reason))
+            }
+        }
     }
 
-    /// Stops every request instance that runs now.
+    /// Stops every request instance that runs now, and any started after.
     fn stop_live(&self) {
+        self.stopping.store(true, Ordering::Release);
         let live: Vec<_> = self
             .live
             .lock()
@@ -99,10 +166,8 @@ impl Served {
 pub(crate) struct Service {
     served: Arc<Served>,
     address: SocketAddr,
-    /// Sends the drain's deadline to the server task.
-    stop: Mutex<Option<oneshot::Sender<Instant>>>,
-    /// The server task: aborted if the service is dropped while it still runs.
-    _task: AbortOnDropJoinHandle<()>,
+    /// The drain's deadline, to the server task: a later stop may move it sooner.
+    stop: tokio::sync::watch::Sender<Option<Instant>>,
 }
 
 impl Service {
@@ -144,24 +209,40 @@ impl Service {
         let listener = std::net::TcpListener::bind(address).map_err(listen_error)?;
         listener.set_nonblocking(true).map_err(listen_error)?;
         let address = listener.local_addr().map_err(listen_error)?;
+        let memory = Arc::new(MemoryBudget::new(config.http_service_memory));
+        let runtime =
+            wasmtime_wasi::runtime::with_ambient_tokio_runtime(tokio::runtime::Handle::current);
         let served = Arc::new(Served {
             instance: instance.clone(),
             shared: shared.clone(),
             queue: queue.clone(),
             timers: timers.clone(),
             handler,
-            on_demand: OnceLock::new(),
+            on_demand: Mutex::new(OnDemand::Idle),
             gate: Gate::new(
                 config.http_max_in_flight,
                 config.http_max_queued,
                 config.http_queue_timeout,
             ),
-            stats: Arc::new(ServiceStats::new(instance.plan.memory_limit)),
+            stats: Arc::new(ServiceStats::new(memory.clone())),
+            memory,
+            instance_memory: instance
+                .plan
+                .memory_limit
+                .unwrap_or(config.http_instance_memory),
             live: Mutex::new(HashMap::new()),
             next_request: AtomicU64::new(1),
+            stopping: AtomicBool::new(false),
+            runtime,
         });
-        let (stop, stopped) = oneshot::channel();
-        let task = wasmtime_wasi::runtime::spawn(serve(served.clone(), listener, stopped));
+        let (stop, stopped) = tokio::sync::watch::channel(None);
+        // Not aborted when the service is dropped (a removed container): the
+        // task ends by itself once its requests ended, within its bounds.
+        drop(
+            served
+                .runtime
+                .spawn(serve(served.clone(), listener, stopped)),
+        );
         instance.logs.push_lines(
             None,
             LogStream::Runtime,
@@ -171,8 +252,7 @@ impl Service {
         Ok(Arc::new(Service {
             served,
             address,
-            stop: Mutex::new(Some(stop)),
-            _task: task,
+            stop,
         }))
     }
 
@@ -187,13 +267,27 @@ impl Service {
 }
 
 impl Serving for Service {
+    /// A second stop with a shorter grace (a KILL after a TERM, a second
+    /// Ctrl-C) moves the drain's deadline sooner; a longer one changes nothing.
     fn stop(&self, grace: Duration) {
         let deadline = Instant::now()
             .checked_add(grace)
             .unwrap_or_else(|| Instant::now() + Duration::from_secs(365 * 24 * 3600));
-        if let Some(stop) = self.stop.lock().take() {
-            let _ = stop.send(deadline);
-        }
+        self.stop.send_if_modified(|current| match current {
+            Some(earlier) if *earlier <= deadline => false,
+            _ => {
+                *current = Some(deadline);
+                true
+            }
+        });
+    }
+}
+
+impl Drop for Service {
+    /// A service dropped (its container removed) stops now; its server task
+    /// ends once what still runs has stopped.
+    fn drop(&mut self) {
+        Serving::stop(self, Duration::ZERO);
     }
 }
 
@@ -212,18 +306,28 @@ fn builder(config: &WasmConfig) -> auto::Builder<TokioExecutor> {
         .timer(TokioTimer::new())
         .max_concurrent_streams(u32::try_from(config.http_max_in_flight).unwrap_or(u32::MAX))
         .max_header_list_size(u32::try_from(config.http_max_header_bytes).unwrap_or(u32::MAX))
+        // What a client may send that no handler read yet: 256 KiB a stream,
+        // 1 MiB a connection, whatever its number of streams.
+        .initial_stream_window_size(H2_STREAM_WINDOW)
+        .initial_connection_window_size(H2_CONNECTION_WINDOW)
+        .max_send_buf_size(H2_SEND_BUFFER)
+        // Rapid reset (CVE-2023-44487): streams a client opens and resets
+        // before they are served, and streams it makes the server reset, are
+        // bounded; past either the connection is closed (GOAWAY).
+        .max_pending_accept_reset_streams(H2_RESETS)
+        .max_local_error_reset_streams(H2_RESETS)
         .keep_alive_interval(config.http_header_timeout)
         .keep_alive_timeout(config.http_header_timeout);
     builder
 }
 
 /// The server task: accept until told to stop, then drain — connections
-/// finish their requests until the deadline, when what still runs is stopped —
-/// and end the container.
+/// finish their requests until the deadline (which a later stop may move
+/// sooner), when what still runs is stopped — and end the container.
 async fn serve(
     served: Arc<Served>,
     listener: std::net::TcpListener,
-    mut stop: oneshot::Receiver<Instant>,
+    mut stop: tokio::sync::watch::Receiver<Option<Instant>>,
 ) {
     let listener = match tokio::net::TcpListener::from_std(listener) {
         Ok(listener) => listener,
@@ -239,10 +343,11 @@ async fn serve(
     let graceful = GracefulShutdown::new();
     let (hard_stop, hard_stopped) = oneshot::channel::<()>();
     let hard_stopped = hard_stopped.shared();
-    let deadline = loop {
-        let accepted = match select(pin!(listener.accept()), &mut stop).await {
+    loop {
+        let stopped = pin!(stop.wait_for(Option::is_some));
+        let accepted = match select(pin!(listener.accept()), stopped).await {
             Either::Left((accepted, _)) => accepted,
-            Either::Right((deadline, _)) => break deadline.unwrap_or_else(|_| Instant::now()),
+            Either::Right(_) => break,
         };
         let stream = match accepted {
             Ok((stream, _peer)) => stream,
@@ -259,39 +364,69 @@ async fn serve(
         }
         let open = served.stats.connection();
         let _ = stream.set_nodelay(true);
+        let activity = Activity::new();
         let service = {
             let served = served.clone();
+            let activity = activity.clone();
             hyper::service::service_fn(move |request| {
                 let served = served.clone();
-                async move { Ok::<_, Infallible>(request::respond(served, request).await) }
+                // Busy from the request's head until its answer was written whole.
+                let busy = Busy::new(&activity);
+                async move {
+                    let response = request::respond(served, request).await;
+                    Ok::<_, Infallible>(response.map(|body| body.holding(busy)))
+                }
             })
         };
         let connection = graceful.watch(
             builder
-                .serve_connection(TokioIo::new(stream), service)
+                .serve_connection(
+                    TokioIo::new(Watched::new(stream, activity.clone())),
+                    service,
+                )
                 .into_owned(),
         );
         let hard_stopped = hard_stopped.clone();
+        let (quiet, write) = (config.http_header_timeout, config.http_write_timeout);
         tokio::spawn(async move {
             let _open = open;
-            let _ = select(pin!(connection), hard_stopped).await;
+            let expired = pin!(activity.expired(quiet, write));
+            let _ = select(select(pin!(connection), hard_stopped), expired).await;
         });
-    };
+    }
     drop(listener);
     let mut shutdown = pin!(graceful.shutdown());
-    let drained = matches!(
-        select(
-            shutdown.as_mut(),
-            pin!(tokio::time::sleep_until(deadline.into())),
-        )
-        .await,
-        Either::Left(_)
-    );
+    let drained = loop {
+        let deadline = (*stop.borrow_and_update()).unwrap_or_else(Instant::now);
+        let sooner = pin!(async {
+            if stop.changed().await.is_err() {
+                // The service is gone (its stop was sent first): no later stop comes.
+                std::future::pending::<()>().await;
+            }
+        });
+        let timer = pin!(tokio::time::sleep_until(deadline.into()));
+        match select(shutdown.as_mut(), select(timer, sooner)).await {
+            Either::Left(_) => break true,
+            Either::Right((Either::Left(_), _)) => break false,
+            // A later stop: look at its deadline.
+            Either::Right((Either::Right(_), _)) => continue,
+        }
+    };
     served.gate.close();
     if !drained {
         served.stop_live();
     }
-    served.gate.all_back().await;
+    // Stopped instances end at their next fuel slice or host call; a runtime
+    // whose workers are gone never ends them: then the container ends anyway.
+    let all_back = pin!(served.gate.all_back());
+    let bound = pin!(tokio::time::sleep(config.stop_timeout));
+    if let Either::Right(_) = select(all_back, bound).await {
+        log::warn!(
+            "container '{}': request instances still running {:?} after the stop",
+            served.instance.id,
+            config.stop_timeout
+        );
+    }
     if !drained {
         // The stopped requests' answers (503) are ready: let their connections
         // write them and close, briefly, before what is left is cut.

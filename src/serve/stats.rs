@@ -2,6 +2,7 @@
 //! latency percentiles (a fixed log-scale histogram: no allocation per request),
 //! and the resources its request instances used.
 
+use crate::guest::host::MemoryBudget;
 use crate::guest::stats::StatsCell;
 use crate::settings::{ContainerStats, HttpStats};
 use parking_lot::Mutex;
@@ -26,14 +27,14 @@ pub(crate) struct ServiceStats {
     /// CPU, fuel and peak memory of request instances that ended.
     cpu_usec: AtomicU64,
     fuel: AtomicU64,
-    memory_peak: AtomicU64,
     /// Request instances running now, by request number: their live figures.
     live: Mutex<HashMap<u64, Arc<StatsCell>>>,
-    memory_limit: u64,
+    /// The memory all its request instances share: what they hold together.
+    memory: Arc<MemoryBudget>,
 }
 
 impl ServiceStats {
-    pub(crate) fn new(memory_limit: Option<u64>) -> Self {
+    pub(crate) fn new(memory: Arc<MemoryBudget>) -> Self {
         ServiceStats {
             started: Instant::now(),
             served: AtomicU64::new(0),
@@ -43,9 +44,8 @@ impl ServiceStats {
             latency: std::array::from_fn(|_| AtomicU64::new(0)),
             cpu_usec: AtomicU64::new(0),
             fuel: AtomicU64::new(0),
-            memory_peak: AtomicU64::new(0),
             live: Mutex::new(HashMap::new()),
-            memory_limit: memory_limit.unwrap_or(u64::MAX),
+            memory,
         }
     }
 
@@ -88,11 +88,10 @@ impl ServiceStats {
             .fetch_add(figures.cpu_usage_usec, Ordering::Relaxed);
         self.fuel
             .fetch_add(figures.fuel_consumed, Ordering::Relaxed);
-        self.memory_peak
-            .fetch_max(figures.memory_peak_bytes, Ordering::Relaxed);
     }
 
-    /// The container's stats: sums over its request instances, and its requests.
+    /// The container's stats: sums over its request instances (memory: what
+    /// they hold together now, and the most they held at once), and its requests.
     pub(crate) fn snapshot(
         &self,
         log_lines_dropped: u64,
@@ -100,22 +99,18 @@ impl ServiceStats {
     ) -> ContainerStats {
         let mut cpu = self.cpu_usec.load(Ordering::Relaxed);
         let mut fuel = self.fuel.load(Ordering::Relaxed);
-        let mut memory = 0;
-        let mut peak = self.memory_peak.load(Ordering::Relaxed);
         let live: Vec<_> = self.live.lock().values().cloned().collect();
         for cell in &live {
             let figures = cell.snapshot(0);
             cpu += figures.cpu_usage_usec;
             fuel += figures.fuel_consumed;
-            memory += figures.memory_bytes;
-            peak = peak.max(figures.memory_peak_bytes);
         }
         let latency = |q| self.percentile(q);
         ContainerStats {
             cpu_usage_usec: cpu,
-            memory_bytes: memory,
-            memory_peak_bytes: peak,
-            memory_limit: self.memory_limit,
+            memory_bytes: self.memory.used(),
+            memory_peak_bytes: self.memory.peak(),
+            memory_limit: self.memory.limit,
             fuel_consumed: fuel,
             wall_time: ended.unwrap_or_else(Instant::now) - self.started,
             log_lines_dropped,
@@ -182,7 +177,7 @@ mod tests {
 
     #[test]
     fn percentiles_come_from_the_buckets_of_the_answers() {
-        let stats = ServiceStats::new(None);
+        let stats = ServiceStats::new(Arc::new(MemoryBudget::new(u64::MAX)));
         for _ in 0..98 {
             stats.answered(200, Duration::from_micros(100), true);
         }

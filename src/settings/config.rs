@@ -93,9 +93,14 @@ pub struct WasmConfig {
     pub http_queue_timeout: Duration,
     /// The deadline of each request's handler; a spec's `wasm.request_timeout` overrides it.
     pub http_request_timeout: Duration,
-    /// How long a connection may take to send a request's head, and may stay
-    /// idle between requests; past it the connection is closed.
+    /// How long a connection may go without a request in hand — before its
+    /// first bytes, while it sends a request head, idle between keep-alive
+    /// requests, an HTTP/2 connection with no stream open — before it is
+    /// closed; also HTTP/2's PING interval and timeout.
     pub http_header_timeout: Duration,
+    /// How long writing an answer may make no progress (a client that does not
+    /// read) before the connection is closed.
+    pub http_write_timeout: Duration,
     /// The most header fields a request may have (`431` past it).
     pub http_max_headers: usize,
     /// The most bytes a request's head may have (`431` past it); at least 8 KiB.
@@ -104,6 +109,13 @@ pub struct WasmConfig {
     pub http_max_request_body: u64,
     /// The largest response body a handler may send; past it the response is cut off.
     pub http_max_response_body: u64,
+    /// The memory (linear memories and tables) all request instances of one
+    /// service may hold together; a request whose instance would pass it is
+    /// answered `503` with `Retry-After`.
+    pub http_service_memory: u64,
+    /// The memory limit of each request instance of a service whose spec sets
+    /// none (`wasm.max_memory` overrides it).
+    pub http_instance_memory: u64,
 }
 
 impl Default for WasmConfig {
@@ -135,13 +147,19 @@ impl Default for WasmConfig {
             http_queue_timeout: Duration::from_secs(1),
             http_request_timeout: Duration::from_secs(30),
             http_header_timeout: Duration::from_secs(10),
+            http_write_timeout: Duration::from_secs(10),
             http_max_headers: 100,
             http_max_header_bytes: 64 * 1024,
             http_max_request_body: 16 << 20,
             http_max_response_body: 64 << 20,
+            http_service_memory: 2 << 30,
+            http_instance_memory: 256 << 20,
         }
     }
 }
+
+/// The longest timeout a setting may have (`Instant::now() + Duration::MAX` panics).
+const MAX_TIMEOUT: Duration = Duration::from_secs(100 * 365 * 24 * 3600);
 
 /// Most worker threads a runtime may have.
 pub(crate) const MAX_WORKERS: usize = 1024;
@@ -197,6 +215,29 @@ impl WasmConfig {
                 self.http_max_header_bytes.to_string(),
                 "at least 8192 bytes (the HTTP parser's smallest buffer)",
             );
+        }
+        // The connection timers are added to `Instant::now()` (by hyper and
+        // h2 too): one that overflows it would panic every connection. The
+        // other timeouts may be unbounded (`Duration::MAX`).
+        for (field, value) in [
+            ("http_header_timeout", self.http_header_timeout),
+            ("http_write_timeout", self.http_write_timeout),
+        ] {
+            if value > MAX_TIMEOUT {
+                return invalid(field, format!("{value:?}"), "at most 100 years");
+            }
+        }
+        for (field, value) in [
+            ("http_header_timeout", self.http_header_timeout),
+            ("http_write_timeout", self.http_write_timeout),
+        ] {
+            if value.is_zero() {
+                return invalid(
+                    field,
+                    "0s".into(),
+                    "zero would close every connection at once",
+                );
+            }
         }
         if self.max_open_resources < 16 {
             return invalid(

@@ -296,12 +296,70 @@ pub fn with_wit(wit: &str, world: &str, core: &str) -> Vec<u8> {
     module
 }
 
+/// Answers `200` with `chunks` × 4 KiB of body, written as fast as the client takes it.
+pub fn big_handler(chunks: u32) -> Vec<u8> {
+    handler(
+        "(local $stream i32) (local $i i32)",
+        &format!(
+            r#"(local.set $stream (call $begin (local.get $out) (i32.const 200)))
+               (local.set $i (i32.const {chunks}))
+               (loop $more
+                   (call $send (local.get $stream) (i32.const 4096) (i32.const 4096))
+                   (local.set $i (i32.sub (local.get $i) (i32.const 1)))
+                   (br_if $more (local.get $i)))
+               (call $end (local.get $stream))"#
+        ),
+    )
+}
+
+/// Answers `200`, writes `hello\n` of its body, then spins without finishing it.
+pub fn cut_off_handler() -> Vec<u8> {
+    handler(
+        "(local $stream i32)",
+        r#"(local.set $stream (call $begin (local.get $out) (i32.const 200)))
+           (call $send (local.get $stream) (i32.const 1024) (i32.const 6))
+           (loop $forever (br $forever))"#,
+    )
+}
+
+/// Grows its memory by `pages` (traps if refused), then waits for 16 bytes of
+/// the request body before it answers `200 hello`: a request that holds its
+/// memory for as long as its client keeps it waiting.
+pub fn grow_and_wait_handler(pages: u32) -> Vec<u8> {
+    handler(
+        "",
+        &format!(
+            r#"(if (i32.eq (memory.grow (i32.const {pages})) (i32.const -1)) (then unreachable))
+               (call $consume (local.get $req) (i32.const 128))
+               (call $stream (i32.load (i32.const 132)) (i32.const 128))
+               (call $read (i32.load (i32.const 132)) (i64.const 16) (i32.const 128))
+               (call $respond (local.get $out) (i32.const 200) (i32.const 1024) (i32.const 6))"#
+        ),
+    )
+}
+
 /// A response as a client sees it.
-#[derive(Debug)]
 pub struct Reply {
     pub status: u16,
     pub head: String,
     pub body: Vec<u8>,
+    /// Whether the body ended as its framing says a whole one ends: the last
+    /// chunk of a chunked body, all of a `Content-Length`. A cut-off one is not.
+    pub complete: bool,
+}
+
+impl std::fmt::Debug for Reply {
+    /// The head, and the body's length and first bytes (a body may be megabytes).
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let start = String::from_utf8_lossy(&self.body[..self.body.len().min(200)]);
+        f.debug_struct("Reply")
+            .field("status", &self.status)
+            .field("head", &self.head)
+            .field("body_len", &self.body.len())
+            .field("body_start", &start)
+            .field("complete", &self.complete)
+            .finish()
+    }
 }
 
 impl Reply {
@@ -339,54 +397,81 @@ pub fn get(address: SocketAddr, path: &str) -> Reply {
     send(address, "GET", path, "", b"")
 }
 
-/// Reads one response to its end (the server closes the connection after it).
+/// Reads one response to its end (the server closes the connection after it,
+/// or resets it: what came before counts).
 pub fn read_reply(stream: &mut TcpStream) -> Reply {
     let mut raw = Vec::new();
-    let _ = stream.read_to_end(&mut raw);
+    let mut buf = [0u8; 16 * 1024];
+    loop {
+        match stream.read(&mut buf) {
+            Ok(0) | Err(_) => break,
+            Ok(n) => raw.extend_from_slice(&buf[..n]),
+        }
+    }
     parse_reply(&raw)
 }
 
+/// Parses a response with `httparse`: its head, then its body by its framing.
 pub fn parse_reply(raw: &[u8]) -> Reply {
-    let split = raw
-        .windows(4)
-        .position(|w| w == b"\r\n\r\n")
-        .unwrap_or_else(|| panic!("no response head in {:?}", String::from_utf8_lossy(raw)));
-    let head = String::from_utf8_lossy(&raw[..split]).into_owned();
-    let status = head
-        .split_whitespace()
-        .nth(1)
-        .and_then(|s| s.parse().ok())
-        .expect("a status code");
-    let mut body = raw[split + 4..].to_vec();
-    let chunked = head.lines().any(|l| {
-        l.to_ascii_lowercase()
-            .starts_with("transfer-encoding: chunked")
-    });
-    if chunked {
-        body = dechunk(&body);
+    let mut headers = [httparse::EMPTY_HEADER; 64];
+    let mut response = httparse::Response::new(&mut headers);
+    let split = match response.parse(raw) {
+        Ok(httparse::Status::Complete(split)) => split,
+        other => panic!(
+            "no whole response head ({other:?}) in {:?}",
+            String::from_utf8_lossy(raw)
+        ),
+    };
+    let status = response.code.expect("a status code");
+    let value = |name: &str| {
+        response
+            .headers
+            .iter()
+            .find(|h| h.name.eq_ignore_ascii_case(name))
+            .map(|h| String::from_utf8_lossy(h.value).to_ascii_lowercase())
+    };
+    let rest = &raw[split..];
+    let (body, complete) = if value("transfer-encoding").is_some_and(|v| v.contains("chunked")) {
+        dechunk(rest)
+    } else if let Some(length) = value("content-length").and_then(|v| v.trim().parse().ok()) {
+        let length: usize = length;
+        (
+            rest[..rest.len().min(length)].to_vec(),
+            rest.len() >= length,
+        )
+    } else {
+        (rest.to_vec(), true)
+    };
+    let head = String::from_utf8_lossy(&raw[..split.saturating_sub(4)]).into_owned();
+    Reply {
+        status,
+        head,
+        body,
+        complete,
     }
-    Reply { status, head, body }
 }
 
-fn dechunk(mut data: &[u8]) -> Vec<u8> {
+/// A chunked body's data, and whether its last chunk came.
+fn dechunk(mut data: &[u8]) -> (Vec<u8>, bool) {
     let mut out = Vec::new();
     loop {
-        let Some(end) = data.windows(2).position(|w| w == b"\r\n") else {
-            return out;
+        let (start, size) = match httparse::parse_chunk_size(data) {
+            Ok(httparse::Status::Complete(found)) => found,
+            _ => return (out, false),
         };
-        let size = usize::from_str_radix(
-            String::from_utf8_lossy(&data[..end])
-                .split(';')
-                .next()
-                .unwrap()
-                .trim(),
-            16,
-        )
-        .unwrap_or(0);
-        if size == 0 || data.len() < end + 2 + size {
-            return out;
+        let size = size as usize;
+        if size == 0 {
+            // The last chunk; trailers (none here) and the final CRLF follow.
+            return (out, data[start..].ends_with(b"\r\n"));
         }
-        out.extend_from_slice(&data[end + 2..end + 2 + size]);
-        data = &data[end + 2 + size + 2..];
+        let Some(chunk) = data.get(start..start + size) else {
+            out.extend_from_slice(&data[start..]);
+            return (out, false);
+        };
+        out.extend_from_slice(chunk);
+        match data.get(start + size..start + size + 2) {
+            Some(b"\r\n") => data = &data[start + size + 2..],
+            _ => return (out, false),
+        }
     }
 }
