@@ -329,3 +329,66 @@ fn a_container_from_a_file_runs_its_current_bytes() {
         Err(wasmpool::Error::UnreadableArtifact { .. })
     ));
 }
+
+#[test]
+fn a_cache_folder_swapped_while_it_is_read_never_loads_what_was_swapped_in() {
+    use std::os::unix::fs::MetadataExt;
+    use std::sync::atomic::{AtomicBool, Ordering};
+    let base = tempfile::tempdir().unwrap();
+    if std::fs::metadata(base.path()).unwrap().uid() != 0 {
+        // The planted folder must belong to another user: only root can arrange that.
+        eprintln!("SKIPPED: needs root to plant a folder of another user");
+        return;
+    }
+    let (seven, three) = (wasm(&exit_module(7)), wasm(&exit_module(3)));
+    // Ours: the artifact of `exit 3`. Another user's: the artifact of `exit 7`
+    // under the name `exit 3`'s is looked for.
+    let ours = base.path().join("ours");
+    let theirs = base.path().join("theirs");
+    assert_eq!(exit_code_on(&ours, &three), 3);
+    assert_eq!(exit_code_on(&theirs, &seven), 7);
+    let name = cached_files(&ours).remove(0);
+    std::fs::rename(
+        cached_files(&theirs).remove(0),
+        theirs.join("compiled").join(name.file_name().unwrap()),
+    )
+    .unwrap();
+    for path in [
+        theirs.clone(),
+        theirs.join("compiled"),
+        theirs.join("compiled").join(name.file_name().unwrap()),
+    ] {
+        std::os::unix::fs::chown(&path, Some(65534), Some(65534)).unwrap();
+    }
+    // The runtime's cache folder is a link in a folder anyone may write: it
+    // is swapped between ours and theirs as fast as it goes, while runtimes
+    // check and load `exit 3`'s artifact through it.
+    let link = base.path().join("cache");
+    std::os::unix::fs::symlink(&ours, &link).unwrap();
+    let stop = std::sync::Arc::new(AtomicBool::new(false));
+    let swapper = {
+        let (stop, link, ours, theirs) = (stop.clone(), link.clone(), ours.clone(), theirs.clone());
+        std::thread::spawn(move || {
+            let next = link.with_extension("next");
+            let mut flips = 0u64;
+            while !stop.load(Ordering::Relaxed) {
+                for target in [&theirs, &ours] {
+                    let _ = std::fs::remove_file(&next);
+                    std::os::unix::fs::symlink(target, &next).unwrap();
+                    std::fs::rename(&next, &link).unwrap();
+                    flips += 1;
+                }
+            }
+            flips
+        })
+    };
+    let started = std::time::Instant::now();
+    let mut runs = 0;
+    while runs < 300 && started.elapsed() < std::time::Duration::from_secs(20) {
+        let code = exit_code_on(&link, &three);
+        assert_eq!(code, 3, "run {runs}: another user's artifact was loaded");
+        runs += 1;
+    }
+    stop.store(true, Ordering::Relaxed);
+    assert!(swapper.join().unwrap() > 0);
+}

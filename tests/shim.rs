@@ -405,3 +405,185 @@ fn output_a_reader_does_not_take_is_bounded_and_said_while_a_neighbour_runs() {
     );
     assert!(lines.iter().all(|l| *l == line), "a line was cut");
 }
+
+#[test]
+fn an_image_with_a_device_node_or_a_fifo_is_refused_at_create_and_nothing_hangs() {
+    use crate::common::containerd::{tar_of, Entry};
+    let ctrd = Containerd::start("special");
+    // `mknod null c 1 3` in a layer, and a guest that would write to it.
+    let writer = wasm(&crate::common::write_file_module("null"));
+    let reference = "docker.io/library/device:latest";
+    let layer = tar_of(&[
+        Entry::File("app.wasm", &writer),
+        Entry::CharDevice("null", 1, 3),
+    ]);
+    ctrd.import(
+        reference,
+        &Image::rootfs_of(layer, "/app.wasm").tar(reference),
+    );
+    let out = ctrd.run(&[], reference, "device", &[]);
+    assert!(!out.status.success(), "a guest ran beside a device node");
+    assert!(
+        stderr(&out).contains("character device"),
+        "{}",
+        stderr(&out)
+    );
+    // A FIFO as the command: refused, not a create that waits for a writer.
+    let reference = "docker.io/library/fifo:latest";
+    let layer = tar_of(&[Entry::Fifo("app.wasm")]);
+    ctrd.import(
+        reference,
+        &Image::rootfs_of(layer, "/app.wasm").tar(reference),
+    );
+    let started = Instant::now();
+    let out = ctrd.run(&[], reference, "fifo", &[]);
+    assert!(!out.status.success());
+    assert!(stderr(&out).contains("FIFO"), "{}", stderr(&out));
+    assert!(started.elapsed() < Duration::from_secs(60));
+    // The shim serves a plain image meanwhile.
+    let hello = wasm_image(&ctrd, "hello", &print_module(&[("still here\n", 1)], None));
+    let out = ctrd.run(&[], &hello, "hello", &[]);
+    assert_eq!(stdout(&out), "still here\n", "{}", stderr(&out));
+}
+
+#[test]
+fn wasm_over_the_artifact_bound_is_refused_by_its_size_as_a_file_and_as_a_layer() {
+    let ctrd = Containerd::start_with_env(
+        "bounded",
+        &[],
+        &[("WASMPOOL_SHIM_MAX_ARTIFACT_SIZE", "1048576")],
+    );
+    // 4 MiB that start like WebAssembly: refused by size, never compiled.
+    let mut big = b"\0asm\x01\0\0\0".to_vec();
+    big.resize(4 << 20, 0);
+    let reference = "docker.io/library/bigfile:latest";
+    ctrd.import(
+        reference,
+        &Image::rootfs(&[("big.wasm", &big)], "/big.wasm").tar(reference),
+    );
+    let out = ctrd.run(&[], reference, "bigfile", &[]);
+    assert!(!out.status.success());
+    assert!(
+        stderr(&out).contains("more than the shim reads"),
+        "{}",
+        stderr(&out)
+    );
+    let reference = "docker.io/library/biglayer:latest";
+    ctrd.import(
+        reference,
+        &Image::wasm_layer(&big, WASM, "wasip1").tar(reference),
+    );
+    let out = ctrd.run(&[], reference, "biglayer", &[]);
+    assert!(!out.status.success());
+    assert!(
+        stderr(&out).contains("more than the shim reads"),
+        "{}",
+        stderr(&out)
+    );
+    let small = wasm_image(&ctrd, "small", &print_module(&[("small\n", 1)], None));
+    let out = ctrd.run(&[], &small, "small", &[]);
+    assert_eq!(stdout(&out), "small\n", "{}", stderr(&out));
+}
+
+#[test]
+fn a_task_whose_output_nobody_reads_is_still_killed() {
+    let ctrd = Containerd::start("unread");
+    let line = "y".repeat(99);
+    let flood = wasm_image(
+        &ctrd,
+        "flood",
+        &crate::common::print_loop_module(&line, 100_000_000, 0),
+    );
+    // `ctr run` copies the FIFO to a pipe this test never reads: once the
+    // pipe, the FIFO and the shim's queue are full, every write waits.
+    let mut child = ctrd
+        .command(&[
+            "run",
+            "--rm",
+            "--runtime",
+            crate::common::containerd::RUNTIME,
+            &flood,
+            "unread",
+        ])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    ctrd.until_status("unread", "RUNNING");
+    std::thread::sleep(Duration::from_secs(1));
+    ctrd.ctr_ok(&["task", "kill", "--signal", "SIGKILL", "unread"]);
+    // Its last output gets a bounded time to be taken, then the task ends.
+    ctrd.until_status("unread", "STOPPED");
+    let _ = child.kill();
+    let _ = child.wait();
+}
+
+#[test]
+fn exit_events_reach_containerd_for_quick_runs_and_after_a_restart() {
+    use std::io::{BufRead, BufReader};
+    use std::sync::{Arc, Mutex};
+    let mut ctrd = Containerd::start("events");
+    let hello = wasm_image(&ctrd, "hello", &print_module(&[("hi\n", 1)], None));
+    let watch = |ctrd: &Containerd| {
+        let mut child = ctrd
+            .command(&["events"])
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        let seen = Arc::new(Mutex::new(String::new()));
+        let out = child.stdout.take().unwrap();
+        let lines = seen.clone();
+        std::thread::spawn(move || {
+            for line in BufReader::new(out).lines().map_while(Result::ok) {
+                let mut seen = lines.lock().unwrap();
+                seen.push_str(&line);
+                seen.push('\n');
+            }
+        });
+        (child, seen)
+    };
+    let exited = |seen: &Mutex<String>, id: &str| {
+        let needle = format!("\"container_id\":\"{id}\"");
+        seen.lock()
+            .unwrap()
+            .lines()
+            .any(|l| l.contains("/tasks/exit") && l.contains(&needle))
+    };
+    let until = |what: &dyn Fn() -> bool, said: &str| {
+        let started = Instant::now();
+        while !what() {
+            assert!(started.elapsed() < Duration::from_secs(60), "{said}");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    };
+    let (mut events, seen) = watch(&ctrd);
+    std::thread::sleep(Duration::from_millis(300));
+    for i in 0..30 {
+        let out = ctrd.run(&[], &hello, &format!("quick{i}"), &[]);
+        assert!(out.status.success(), "{}", stderr(&out));
+    }
+    for i in 0..30 {
+        let id = format!("quick{i}");
+        until(&|| exited(&seen, &id), &format!("no /tasks/exit for {id}"));
+    }
+    let _ = events.kill();
+    let _ = events.wait();
+    // A container that ends after containerd restarted: its exit is published
+    // on a new connection.
+    let nap = wasm_image(
+        &ctrd,
+        "nap",
+        &crate::common::ready_sleep_module(3_000_000_000),
+    );
+    ctrd.run_detached(&[], &nap, "late");
+    ctrd.until_status("late", "RUNNING");
+    ctrd.restart();
+    let (mut events, seen) = watch(&ctrd);
+    until(
+        &|| exited(&seen, "late"),
+        "no /tasks/exit for a container ending after a restart",
+    );
+    let _ = events.kill();
+    let _ = events.wait();
+    ctrd.ctr_ok(&["task", "rm", "late"]);
+}

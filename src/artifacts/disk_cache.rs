@@ -62,18 +62,18 @@ impl DiskCache {
     /// file is kept: an engine with a pooling allocator refuses what does not
     /// fit its slots, and another engine may load it).
     pub(crate) fn module(&self, engine: &Engine, path: &Path) -> Result<Module, String> {
-        // Who may write it is checked again right before the load; its kind
-        // is wasmtime's to check (it refuses a component as a module).
-        trusted_place(path)?;
-        deserialize_module(engine, path)
+        // Who may write it is checked on the descriptor that is loaded; its
+        // kind is wasmtime's to check (it refuses a component as a module).
+        let file = open_trusted(path)?;
+        deserialize_module(engine, file)
             .inspect(|_| touch(path))
             .map_err(|e| format!("{e:#}"))
     }
 
     /// The cached component at `path`, as for [`DiskCache::module`].
     pub(crate) fn component(&self, engine: &Engine, path: &Path) -> Result<Component, String> {
-        trusted_place(path)?;
-        deserialize_component(engine, path)
+        let file = open_trusted(path)?;
+        deserialize_component(engine, &file)
             .inspect(|_| touch(path))
             .map_err(|e| format!("{e:#}"))
     }
@@ -82,11 +82,14 @@ impl DiskCache {
     /// `identity` (device, inode, size, modification and change times), if
     /// any: a new process need not read and hash an unchanged image again.
     pub(crate) fn identity(&self, image: &Path, identity: &str) -> Option<[u8; 32]> {
+        use std::io::Read;
         let path = self.identity_path(image);
-        trusted(&self.dir, true)
-            .and_then(|()| trusted(&path, false))
+        let mut text = String::new();
+        open_trusted(&path)
+            .ok()?
+            .take(64 << 10)
+            .read_to_string(&mut text)
             .ok()?;
-        let text = std::fs::read_to_string(&path).ok()?;
         let (_image, recorded, hex) = parse_identity(&text)?;
         if recorded != identity || hex.len() != 64 {
             return None;
@@ -297,13 +300,16 @@ fn parse_identity(text: &str) -> Option<(&str, &str, &str)> {
 /// SHA-256 of the exact source bytes and the engine's compatibility hash, so a
 /// file is only ever loaded for the bytes and engine it was compiled from.
 fn trusted_file(path: &Path) -> Option<Precompiled> {
-    if let Err(why) = trusted_place(path) {
-        if path.exists() {
-            log::warn!("not loading cached artifact '{}': {why}", path.display());
+    let file = match open_trusted(path) {
+        Ok(file) => file,
+        Err(why) => {
+            if path.exists() {
+                log::warn!("not loading cached artifact '{}': {why}", path.display());
+            }
+            return None;
         }
-        return None;
-    }
-    match Engine::detect_precompiled_file(path) {
+    };
+    match Engine::detect_precompiled_file(fd_path(&file)) {
         Ok(found) => found,
         Err(e)
             if e.downcast_ref::<std::io::Error>().map(|e| e.kind())
@@ -321,27 +327,69 @@ fn trusted_file(path: &Path) -> Option<Precompiled> {
     }
 }
 
-/// The artifact at `path` and its folder are the current user's alone.
-fn trusted_place(path: &Path) -> Result<(), String> {
-    let dir = path
-        .parent()
-        .ok_or_else(|| format!("'{}' has no folder", path.display()))?;
-    trusted(dir, true).and_then(|()| trusted(path, false))
+/// Opens the file at `path` so that what is checked is what is read: its
+/// folder is opened (not following a symlink) and checked on that descriptor
+/// — the current user's, written by no one else — then the file is opened
+/// relative to the folder's descriptor (not following a symlink) and checked
+/// on its own. Whoever can write an ancestor folder can rename things under
+/// it, but cannot make a folder or file of ours they could write: a swap
+/// after the check changes nothing that is loaded.
+#[allow(unsafe_code)]
+fn open_trusted(path: &Path) -> Result<std::fs::File, String> {
+    use std::os::fd::{AsRawFd, FromRawFd};
+    use std::os::unix::ffi::OsStrExt;
+    let (dir, name) = match (path.parent(), path.file_name()) {
+        (Some(dir), Some(name)) => (dir, name),
+        _ => return Err(format!("'{}' has no folder", path.display())),
+    };
+    let folder = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_DIRECTORY | libc::O_NOFOLLOW | libc::O_CLOEXEC)
+        .open(dir)
+        .map_err(|e| format!("'{}': {e}", dir.display()))?;
+    check_owner(&folder.metadata().map_err(|e| e.to_string())?, dir, true)?;
+    let name = std::ffi::CString::new(name.as_bytes())
+        .map_err(|_| format!("'{}' has a NUL byte", path.display()))?;
+    // SAFETY: a valid folder descriptor and NUL-terminated name; the new
+    // descriptor is owned by the `File` made from it, alone.
+    let fd = unsafe {
+        libc::openat(
+            folder.as_raw_fd(),
+            name.as_ptr(),
+            libc::O_RDONLY | libc::O_NOFOLLOW | libc::O_NONBLOCK | libc::O_CLOEXEC,
+        )
+    };
+    if fd < 0 {
+        let error = std::io::Error::last_os_error();
+        return Err(format!("'{}': {error}", path.display()));
+    }
+    // SAFETY: `fd` was just opened and is owned by nothing else.
+    let file = unsafe { std::fs::File::from_raw_fd(fd) };
+    check_owner(&file.metadata().map_err(|e| e.to_string())?, path, false)?;
+    Ok(file)
+}
+
+/// A path that opens the very file `file` is (Linux's `/proc/self/fd`), for
+/// wasmtime calls that take a path.
+fn fd_path(file: &std::fs::File) -> PathBuf {
+    use std::os::fd::AsRawFd;
+    PathBuf::from(format!("/proc/self/fd/{}", file.as_raw_fd()))
 }
 
 #[allow(unsafe_code)]
-fn deserialize_module(engine: &Engine, path: &Path) -> wasmtime::Result<Module> {
-    // SAFETY: `path` passed `trusted_file`: written by `DiskCache::store` from
-    // `Module::serialize` into the runtime's own cache directory, named by the
-    // SHA-256 of its source and the engine's compatibility hash; wasmtime
-    // itself refuses files from other versions or settings.
-    unsafe { Module::deserialize_file(engine, path) }
+fn deserialize_module(engine: &Engine, file: std::fs::File) -> wasmtime::Result<Module> {
+    // SAFETY: `file` passed `open_trusted`: written by `DiskCache::store`
+    // from `Module::serialize` into the runtime's own cache directory, named
+    // by the SHA-256 of its source and the engine's compatibility hash;
+    // wasmtime itself refuses files from other versions or settings.
+    unsafe { Module::deserialize_open_file(engine, file) }
 }
 
 #[allow(unsafe_code)]
-fn deserialize_component(engine: &Engine, path: &Path) -> wasmtime::Result<Component> {
-    // SAFETY: as for `deserialize_module`, for `Component::serialize`.
-    unsafe { Component::deserialize_file(engine, path) }
+fn deserialize_component(engine: &Engine, file: &std::fs::File) -> wasmtime::Result<Component> {
+    // SAFETY: as for `deserialize_module`, for `Component::serialize`; the
+    // path is the open, checked descriptor's own.
+    unsafe { Component::deserialize_file(engine, fd_path(file)) }
 }
 
 fn write_atomically(dir: &Path, path: &Path, data: &[u8]) -> std::io::Result<()> {
@@ -380,6 +428,11 @@ pub(crate) fn compatibility(engine: &Engine) -> u64 {
 /// other kind, belongs to another user, or that group or others may write.
 fn trusted(path: &Path, is_dir: bool) -> Result<(), String> {
     let meta = std::fs::symlink_metadata(path).map_err(|e| e.to_string())?;
+    check_owner(&meta, path, is_dir)
+}
+
+/// The check of [`trusted`], on metadata already read (of a path or of an open descriptor).
+fn check_owner(meta: &std::fs::Metadata, path: &Path, is_dir: bool) -> Result<(), String> {
     let kind_ok = if is_dir {
         meta.file_type().is_dir()
     } else {

@@ -163,8 +163,6 @@ pub const WASM_LAYER_TYPES: &[&str] = &[
 
 /// Manifests and indexes are small: a bigger one is refused before it is read.
 const MANIFEST_LIMIT: i64 = 4 << 20;
-/// The largest WebAssembly layer the shim reads.
-pub const LAYER_LIMIT: i64 = 1 << 30;
 /// How many manifests an index may name (deeper indexes are not followed).
 const INDEX_ENTRIES: usize = 1024;
 
@@ -176,8 +174,10 @@ struct Descriptor {
 }
 
 /// The WebAssembly layer of container `id`'s image, or `None` when the image
-/// has no such layer (its rootfs may hold a `.wasm` file instead).
-pub fn wasm_layer(address: &str, namespace: &str, id: &str) -> Result<Option<Vec<u8>>> {
+/// has no such layer (its rootfs may hold a `.wasm` file instead); a layer
+/// over `limit` bytes is refused, by its descriptor and as it is read.
+pub fn wasm_layer(address: &str, namespace: &str, id: &str, limit: u64) -> Result<Option<Vec<u8>>> {
+    let limit = i64::try_from(limit).unwrap_or(i64::MAX);
     let (address, namespace, id) = (address.to_string(), namespace.to_string(), id.to_string());
     wasmtime_wasi::runtime::in_tokio(async move {
         let mut client = Client::connect(&address, &namespace)
@@ -217,13 +217,13 @@ pub fn wasm_layer(address: &str, namespace: &str, id: &str) -> Result<Option<Vec
         let Some(layer) = wasm_layer_of(&manifest)? else {
             return Ok(None);
         };
-        if layer.size > LAYER_LIMIT {
+        if layer.size > limit {
             bail!(
-                "the image's wasm layer is {} bytes, more than the shim reads ({LAYER_LIMIT})",
+                "the image's wasm layer is {} bytes, more than the shim reads ({limit}, max_artifact_size)",
                 layer.size
             );
         }
-        read(&mut client, &layer, LAYER_LIMIT).await.map(Some)
+        read(&mut client, &layer, limit).await.map(Some)
     })
 }
 

@@ -48,8 +48,14 @@ pub fn rootfs(spec: &Spec, bundle: &Path) -> PathBuf {
     }
 }
 
-/// The `.wasm` file that arg0 names inside the rootfs, which it may not leave.
-pub fn wasm_in_rootfs(rootfs: &Path, arg0: &str) -> Result<PathBuf> {
+/// The `.wasm` file that arg0 names inside the rootfs, which it may not
+/// leave: opened without following a last symlink and without blocking (a
+/// FIFO would hang the open), checked to be a regular file on the open
+/// descriptor, and read from it — at most `limit` bytes, by its size and as
+/// it is read.
+pub fn wasm_in_rootfs(rootfs: &Path, arg0: &str, limit: u64) -> Result<Vec<u8>> {
+    use std::io::Read;
+    use std::os::unix::fs::OpenOptionsExt;
     if arg0.is_empty() {
         bail!("the container has no command (arg0) and its image no wasm layer");
     }
@@ -57,13 +63,95 @@ pub fn wasm_in_rootfs(rootfs: &Path, arg0: &str) -> Result<PathBuf> {
         .canonicalize()
         .with_context(|| format!("rootfs {}", rootfs.display()))?;
     let named = root.join(arg0.trim_start_matches('/'));
-    let file = named
+    let path = named
         .canonicalize()
         .with_context(|| format!("`{arg0}` is not a file in the container's rootfs"))?;
-    if !file.starts_with(&root) {
+    if !path.starts_with(&root) {
         bail!("`{arg0}` leads out of the container's rootfs");
     }
-    Ok(file)
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK | libc::O_CLOEXEC)
+        .open(&path)
+        .with_context(|| format!("cannot open `{arg0}`"))?;
+    let meta = file.metadata()?;
+    if !meta.file_type().is_file() {
+        bail!(
+            "`{arg0}` is not a regular file ({}): a WebAssembly module or component is",
+            kind_of(&meta.file_type())
+        );
+    }
+    if meta.len() > limit {
+        bail!(
+            "`{arg0}` is {} bytes, more than the shim reads ({limit}, max_artifact_size)",
+            meta.len()
+        );
+    }
+    let mut bytes = Vec::with_capacity(meta.len() as usize);
+    file.take(limit + 1).read_to_end(&mut bytes)?;
+    if bytes.len() as u64 > limit {
+        bail!("`{arg0}` grew past {limit} bytes (max_artifact_size) while it was read");
+    }
+    Ok(bytes)
+}
+
+/// The most entries the shim looks at in a container's preopened folders.
+const MAX_ENTRIES: usize = 100_000;
+
+/// Refuses a folder the guest would see (its rootfs, its bind mounts) that
+/// holds a device node, a FIFO or a socket anywhere: the rootfs is unpacked as
+/// root from the image, so `mknod` in a layer could hand a guest a raw disk,
+/// and a FIFO hangs whoever opens it. A guest can make none of them (WASI has
+/// no `mknod`), so a check at create holds for the container's life.
+pub fn refuse_special_files(dir: &Path) -> Result<()> {
+    let mut pending = vec![dir.to_path_buf()];
+    let mut seen = 0usize;
+    while let Some(folder) = pending.pop() {
+        let entries = std::fs::read_dir(&folder)
+            .with_context(|| format!("cannot read {}", folder.display()))?;
+        for entry in entries {
+            let entry = entry?;
+            seen += 1;
+            if seen > MAX_ENTRIES {
+                bail!(
+                    "{} holds more than {MAX_ENTRIES} entries: the shim checks every one a guest could open",
+                    dir.display()
+                );
+            }
+            // The entry itself, never what a symlink names (a link is
+            // resolved inside the preopen by WASI, onto entries checked here).
+            let kind = entry.file_type()?;
+            if kind.is_dir() {
+                pending.push(entry.path());
+            } else if !kind.is_file() && !kind.is_symlink() {
+                bail!(
+                    "{} is a {}: a guest's folders hold only files, folders and symlinks",
+                    entry.path().display(),
+                    kind_of(&kind)
+                );
+            }
+        }
+    }
+    Ok(())
+}
+
+fn kind_of(kind: &std::fs::FileType) -> &'static str {
+    use std::os::unix::fs::FileTypeExt;
+    if kind.is_char_device() {
+        "character device"
+    } else if kind.is_block_device() {
+        "block device"
+    } else if kind.is_fifo() {
+        "FIFO"
+    } else if kind.is_socket() {
+        "socket"
+    } else if kind.is_dir() {
+        "directory"
+    } else if kind.is_symlink() {
+        "symlink"
+    } else {
+        "special file"
+    }
 }
 
 /// The service spec of a container: everything but its output, which the
@@ -84,6 +172,12 @@ pub fn service_spec(spec: &Spec, rootfs: &Path) -> Result<ServiceSpec> {
         .map(|p| p.cwd().to_string_lossy().into_owned())
         .filter(|cwd| !cwd.is_empty() && cwd != "/");
     let annotations = spec.annotations().clone().unwrap_or_default();
+    let storage = storage(spec, rootfs);
+    for preopen in &storage {
+        if let StorageSpec::Bind { source, .. } = preopen {
+            refuse_special_files(source)?;
+        }
+    }
     Ok(ServiceSpec {
         image: ImageSpec::new(arg0),
         env,
@@ -92,7 +186,7 @@ pub fn service_spec(spec: &Spec, rootfs: &Path) -> Result<ServiceSpec> {
             args: Some(args),
             workdir,
         },
-        storage: storage(spec, rootfs),
+        storage,
         wasm: Some(limits(spec, &annotations)?),
         network: shares_host_network(spec),
         ..Default::default()

@@ -36,19 +36,14 @@ const TERM_GRACE: Duration = Duration::from_secs(10);
 
 pub struct Tasks {
     runtime: Arc<WasmRuntime>,
+    /// The most bytes of WebAssembly the shim reads for a container (a layer
+    /// or a rootfs file): the runtime's `max_artifact_size`.
+    max_artifact: u64,
     containers: Mutex<HashMap<String, Arc<Container>>>,
     events: Arc<Events>,
     namespace: String,
     address: String,
     exit: Arc<ExitSignal>,
-}
-
-/// Where a container's WebAssembly comes from.
-enum Wasm {
-    /// The image's wasm layer, read from containerd's content store.
-    Layer(Vec<u8>),
-    /// A `.wasm` file in the container's rootfs.
-    File(PathBuf),
 }
 
 /// containerd's view of one container.
@@ -97,19 +92,53 @@ impl Moment {
     }
 }
 
+/// containerd's event service. Its connection is made again when a publish
+/// fails — containerd restarted, say — and the event sent once more, for a
+/// while: an exit event must not be lost to a restart.
 struct Events {
-    publisher: RemotePublisher,
+    publisher: Mutex<RemotePublisher>,
+    /// containerd's ttrpc address (`TTRPC_ADDRESS`), to connect again.
+    address: Option<String>,
     namespace: String,
 }
 
+/// How long an event is tried again while containerd cannot be reached.
+const PUBLISH_RETRY: Duration = Duration::from_secs(30);
+/// How long one publish may wait for containerd's answer.
+const PUBLISH_TIMEOUT: Duration = Duration::from_secs(5);
+
 impl Events {
-    fn send(&self, event: impl Event) {
+    fn send<E: Event + Clone>(&self, event: E) {
         let topic = event.topic();
-        if let Err(error) =
-            self.publisher
-                .publish(Default::default(), &topic, &self.namespace, Box::new(event))
-        {
-            log::warn!("cannot publish {topic}: {error}");
+        let started = std::time::Instant::now();
+        let mut pause = Duration::from_millis(50);
+        loop {
+            let context = containerd_shim::protos::ttrpc::context::with_timeout(
+                PUBLISH_TIMEOUT.as_nanos() as i64,
+            );
+            let sent = self.publisher.lock().publish(
+                context,
+                &topic,
+                &self.namespace,
+                Box::new(event.clone()),
+            );
+            let Err(error) = sent else {
+                return;
+            };
+            let Some(address) = &self.address else {
+                log::warn!("cannot publish {topic}: {error}");
+                return;
+            };
+            if started.elapsed() > PUBLISH_RETRY {
+                log::warn!("cannot publish {topic} (tried again for {PUBLISH_RETRY:?}): {error}");
+                return;
+            }
+            std::thread::sleep(pause);
+            pause = (pause * 2).min(Duration::from_secs(1));
+            match RemotePublisher::new(address) {
+                Ok(publisher) => *self.publisher.lock() = publisher,
+                Err(again) => log::debug!("containerd's event service at {address}: {again}"),
+            }
         }
     }
 }
@@ -128,10 +157,17 @@ impl Tasks {
         let cache_dir = std::env::var_os("WASMPOOL_SHIM_CACHE")
             .map(PathBuf::from)
             .unwrap_or_else(|| PathBuf::from(DEFAULT_CACHE));
-        let config = WasmConfig {
+        let mut config = WasmConfig {
             cache_dir,
             ..Default::default()
         };
+        if let Some(size) = std::env::var("WASMPOOL_SHIM_MAX_ARTIFACT_SIZE")
+            .ok()
+            .and_then(|text| text.trim().parse().ok())
+        {
+            config.max_artifact_size = size;
+        }
+        let max_artifact = config.max_artifact_size;
         let runtime = match WasmRuntime::new(config) {
             Ok(runtime) => runtime,
             Err(error) => {
@@ -144,9 +180,11 @@ impl Tasks {
         };
         Tasks {
             runtime: Arc::new(runtime),
+            max_artifact,
             containers: Mutex::new(HashMap::new()),
             events: Arc::new(Events {
-                publisher,
+                publisher: Mutex::new(publisher),
+                address: std::env::var("TTRPC_ADDRESS").ok(),
                 namespace: namespace.to_string(),
             }),
             namespace: namespace.to_string(),
@@ -186,10 +224,13 @@ impl Tasks {
         let _ = std::fs::create_dir_all(&rootfs);
         for mount in req.rootfs.iter() {
             let none_if_empty = |text: &str| (!text.is_empty()).then(|| text.to_string());
+            // `nodev`: a device node a layer holds cannot be opened through it.
+            let mut options = mount.options.clone();
+            options.push("nodev".to_string());
             containerd_shim::mount::mount_rootfs(
                 none_if_empty(&mount.type_).as_deref(),
                 none_if_empty(&mount.source).as_deref(),
-                &mount.options,
+                &options,
                 &rootfs,
             )?;
         }
@@ -233,36 +274,33 @@ impl Tasks {
     ) -> Result<Container, Error> {
         let invalid = |what: String| Error::InvalidArgument(what);
         let (arg0, _) = oci::argv(spec);
-        let layer =
-            content::wasm_layer(&self.address, &self.namespace, &req.id).map_err(|error| {
+        let layer = content::wasm_layer(&self.address, &self.namespace, &req.id, self.max_artifact)
+            .map_err(|error| {
                 invalid(format!("cannot read the image from containerd: {error:#}"))
             })?;
         let mut service = oci::service_spec(spec, rootfs).map_err(|e| invalid(format!("{e:#}")))?;
         // The image's wasm layer, else the rootfs file arg0 names.
         let wasm = match layer {
-            Some(bytes) => Wasm::Layer(bytes),
+            Some(bytes) => bytes,
             None => {
-                let path = oci::wasm_in_rootfs(rootfs, &arg0).map_err(|error| {
-                    invalid(format!(
-                        "not a WebAssembly image: it has no wasm layer ({}) and {error:#}",
-                        content::WASM_LAYER_TYPES.join(", ")
-                    ))
-                })?;
-                check_wasm(&path).map_err(invalid)?;
-                Wasm::File(path)
+                let bytes =
+                    oci::wasm_in_rootfs(rootfs, &arg0, self.max_artifact).map_err(|error| {
+                        invalid(format!(
+                            "not a WebAssembly image: it has no wasm layer ({}) and {error:#}",
+                            content::WASM_LAYER_TYPES.join(", ")
+                        ))
+                    })?;
+                check_wasm(&bytes, &arg0).map_err(invalid)?;
+                bytes
             }
         };
         let (output, sink) = Output::open(&req.id, &req.stdout, &req.stderr)
             .map_err(|error| invalid(format!("cannot open the container's stdio: {error}")))?;
         service.output = Some(sink);
         let id = ContainerId::new(req.id.clone(), 0);
-        let created = match wasm {
-            Wasm::Layer(bytes) => self
-                .runtime
-                .create_container_from_bytes(&id, &service, bytes),
-            Wasm::File(path) => self.runtime.create_container_from_file(&id, &service, path),
-        };
-        created.map_err(|error| invalid(error.to_string()))?;
+        self.runtime
+            .create_container_from_bytes(&id, &service, wasm)
+            .map_err(|error| invalid(error.to_string()))?;
         Ok(Container {
             id,
             bundle: req.bundle.clone(),
@@ -292,7 +330,7 @@ impl Tasks {
             Ok(handle) => handle,
             Err(error) => {
                 let note = format!("[wasmpool] {}: {error}", req.id);
-                container.end(126, Some(note));
+                container.end(126, Some(note), None);
                 return Err(Error::FailedPreconditionError(error.to_string()));
             }
         };
@@ -323,15 +361,7 @@ impl Tasks {
                     Outcome::Stopped if signal.is_some() => None,
                     other => Some(format!("[wasmpool] {}: {other}", container.id.service)),
                 };
-                let at = container.end(status, note);
-                events.send(TaskExit {
-                    container_id: container.id.service.clone(),
-                    id: container.id.service.clone(),
-                    pid: pid(),
-                    exit_status: status,
-                    exited_at: Some(at.timestamp()).into(),
-                    ..Default::default()
-                });
+                container.end(status, note, Some(&events));
             })
             .map_err(|error| Error::Other(format!("cannot start a waiter: {error}")))?;
         Ok(StartResponse {
@@ -361,16 +391,7 @@ impl Tasks {
             Phase::Created => {
                 // Killed before it started: it ends here, as a process would.
                 let _ = self.runtime.stop_container(&container.id, Duration::ZERO);
-                let status = 128 + signal;
-                let at = container.end(status, None);
-                self.events.send(TaskExit {
-                    container_id: req.id.clone(),
-                    id: req.id.clone(),
-                    pid: pid(),
-                    exit_status: status,
-                    exited_at: Some(at.timestamp()).into(),
-                    ..Default::default()
-                });
+                container.end(128 + signal, None, Some(&self.events));
                 return Ok(Empty::new());
             }
             Phase::Running => {}
@@ -520,13 +541,29 @@ impl Tasks {
 }
 
 impl Container {
-    /// Ends the container's phase once: its output flushed and closed first,
-    /// so that `ctr run` has all of it when it learns the exit status.
-    fn end(&self, status: u32, note: Option<String>) -> Moment {
+    /// Ends the container once: its output flushed and closed first (so that
+    /// `ctr run` has all of it), then — when `events` is given — `TaskExit`
+    /// published, and only then its phase set and every `Wait` woken: a
+    /// `ctr run --rm` that shuts the shim down once `Wait` returns has the
+    /// exit event already.
+    fn end(&self, status: u32, note: Option<String>, events: Option<&Events>) -> Moment {
         if let Some(mut output) = self.output.lock().take() {
             output.finish(note);
         }
+        if let Phase::Exited { at, .. } = *self.phase.lock() {
+            return at;
+        }
         let at = Moment::now();
+        if let Some(events) = events {
+            events.send(TaskExit {
+                container_id: self.id.service.clone(),
+                id: self.id.service.clone(),
+                pid: pid(),
+                exit_status: status,
+                exited_at: Some(at.timestamp()).into(),
+                ..Default::default()
+            });
+        }
         let mut phase = self.phase.lock();
         if let Phase::Exited { at, .. } = *phase {
             return at;
@@ -566,17 +603,13 @@ fn stops_a_process(signal: u32) -> bool {
 
 /// A rootfs file that is not WebAssembly is refused before the runtime
 /// compiles it, with words a user of `ctr` understands.
-fn check_wasm(path: &Path) -> Result<(), String> {
-    use std::io::Read;
-    let mut magic = [0u8; 4];
-    let read = std::fs::File::open(path).and_then(|mut file| file.read_exact(&mut magic));
-    match read {
-        Ok(()) if &magic == b"\0asm" => Ok(()),
-        Ok(()) => Err(format!(
-            "not a WebAssembly image: {} is not a WebAssembly module or component",
-            path.display()
-        )),
-        Err(error) => Err(format!("cannot read {}: {error}", path.display())),
+fn check_wasm(bytes: &[u8], arg0: &str) -> Result<(), String> {
+    if bytes.starts_with(b"\0asm") {
+        Ok(())
+    } else {
+        Err(format!(
+            "not a WebAssembly image: `{arg0}` is not a WebAssembly module or component"
+        ))
     }
 }
 

@@ -35,6 +35,8 @@ pub struct Containerd {
     bin: PathBuf,
     child: Option<Child>,
     pub namespace: String,
+    /// More environment for containerd, and so for the shims it starts.
+    env: Vec<(String, String)>,
 }
 
 impl Containerd {
@@ -44,6 +46,15 @@ impl Containerd {
 
     /// A containerd that also finds these shim binaries (by their file names).
     pub fn start_with(namespace: &str, more_shims: &[&Path]) -> Containerd {
+        Containerd::start_with_env(namespace, more_shims, &[])
+    }
+
+    /// A containerd (and shims) with these environment variables too.
+    pub fn start_with_env(
+        namespace: &str,
+        more_shims: &[&Path],
+        env: &[(&str, &str)],
+    ) -> Containerd {
         let bin = containerd_bin();
         let dir = tempfile::Builder::new().prefix("ctrd").tempdir().unwrap();
         let shims = dir.path().join("bin");
@@ -73,6 +84,10 @@ impl Containerd {
             bin,
             child: None,
             namespace: namespace.to_string(),
+            env: env
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
         };
         containerd.launch();
         containerd
@@ -92,6 +107,7 @@ impl Containerd {
             .arg(d.join("config.toml"))
             .env("PATH", path)
             .env("WASMPOOL_SHIM_CACHE", d.join("cache"))
+            .envs(self.env.iter().map(|(k, v)| (k, v)))
             .stdin(Stdio::null())
             .stdout(log.try_clone().unwrap())
             .stderr(log)
@@ -332,7 +348,11 @@ impl Image {
 
     /// A Linux image whose one layer (a tar) holds these files; runs `entrypoint`.
     pub fn rootfs(files: &[(&str, &[u8])], entrypoint: &str) -> Image {
-        let layer = tar(files);
+        Image::rootfs_of(tar(files), entrypoint)
+    }
+
+    /// A Linux image whose one layer is the tar `layer`; runs `entrypoint`.
+    pub fn rootfs_of(layer: Vec<u8>, entrypoint: &str) -> Image {
         Image {
             blobs: vec![layer.clone()],
             config: serde_json::json!({
@@ -385,8 +405,30 @@ impl Image {
 
 /// A ustar archive of regular files (folders are implied by their paths).
 pub fn tar(files: &[(&str, &[u8])]) -> Vec<u8> {
+    let entries: Vec<Entry> = files
+        .iter()
+        .map(|(name, bytes)| Entry::File(name, bytes))
+        .collect();
+    tar_of(&entries)
+}
+
+/// An entry of a layer: a regular file, or a special file a hostile image holds.
+pub enum Entry<'a> {
+    File(&'a str, &'a [u8]),
+    /// A character device (`mknod NAME c MAJOR MINOR`).
+    CharDevice(&'a str, u32, u32),
+    Fifo(&'a str),
+}
+
+/// A ustar archive of these entries.
+pub fn tar_of(entries: &[Entry]) -> Vec<u8> {
     let mut out = Vec::new();
-    for (name, bytes) in files {
+    for entry in entries {
+        let (name, bytes, kind, device): (&str, &[u8], u8, (u32, u32)) = match entry {
+            Entry::File(name, bytes) => (name, bytes, b'0', (0, 0)),
+            Entry::CharDevice(name, major, minor) => (name, &[], b'3', (*major, *minor)),
+            Entry::Fifo(name) => (name, &[], b'6', (0, 0)),
+        };
         let mut header = [0u8; 512];
         let field = |header: &mut [u8; 512], at: usize, len: usize, text: &[u8]| {
             header[at..at + text.len().min(len)].copy_from_slice(&text[..text.len().min(len)]);
@@ -404,9 +446,21 @@ pub fn tar(files: &[(&str, &[u8])]) -> Vec<u8> {
         );
         field(&mut header, 136, 12, b"00000000000\0");
         field(&mut header, 148, 8, b"        ");
-        header[156] = b'0';
+        header[156] = kind;
         field(&mut header, 257, 6, b"ustar\0");
         field(&mut header, 263, 2, b"00");
+        field(
+            &mut header,
+            329,
+            8,
+            format!("{:07o}\0", device.0).as_bytes(),
+        );
+        field(
+            &mut header,
+            337,
+            8,
+            format!("{:07o}\0", device.1).as_bytes(),
+        );
         let sum: u32 = header.iter().map(|b| u32::from(*b)).sum();
         field(&mut header, 148, 8, format!("{sum:06o}\0 ").as_bytes());
         out.extend_from_slice(&header);
