@@ -82,10 +82,10 @@ pub use runtime::{Runtime, WasmRuntime};
 pub use scheduler::WaitHandle;
 pub use serve::ResponseBody;
 pub use settings::{
-    parse_size, CachedImage, CommandSpec, ContainerId, ContainerState, ContainerStats, DiskUsage,
-    EndpointSpec, Error, HttpStats, ImageSpec, LogStream, Outcome, OutputSink, Protocol,
-    PruneReport, PullPolicy, RegistryAuth, Result, ServiceSpec, StdinSpec, StorageSpec, WasmConfig,
-    WasmSpec,
+    parse_duration, parse_size, CachedImage, CommandSpec, ContainerId, ContainerState,
+    ContainerStats, DiskUsage, EndpointSpec, Error, HttpStats, ImageSpec, LogStream, Outcome,
+    OutputSink, Protocol, PruneReport, PullPolicy, RegistryAuth, Result, ServiceSpec, StdinSpec,
+    StorageSpec, WasmConfig, WasmSpec,
 };
 
 #[allow(dead_code)]

@@ -23,14 +23,17 @@ const MAX_BENCH_INSTANCES: usize = 100_000_000;
 /// Most caller threads of `bench`.
 const MAX_BENCH_CALLERS: usize = 1024;
 
-/// Run WASI programs (Preview 1 modules, Preview 2 command components, or WAT text)
-/// the way a container runtime runs containers: bounded, observable, stoppable.
+/// Run WASI programs (Preview 1 modules, WASI 0.2 and 0.3 command components,
+/// or WAT text) and serve wasi:http components, the way a container runtime
+/// runs containers: bounded, observable, stoppable.
 #[derive(Parser)]
 #[command(name = "wasmpool", version)]
 #[command(
     after_help = "Exit codes of `run`: the guest's own code; 124 deadline (--timeout); \
-126 cannot run (invalid module, no entry point); 130 stopped by Ctrl-C; 134 trap; \
-137 memory limit; 152 out of fuel; 125 wasmpool error; 2 usage error."
+126 cannot run (invalid module, no entry point); 130 stopped by Ctrl-C or SIGTERM; 134 trap; \
+137 memory limit (with --trap-on-grow-failure); 152 out of fuel; 125 wasmpool error; \
+2 usage error. Options after FILE are the guest's. Images and compiled code are cached in \
+--cache-dir: $WASMPOOL_CACHE_DIR, else $XDG_CACHE_HOME/wasmpool, else ~/.cache/wasmpool."
 )]
 struct Cli {
     /// Log what wasmpool does; twice (-vv) adds wasmtime's and cranelift's own logs
@@ -39,6 +42,10 @@ struct Cli {
     /// The most bytes of compiled code kept in the cache (such as 512Mi or 2G); the least recently used go first
     #[arg(long, global = true, value_name = "SIZE", value_parser = parse_size_arg)]
     compiled_cache_limit: Option<u64>,
+    /// Where images and compiled code are cached (default: $WASMPOOL_CACHE_DIR,
+    /// else $XDG_CACHE_HOME/wasmpool, else ~/.cache/wasmpool)
+    #[arg(long, global = true, value_name = "DIR")]
+    cache_dir: Option<PathBuf>,
     #[command(subcommand)]
     command: Command,
 }
@@ -47,8 +54,11 @@ struct Cli {
 enum Command {
     /// Run one workload, streaming its output, and exit with its exit code
     Run(RunArgs),
-    /// Serve a wasi:http component (exporting wasi:http/incoming-handler) over
-    /// HTTP, a fresh instance per request, until Ctrl-C
+    /// Serve a wasi:http component (exporting wasi:http/incoming-handler@0.2 or
+    /// wasi:http/handler@0.3) over HTTP, a fresh instance per request, until
+    /// Ctrl-C or SIGTERM (both drain requests in flight first). Figures (requests
+    /// by status, latency, CPU, memory) are the library's `get_container_stats`;
+    /// `-v` logs each failed request
     Serve(ServeArgs),
     /// Run many instances of a workload through the pool and report throughput and latency
     Bench(BenchArgs),
@@ -168,9 +178,24 @@ struct RunArgs {
     /// Wall-clock limit, such as 500ms, 5s or 2m; the guest ends (124) past it
     #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
     timeout: Option<Duration>,
-    /// Let the guest open network sockets (WASIp2 only)
+    /// Let the guest open network sockets (WASIp2 and later)
     #[arg(long)]
     network: bool,
+    /// A memory.grow past --max-memory traps (exit 137) instead of returning -1 to the guest
+    #[arg(long)]
+    trap_on_grow_failure: bool,
+    /// wasmtime's WASI options, mapped onto ours: inherit-network (also
+    /// network, tcp, udp, allow-ip-name-lookup) = --network; inherit-env = every
+    /// host variable; cli, http, preview2, p3, common: always on (repeatable,
+    /// or comma-separated)
+    #[arg(short = 'S', value_name = "OPT[=VAL]", value_parser = wasi_option)]
+    wasi_options: Vec<String>,
+    /// wasmtime's wasm options, mapped onto ours: fuel=N (--fuel),
+    /// max-memory-size=BYTES (--max-memory), timeout=DUR (--timeout),
+    /// unknown-imports-trap (--trap-unknown-imports), trap-on-grow-failure
+    /// (repeatable, or comma-separated)
+    #[arg(short = 'W', value_name = "OPT=VAL", value_parser = wasm_option)]
+    wasm_options: Vec<String>,
     /// When to pull an image reference: always, missing (default) or never
     #[arg(long, value_enum, value_name = "WHEN", default_value = "missing")]
     pull: PullWhen,
@@ -180,7 +205,8 @@ struct RunArgs {
 
 #[derive(Args)]
 struct ServeArgs {
-    /// The address to listen on
+    /// The address to listen on: every interface, as `wasmtime serve` does (a
+    /// service the library starts binds 127.0.0.1 unless its endpoint says otherwise)
     #[arg(long, value_name = "HOST:PORT", default_value = "0.0.0.0:8080")]
     addr: std::net::SocketAddr,
     /// The most requests handled at once; past it (and a short wait) requests get 503
@@ -215,6 +241,11 @@ fn main() -> ExitCode {
         _ => "debug",
     };
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or(filter)).init();
+    if let Some(dir) = &cli.cache_dir {
+        // Read by every runtime's default settings below; set while this is
+        // the only thread.
+        std::env::set_var("WASMPOOL_CACHE_DIR", dir);
+    }
     let result = match cli.command {
         Command::Run(args) => run(args, cli.compiled_cache_limit),
         Command::Serve(args) => serve(args, cli.compiled_cache_limit),
@@ -260,26 +291,145 @@ fn load(file: &Path) -> Result<Vec<u8>> {
     Ok(bytes)
 }
 
+/// Durations as the library reads them everywhere: `500ms`, `5s`, `1m30s`, a bare number of seconds.
 fn parse_duration(text: &str) -> Result<Duration, String> {
-    let split = text
-        .find(|c: char| !c.is_ascii_digit() && c != '.')
-        .unwrap_or(text.len());
-    let (number, unit) = text.split_at(split);
-    let value: f64 = number.parse().map_err(|_| {
-        format!("invalid duration '{text}': expected a number and a unit such as 5s")
-    })?;
-    let seconds = match unit {
-        "ms" => value / 1000.0,
-        "s" | "" => value,
-        "m" => value * 60.0,
-        "h" => value * 3600.0,
-        _ => {
+    wasmpool::parse_duration(text).map_err(|e| e.to_string())
+}
+
+/// `y`, `yes`, `true`, `1` (or nothing: the option alone) and their opposites.
+fn flag_value(option: &str, value: Option<&str>) -> Result<bool> {
+    match value.map(str::to_ascii_lowercase).as_deref() {
+        None | Some("y" | "yes" | "true" | "1") => Ok(true),
+        Some("n" | "no" | "false" | "0") => Ok(false),
+        Some(other) => bail!("invalid value '{other}' for {option}: expected y or n"),
+    }
+}
+
+/// The WASI options of wasmtime that `-S` takes here.
+const WASI_OPTIONS: &str = "inherit-network, network, tcp, udp, allow-ip-name-lookup, \
+inherit-env, cli, http, preview2, p3, common";
+/// The wasm options of wasmtime that `-W` takes here.
+const WASM_OPTIONS: &str =
+    "fuel, max-memory-size, timeout, unknown-imports-trap, trap-on-grow-failure";
+
+/// Checks the names in one `-S` value (a usage error, exit 2, names what is taken).
+fn wasi_option(text: &str) -> Result<String, String> {
+    known_options(text, WASI_OPTIONS, "-S")
+}
+
+/// Checks the names in one `-W` value.
+fn wasm_option(text: &str) -> Result<String, String> {
+    known_options(text, WASM_OPTIONS, "-W")
+}
+
+fn known_options(text: &str, known: &str, flag: &str) -> Result<String, String> {
+    for option in text.split(',').filter(|o| !o.is_empty()) {
+        let name = option.split('=').next().unwrap_or(option);
+        if !known.split(", ").any(|k| k == name) {
             return Err(format!(
-                "invalid duration '{text}': unknown unit '{unit}' (use ms, s, m or h)"
-            ))
+                "{flag} {name} is not supported by wasmpool; the {flag} options it takes: {known}"
+            ));
         }
+    }
+    Ok(text.to_string())
+}
+
+/// Maps wasmtime's `-S` and `-W` options onto ours, as `wasmtime run` and
+/// `wasmtime serve` users type them; an option we do not have is an error
+/// that names the ones we do.
+fn apply_wasmtime_options(args: &mut RunArgs) -> Result<()> {
+    let split = |options: &[String]| -> Vec<(String, Option<String>)> {
+        options
+            .iter()
+            .flat_map(|list| list.split(','))
+            .filter(|option| !option.is_empty())
+            .map(|option| match option.split_once('=') {
+                Some((name, value)) => (name.to_string(), Some(value.to_string())),
+                None => (option.to_string(), None),
+            })
+            .collect()
     };
-    Duration::try_from_secs_f64(seconds).map_err(|_| format!("invalid duration '{text}'"))
+    for (name, value) in split(&args.wasi_options) {
+        let option = format!("-S {name}");
+        match name.as_str() {
+            "inherit-network" | "network" | "tcp" | "udp" | "allow-ip-name-lookup" => {
+                args.network |= flag_value(&option, value.as_deref())?;
+            }
+            "inherit-env" => {
+                if flag_value(&option, value.as_deref())? {
+                    args.env
+                        .extend(std::env::vars().map(|(k, v)| format!("{k}={v}")));
+                }
+            }
+            "cli" | "http" | "preview2" | "p3" | "common" => {
+                if !flag_value(&option, value.as_deref())? {
+                    bail!("{option}=n: wasmpool always provides {name}; it cannot be turned off");
+                }
+            }
+            other => bail!(
+                "-S {other} is not supported by wasmpool; the -S options it takes: {WASI_OPTIONS}"
+            ),
+        }
+    }
+    for (name, value) in split(&args.wasm_options) {
+        let option = format!("-W {name}");
+        let needed = || {
+            value
+                .clone()
+                .with_context(|| format!("{option} needs a value: {option}=…"))
+        };
+        match name.as_str() {
+            "fuel" => {
+                let text = needed()?;
+                args.fuel = Some(
+                    text.parse()
+                        .with_context(|| format!("invalid {option}={text}: expected a number"))?,
+                );
+            }
+            "max-memory-size" => args.max_memory = Some(needed()?),
+            "timeout" => {
+                let text = needed()?;
+                args.timeout = Some(parse_duration(&text).map_err(anyhow::Error::msg)?);
+            }
+            "unknown-imports-trap" => {
+                args.trap_unknown_imports |= flag_value(&option, value.as_deref())?;
+            }
+            "trap-on-grow-failure" => {
+                args.trap_on_grow_failure |= flag_value(&option, value.as_deref())?;
+            }
+            other => bail!(
+                "-W {other} is not supported by wasmpool; the -W options it takes: {WASM_OPTIONS}"
+            ),
+        }
+    }
+    Ok(())
+}
+
+/// Warns when an argument given to the guest (after FILE) is one of
+/// wasmpool's own long options: `serve app.wasm --addr …` gives `--addr` to
+/// the guest, not to wasmpool.
+fn warn_of_misplaced_options(subcommand: &str, guest_args: &[String]) {
+    use clap::CommandFactory;
+    let cli = Cli::command();
+    let Some(command) = cli.find_subcommand(subcommand) else {
+        return;
+    };
+    let ours: Vec<String> = command
+        .get_arguments()
+        .filter_map(|arg| arg.get_long().map(str::to_string))
+        .collect();
+    for arg in guest_args {
+        let Some(name) = arg.strip_prefix("--") else {
+            continue;
+        };
+        let name = name.split('=').next().unwrap_or(name);
+        if ours.iter().any(|o| o == name) {
+            eprintln!(
+                "wasmpool: warning: `{arg}` comes after the file, so it is the guest's argument, \
+                 not wasmpool's; put wasmpool's options before the file"
+            );
+        }
+    }
 }
 
 fn mounts(specs: &[String], readonly: bool) -> Result<Vec<StorageSpec>> {
@@ -363,17 +513,20 @@ fn pull(image: &str, registry: &RegistryArgs, limit: Option<u64>) -> Result<Exit
 /// The container `run` and `serve` make of their arguments: a file (WAT text
 /// is compiled here, a binary is read by the runtime) or an image reference.
 fn create(
-    args: RunArgs,
+    mut args: RunArgs,
     endpoints: Vec<EndpointSpec>,
     config: WasmConfig,
 ) -> Result<(Arc<WasmRuntime>, ContainerId)> {
     let serving = !endpoints.is_empty();
+    apply_wasmtime_options(&mut args)?;
     let mut command = args.command.into_iter();
     let target = command.next().unwrap_or_default();
     // `wasmpool run FILE -- ARGS` (the older form) still works: that `--` is ours.
     let mut guest_args: Vec<String> = command.collect();
     if guest_args.first().is_some_and(|a| a == "--") {
         guest_args.remove(0);
+    } else {
+        warn_of_misplaced_options(if serving { "serve" } else { "run" }, &guest_args);
     }
     let file = PathBuf::from(&target);
     let workload = if is_reference(&target) {
@@ -408,7 +561,7 @@ fn create(
                 args.timeout.unwrap_or(Duration::MAX)
             }),
             request_timeout: args.timeout.filter(|_| serving),
-            trap_on_grow_failure: false,
+            trap_on_grow_failure: args.trap_on_grow_failure,
             max_open_resources: args.max_open_resources,
             invoke: args.invoke,
             trap_unknown_imports: args.trap_unknown_imports,
@@ -552,12 +705,14 @@ fn human(bytes: u64) -> String {
 /// How long ago `when` was: 5 minutes ago.
 fn ago(when: std::time::SystemTime) -> String {
     let seconds = when.elapsed().map_or(0, |d| d.as_secs());
-    match seconds {
-        0..=59 => format!("{seconds} seconds ago"),
-        60..=3599 => format!("{} minutes ago", seconds / 60),
-        3600..=86399 => format!("{} hours ago", seconds / 3600),
-        _ => format!("{} days ago", seconds / 86400),
-    }
+    let (count, unit) = match seconds {
+        0..=59 => (seconds, "second"),
+        60..=3599 => (seconds / 60, "minute"),
+        3600..=86399 => (seconds / 3600, "hour"),
+        _ => (seconds / 86400, "day"),
+    };
+    let plural = if count == 1 { "" } else { "s" };
+    format!("{count} {unit}{plural} ago")
 }
 
 fn run(args: RunArgs, limit: Option<u64>) -> Result<ExitCode> {

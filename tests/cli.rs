@@ -559,3 +559,116 @@ fn run_of_a_service_says_to_serve_it() {
     assert!(error.contains("wasmpool serve"), "{error}");
     assert!(!error.contains("discarding"), "{error}");
 }
+
+#[test]
+fn wasmtime_s_and_w_options_map_onto_ours_and_unknown_ones_name_what_is_taken() {
+    let dir = tempfile::tempdir().unwrap();
+    let spin = write_wat(dir.path(), "spin.wat", SPIN);
+    let spin = spin.to_str().unwrap();
+    let out = run(&["run", "-W", "fuel=5000", spin]);
+    assert_eq!(out.status.code(), Some(152), "{}", text(&out.stderr));
+    let out = run(&["run", "-W", "timeout=300ms", spin]);
+    assert_eq!(out.status.code(), Some(124), "{}", text(&out.stderr));
+    // Comma-separated, as wasmtime takes them: a grow past the limit traps (137).
+    let grow = write_wat(dir.path(), "grow.wat", &grow_module(1, 4));
+    let out = run(&[
+        "run",
+        "-W",
+        "max-memory-size=131072,trap-on-grow-failure",
+        grow.to_str().unwrap(),
+    ]);
+    assert_eq!(out.status.code(), Some(137), "{}", text(&out.stderr));
+    // -S inherit-env passes the host's variables.
+    let env = write_wat(dir.path(), "env.wat", PRINT_ARGS_AND_ENV);
+    let out = bin()
+        .args(["run", "-S", "inherit-env", env.to_str().unwrap()])
+        .env("FROM_THE_HOST", "yes")
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    assert!(
+        text(&out.stdout).contains("FROM_THE_HOST=yes"),
+        "{}",
+        text(&out.stdout)
+    );
+    // What we do not have is a usage error naming what we have.
+    for (flag, option, named) in [
+        ("-S", "config-var=a=b", "inherit-network"),
+        ("-W", "max-wasm-stack=1000", "max-memory-size"),
+    ] {
+        let out = run(&["run", flag, option, spin]);
+        assert_eq!(out.status.code(), Some(2), "{}", text(&out.stderr));
+        assert!(text(&out.stderr).contains(named), "{}", text(&out.stderr));
+    }
+}
+
+#[test]
+fn an_option_of_ours_after_the_file_goes_to_the_guest_with_a_warning() {
+    let dir = tempfile::tempdir().unwrap();
+    let args = write_wat(dir.path(), "args.wat", PRINT_ARGS_AND_ENV);
+    let out = run(&["run", args.to_str().unwrap(), "--fuel", "10", "--mine"]);
+    assert_eq!(text(&out.stdout), "args.wat\n--fuel\n10\n--mine\n");
+    let stderr = text(&out.stderr);
+    assert!(
+        stderr.contains("`--fuel`") && stderr.contains("guest's argument"),
+        "{stderr}"
+    );
+    assert!(!stderr.contains("--mine"), "{stderr}");
+}
+
+#[test]
+fn serve_drains_and_exits_on_sigterm_as_a_service_manager_stops_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("hello.wasm");
+    std::fs::write(&file, crate::common::service::hello_handler()).unwrap();
+    let mut child = bin()
+        .args(["serve", "--addr", "127.0.0.1:0", file.to_str().unwrap()])
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stderr = BufReader::new(child.stderr.take().unwrap());
+    let mut line = String::new();
+    stderr.read_line(&mut line).unwrap();
+    let url = line
+        .trim()
+        .strip_prefix("Serving HTTP on http://")
+        .unwrap_or_else(|| panic!("no URL in {line:?}"));
+    let address: std::net::SocketAddr = url.trim_end_matches('/').parse().unwrap();
+    assert_eq!(crate::common::service::get(address, "/").status, 200);
+    let status = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let started = std::time::Instant::now();
+    let code = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status.code();
+        }
+        assert!(started.elapsed() < NO_HANG, "serve ignored SIGTERM");
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    };
+    assert_eq!(code, Some(0));
+}
+
+#[test]
+fn durations_parse_one_way_and_cache_dir_is_a_flag() {
+    let dir = tempfile::tempdir().unwrap();
+    let spin = write_wat(dir.path(), "spin.wat", SPIN);
+    // humantime's compound form and a bare number of seconds.
+    let out = run(&["run", "--timeout", "0m0.3s", spin.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(124), "{}", text(&out.stderr));
+    let cache = tempfile::tempdir().unwrap();
+    let hello = std::fs::canonicalize("examples/hello.wat").unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_wasmpool"))
+        .args(["--cache-dir", cache.path().to_str().unwrap(), "run"])
+        .arg(&hello)
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    assert!(
+        cache.path().join("compiled").is_dir(),
+        "the compiled cache went elsewhere"
+    );
+}

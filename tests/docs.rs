@@ -20,3 +20,63 @@ fn the_readme_quick_start_is_the_quickstart_example() {
         .collect();
     assert_eq!(rust_block_after(&readme, "## Quick start"), body);
 }
+
+/// Every long option the README's command-line block names is one `--help`
+/// lists for that command, and every option `--help` lists for `run` and
+/// `serve` is in the README: the two cannot drift apart.
+#[test]
+fn the_readme_flag_list_matches_help() {
+    let root = env!("CARGO_MANIFEST_DIR");
+    let readme = std::fs::read_to_string(format!("{root}/README.md")).unwrap();
+    let section = &readme[readme.find("## Command line").unwrap()..];
+    let start = section.find("```text\n").unwrap() + "```text\n".len();
+    let block = &section[start..start + section[start..].find("```").unwrap()];
+    let long_options = |text: &str| -> std::collections::BTreeSet<String> {
+        text.split(|c: char| !(c.is_ascii_alphanumeric() || c == '-'))
+            .filter(|word| word.starts_with("--") && word.len() > 2)
+            .map(str::to_string)
+            .collect()
+    };
+    let help = |args: &[&str]| {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_wasmpool"))
+            .args(args)
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let documented = long_options(block);
+    let mut listed = std::collections::BTreeSet::new();
+    for command in ["run", "serve", "pull", "prune", "bench", "images"] {
+        listed.extend(long_options(&help(&[command, "--help"])));
+    }
+    listed.extend(long_options(&help(&["--help"])));
+    for option in &documented {
+        assert!(
+            listed.contains(option),
+            "the README names {option}, --help does not"
+        );
+    }
+    for command in ["run", "serve"] {
+        for option in long_options(&help(&[command, "--help"])) {
+            if option == "--help" || option == "--version" {
+                continue;
+            }
+            assert!(
+                documented.contains(&option),
+                "`wasmpool {command} --help` lists {option}; the README's command line does not"
+            );
+        }
+    }
+    for short in ["-S OPT", "-W OPT"] {
+        assert!(block.contains(short), "the README lacks {short}");
+    }
+}
+
+/// The README's figure for a log line's overhead is the constant's.
+#[test]
+fn the_readme_says_the_log_line_overhead_it_has() {
+    let root = env!("CARGO_MANIFEST_DIR");
+    let readme = std::fs::read_to_string(format!("{root}/README.md")).unwrap();
+    let said = format!("{} bytes on 64-bit targets", wasmpool::LOG_LINE_OVERHEAD);
+    assert!(readme.contains(&said), "the README does not say {said}");
+}

@@ -3,7 +3,6 @@
 //! known artifact without compiling it.
 
 use crate::settings::current_user;
-use std::collections::hash_map::DefaultHasher;
 use std::hash::{Hash, Hasher};
 use std::io::Write;
 use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt};
@@ -49,8 +48,8 @@ impl DiskCache {
     /// Where the artifact compiled from the bytes with SHA-256 `digest` by an
     /// engine with compatibility hash `compat` lives: `{sha256}-{compat}.cwasm`.
     pub(crate) fn path(&self, compat: u64, digest: &[u8; 32]) -> PathBuf {
-        let hex: String = digest.iter().map(|b| format!("{b:02x}")).collect();
-        self.dir.join(format!("{hex}-{compat:016x}.cwasm"))
+        self.dir
+            .join(format!("{}-{compat:016x}.cwasm", hex::encode(digest)))
     }
 
     /// What kind of artifact the trusted file at `path` holds, if there is one.
@@ -91,13 +90,11 @@ impl DiskCache {
             .read_to_string(&mut text)
             .ok()?;
         let (_image, recorded, hex) = parse_identity(&text)?;
-        if recorded != identity || hex.len() != 64 {
+        if recorded != identity {
             return None;
         }
         let mut digest = [0u8; 32];
-        for (i, byte) in digest.iter_mut().enumerate() {
-            *byte = u8::from_str_radix(hex.get(2 * i..2 * i + 2)?, 16).ok()?;
-        }
+        hex::decode_to_slice(hex, &mut digest).ok()?;
         Some(digest)
     }
 
@@ -105,7 +102,7 @@ impl DiskCache {
     /// (one record per image path, replaced when the file changes).
     pub(crate) fn record_identity(&self, image: &Path, identity: &str, digest: &[u8; 32]) {
         let path = self.identity_path(image);
-        let hex: String = digest.iter().map(|b| format!("{b:02x}")).collect();
+        let hex = hex::encode(digest);
         let record = format!(
             "{}\n{}\n{hex}\n",
             image.display().to_string().replace('\n', " "),
@@ -119,7 +116,7 @@ impl DiskCache {
     fn identity_path(&self, image: &Path) -> PathBuf {
         use sha2::Digest as _;
         let hash = sha2::Sha256::digest(image.as_os_str().as_encoded_bytes());
-        let hex: String = hash.iter().take(16).map(|b| format!("{b:02x}")).collect();
+        let hex = hex::encode(&hash[..16]);
         self.dir.join(format!("{hex}.identity"))
     }
 
@@ -393,35 +390,41 @@ fn deserialize_component(engine: &Engine, file: &std::fs::File) -> wasmtime::Res
 }
 
 fn write_atomically(dir: &Path, path: &Path, data: &[u8]) -> std::io::Result<()> {
-    let mut temp = tempfile_in(dir)?;
-    temp.1.write_all(data)?;
+    // A private (0600) file of an unpredictable name; `leftovers` finds the
+    // ones a dead writer left by their prefix.
+    let mut temp = tempfile::Builder::new().prefix(".tmp-").tempfile_in(dir)?;
+    temp.write_all(data)?;
     // Renamed only once whole: a reader sees the old file, the new one, or none.
-    std::fs::rename(&temp.0, path)
-}
-
-/// A new file in `dir` with a name no other writer uses.
-fn tempfile_in(dir: &Path) -> std::io::Result<(PathBuf, std::fs::File)> {
-    use std::sync::atomic::{AtomicU64, Ordering};
-    static NEXT: AtomicU64 = AtomicU64::new(0);
-    let name = format!(
-        ".tmp-{}-{}",
-        std::process::id(),
-        NEXT.fetch_add(1, Ordering::Relaxed)
-    );
-    let path = dir.join(name);
-    let file = std::fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o600)
-        .open(&path)?;
-    Ok((path, file))
+    temp.persist(path).map(drop).map_err(|e| e.error)
 }
 
 /// The engine's compatibility hash: which compiled artifacts it can load.
+///
+/// It names files that outlive the process, so it is SHA-256 of what wasmtime
+/// hashes (its version, target and settings), not `DefaultHasher`, whose
+/// output may change between Rust releases.
 pub(crate) fn compatibility(engine: &Engine) -> u64 {
-    let mut hasher = DefaultHasher::new();
+    let mut hasher = Sha256Hasher(sha2::Sha256::default());
     engine.precompile_compatibility_hash().hash(&mut hasher);
     hasher.finish()
+}
+
+/// A `Hasher` that feeds SHA-256: the first 8 bytes of the digest are the hash.
+struct Sha256Hasher(sha2::Sha256);
+
+impl Hasher for Sha256Hasher {
+    fn write(&mut self, bytes: &[u8]) {
+        sha2::Digest::update(&mut self.0, bytes);
+    }
+
+    fn finish(&self) -> u64 {
+        let digest = sha2::Digest::finalize(self.0.clone());
+        u64::from_le_bytes(
+            digest[..8]
+                .try_into()
+                .expect("a SHA-256 digest has 32 bytes"),
+        )
+    }
 }
 
 /// Refuses a folder (`is_dir`) or file that is a symbolic link, is of the

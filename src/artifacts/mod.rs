@@ -96,7 +96,7 @@ enum Source {
 impl<P> Artifact<P> {
     /// The SHA-256 of its bytes, in hex: how the compiled cache names it.
     pub(crate) fn digest_hex(&self) -> String {
-        self.digest.iter().map(|b| format!("{b:02x}")).collect()
+        hex::encode(self.digest)
     }
 
     /// The compiled form, compiling on first use; the error says why it cannot run.
@@ -156,15 +156,24 @@ impl<P> Artifact<P> {
 
 /// Every artifact this runtime knows, by content: equal bytes share one compilation.
 pub(crate) struct ArtifactCache<P> {
-    entries: Mutex<HashMap<Digest, Arc<Artifact<P>>>>,
+    entries: Mutex<Entries<P>>,
     /// How many artifacts no container uses are kept.
     keep_unused: usize,
+}
+
+/// The artifacts, each with when it was last asked for (a tick of `clock`).
+struct Entries<P> {
+    by_digest: HashMap<Digest, (Arc<Artifact<P>>, u64)>,
+    clock: u64,
 }
 
 impl<P> ArtifactCache<P> {
     pub(crate) fn new(keep_unused: usize) -> Self {
         ArtifactCache {
-            entries: Mutex::new(HashMap::new()),
+            entries: Mutex::new(Entries {
+                by_digest: HashMap::new(),
+                clock: 0,
+            }),
             keep_unused,
         }
     }
@@ -195,7 +204,10 @@ impl<P> ArtifactCache<P> {
 
     fn intern_with(&self, digest: Digest, source: impl FnOnce() -> Source) -> Arc<Artifact<P>> {
         let mut entries = self.entries.lock();
-        if let Some(found) = entries.get(&digest) {
+        entries.clock += 1;
+        let now = entries.clock;
+        if let Some((found, used)) = entries.by_digest.get_mut(&digest) {
+            *used = now;
             return found.clone();
         }
         let artifact = Arc::new(Artifact {
@@ -204,25 +216,59 @@ impl<P> ArtifactCache<P> {
             compiled: OnceLock::new(),
             on_demand: OnceLock::new(),
         });
-        entries.insert(digest, artifact.clone());
+        entries.by_digest.insert(digest, (artifact.clone(), now));
         self.evict_unused(&mut entries);
         artifact
     }
 
-    /// Drops artifacts only the cache holds, once there are more than `keep_unused`.
-    fn evict_unused(&self, entries: &mut HashMap<Digest, Arc<Artifact<P>>>) {
-        let unused = entries
-            .values()
-            .filter(|a| Arc::strong_count(a) == 1)
-            .count();
-        let mut excess = unused.saturating_sub(self.keep_unused);
+    /// Drops the least recently asked-for artifacts only the cache holds,
+    /// once there are more than `keep_unused`.
+    fn evict_unused(&self, entries: &mut Entries<P>) {
+        let mut unused: Vec<(u64, Digest)> = entries
+            .by_digest
+            .iter()
+            .filter(|(_, (a, _))| Arc::strong_count(a) == 1)
+            .map(|(digest, (_, used))| (*used, *digest))
+            .collect();
+        let excess = unused.len().saturating_sub(self.keep_unused);
         if excess == 0 {
             return;
         }
-        entries.retain(|_, a| {
-            let evict = excess > 0 && Arc::strong_count(a) == 1;
-            excess -= usize::from(evict);
-            !evict
-        });
+        unused.sort_unstable();
+        for (_, digest) in unused.into_iter().take(excess) {
+            entries.by_digest.remove(&digest);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_least_recently_asked_for_unused_artifact_goes_first() {
+        let cache: ArtifactCache<()> = ArtifactCache::new(2);
+        let kept = |cache: &ArtifactCache<()>, bytes: &[u8]| {
+            cache
+                .entries
+                .lock()
+                .by_digest
+                .contains_key(&digest_of(bytes))
+        };
+        drop(cache.intern(b"a"));
+        drop(cache.intern(b"b"));
+        // `a` is asked for again: now `b` is the least recently used.
+        drop(cache.intern(b"a"));
+        drop(cache.intern(b"c"));
+        // Eviction runs as an artifact is added: three unused, two kept.
+        let held = cache.intern(b"d");
+        assert!(kept(&cache, b"a") && kept(&cache, b"c"));
+        assert!(!kept(&cache, b"b"), "evicted in map order, not by use");
+        // One in use is never evicted, however old.
+        for bytes in [&b"e"[..], b"f", b"g"] {
+            drop(cache.intern(bytes));
+        }
+        assert!(kept(&cache, b"d"));
+        drop(held);
     }
 }

@@ -146,7 +146,7 @@ impl Session {
                     verify(&named, &body)?;
                     named
                 }
-                None => format!("sha256:{}", hex(&sha2::Sha256::digest(&body))),
+                None => format!("sha256:{}", hex::encode(sha2::Sha256::digest(&body))),
             }
         };
         Ok((parse_manifest(&body, content_type.as_deref())?, digest))
@@ -508,8 +508,8 @@ impl LayerHasher {
 
     pub(super) fn finish(self) -> String {
         match self {
-            LayerHasher::Sha256(h) => format!("sha256:{}", hex(&h.finalize())),
-            LayerHasher::Sha512(h) => format!("sha512:{}", hex(&h.finalize())),
+            LayerHasher::Sha256(h) => format!("sha256:{}", hex::encode(h.finalize())),
+            LayerHasher::Sha512(h) => format!("sha512:{}", hex::encode(h.finalize())),
         }
     }
 }
@@ -542,10 +542,6 @@ fn error_messages(body: &[u8]) -> String {
     } else {
         one_line(&messages.join("; "))
     }
-}
-
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 /// Runs `future` on wasmtime-wasi's tokio runtime (on a thread of its own, so

@@ -15,8 +15,8 @@ pub use container::{ContainerId, ContainerState, ContainerStats, HttpStats};
 pub use error::{Error, Result};
 pub use outcome::Outcome;
 pub use spec::{
-    parse_size, CommandSpec, EndpointSpec, ImageSpec, LogStream, OutputSink, Protocol, PullPolicy,
-    ServiceSpec, StdinSpec, StorageSpec, WasmSpec,
+    parse_duration, parse_size, CommandSpec, EndpointSpec, ImageSpec, LogStream, OutputSink,
+    Protocol, PullPolicy, ServiceSpec, StdinSpec, StorageSpec, WasmSpec,
 };
 
 pub(crate) use config::current_user;

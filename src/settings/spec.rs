@@ -260,3 +260,70 @@ pub fn parse_size(text: &str) -> Result<u64> {
         .checked_mul(scale)
         .ok_or_else(|| invalid("too large"))
 }
+
+/// Parses a duration the one way every part of wasmpool reads one (the CLI's
+/// `--timeout`, `-W timeout=`, the shim's `io.wasmpool.deadline`): numbers
+/// with units, several in a row as `humantime` writes them (`1h30m`, `2m 5s`),
+/// units `ns`, `us` (`µs`), `ms`, `s`, `m`, `h`, `d` (and their long forms
+/// `sec`, `min`, `hour`, `day`…); a bare number is seconds, and may have a
+/// fraction (`1.5`, `0.25s`).
+///
+/// # Examples
+/// ```
+/// use std::time::Duration;
+/// assert_eq!(wasmpool::parse_duration("1m30s").unwrap(), Duration::from_secs(90));
+/// assert_eq!(wasmpool::parse_duration("250ms").unwrap(), Duration::from_millis(250));
+/// assert_eq!(wasmpool::parse_duration("5").unwrap(), Duration::from_secs(5));
+/// assert!(wasmpool::parse_duration("soon").is_err());
+/// ```
+pub fn parse_duration(text: &str) -> Result<Duration> {
+    let invalid = |reason: String| Error::InvalidSpec {
+        field: "duration",
+        value: text.to_string(),
+        reason,
+    };
+    let trimmed = text.trim();
+    if trimmed.is_empty() {
+        return Err(invalid(
+            "expected a duration such as 5s, 500ms or 1m30s".into(),
+        ));
+    }
+    let mut rest = trimmed;
+    let mut total = Duration::ZERO;
+    while !rest.is_empty() {
+        let number_end = rest
+            .find(|c: char| !c.is_ascii_digit() && c != '.')
+            .unwrap_or(rest.len());
+        let (number, after) = rest.split_at(number_end);
+        let value: f64 = number
+            .parse()
+            .map_err(|_| invalid("expected a number and a unit, such as 5s or 1m30s".into()))?;
+        let unit_end = after
+            .find(|c: char| c.is_ascii_digit() || c == '.' || c.is_whitespace())
+            .unwrap_or(after.len());
+        let (unit, after) = after.split_at(unit_end);
+        let seconds_per = match unit {
+            // A bare number is seconds (alone, or as the last part).
+            "" if after.trim().is_empty() => 1.0,
+            "ns" | "nsec" => 1e-9,
+            "us" | "µs" | "usec" => 1e-6,
+            "ms" | "msec" => 1e-3,
+            "s" | "sec" | "secs" | "second" | "seconds" => 1.0,
+            "m" | "min" | "mins" | "minute" | "minutes" => 60.0,
+            "h" | "hr" | "hour" | "hours" => 3600.0,
+            "d" | "day" | "days" => 86_400.0,
+            other => {
+                return Err(invalid(format!(
+                    "unknown unit '{other}' (use ns, us, ms, s, m, h or d)"
+                )))
+            }
+        };
+        let part = Duration::try_from_secs_f64(value * seconds_per)
+            .map_err(|_| invalid("out of range".into()))?;
+        total = total
+            .checked_add(part)
+            .ok_or_else(|| invalid("out of range".into()))?;
+        rest = after.trim_start();
+    }
+    Ok(total)
+}

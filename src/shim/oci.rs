@@ -286,22 +286,9 @@ fn limits(spec: &Spec, annotations: &HashMap<String, String>) -> Result<WasmSpec
     })
 }
 
-/// `250ms`, `30s`, `5m`, `1h`, or a bare number of seconds.
+/// `250ms`, `30s`, `5m`, `1m30s`, or a bare number of seconds: the library's one way.
 fn parse_duration(text: &str) -> Result<Duration> {
-    let text = text.trim();
-    let split = text
-        .find(|c: char| !c.is_ascii_digit() && c != '.')
-        .unwrap_or(text.len());
-    let (number, unit) = text.split_at(split);
-    let value: f64 = number.parse()?;
-    let seconds = match unit {
-        "ms" => value / 1000.0,
-        "" | "s" => value,
-        "m" => value * 60.0,
-        "h" => value * 3600.0,
-        other => bail!("unknown unit {other:?}"),
-    };
-    Ok(Duration::try_from_secs_f64(seconds)?)
+    Ok(wasmpool::parse_duration(text)?)
 }
 
 #[cfg(test)]
@@ -314,6 +301,7 @@ mod tests {
         assert_eq!(parse_duration("250ms").unwrap(), Duration::from_millis(250));
         assert_eq!(parse_duration("2m").unwrap(), Duration::from_secs(120));
         assert_eq!(parse_duration("3").unwrap(), Duration::from_secs(3));
+        assert_eq!(parse_duration("1m30s").unwrap(), Duration::from_secs(90));
         assert!(parse_duration("soon").is_err());
         assert!(parse_duration("-1s").is_err());
     }
