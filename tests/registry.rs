@@ -568,3 +568,50 @@ fn a_registry_that_never_answers_times_out_on_the_read_and_the_whole_pull_bounds
     assert!(started.elapsed() < NO_HANG);
     drop(silent);
 }
+
+#[test]
+fn credentials_come_from_dockers_credential_helpers() {
+    run_alone("registry::docker_credential_helpers_alone");
+}
+
+/// Sets `DOCKER_CONFIG` and `PATH` for this whole process: run alone, by the test above.
+#[test]
+#[ignore = "run by credentials_come_from_dockers_credential_helpers in its own process"]
+fn docker_credential_helpers_alone() {
+    use std::os::unix::fs::PermissionsExt;
+    let registry = Registry::with_basic_auth("helped", "from-a-helper");
+    registry.push_wasm("private/helped:v1", &wasm(&exit_module(23)));
+    let config = tempfile::tempdir().unwrap();
+    // A real helper program speaking docker's protocol: the server on stdin,
+    // JSON on stdout; it answers only for the server it was asked about.
+    let helper = config.path().join("docker-credential-wasmpooltest");
+    std::fs::write(
+        &helper,
+        format!(
+            "#!/bin/sh\n[ \"$1\" = get ] || exit 1\nread server\n\
+             [ \"$server\" = \"{}\" ] || {{ echo 'credentials not found' >&2; exit 1; }}\n\
+             echo '{{\"ServerURL\":\"'\"$server\"'\",\"Username\":\"helped\",\"Secret\":\"from-a-helper\"}}'\n",
+            registry.host
+        ),
+    )
+    .unwrap();
+    std::fs::set_permissions(&helper, std::fs::Permissions::from_mode(0o755)).unwrap();
+    std::fs::write(
+        config.path().join("config.json"),
+        format!(
+            r#"{{"auths": {{"{host}": {{"auth": "d3Jvbmc6d3Jvbmc="}}}}, "credHelpers": {{"{host}": "wasmpooltest"}}}}"#,
+            host = registry.host
+        ),
+    )
+    .unwrap();
+    std::env::set_var("DOCKER_CONFIG", config.path());
+    let path = std::env::var("PATH").unwrap_or_default();
+    std::env::set_var("PATH", format!("{}:{path}", config.path().display()));
+    let (_dir, runtime) = runtime(1);
+    let image = registry.reference("private/helped:v1");
+    // The helper's answer, not the wrong `auths` entry beside it.
+    assert_eq!(
+        run_image(&runtime, "helped", &image, PullPolicy::IfNotPresent),
+        23
+    );
+}

@@ -25,8 +25,10 @@ pub(super) fn host_of(registry: &str) -> &str {
 }
 
 /// Credentials for `registry` from docker's `config.json` (`$DOCKER_CONFIG`,
-/// else `~/.docker`): its `auths` entries (`auth`, or `username` and
-/// `password`, or `registrytoken`). Credential helpers are not consulted.
+/// else `~/.docker`), as docker finds them: the registry's credential helper
+/// (`credHelpers`), else the credential store (`credsStore`) — each the
+/// program `docker-credential-NAME`, asked with `get` — else its `auths` entry
+/// (`auth`, or `username` and `password`, or `registrytoken`).
 pub(super) fn docker_config_auth(registry: &str) -> Option<RegistryAuth> {
     let folder = match std::env::var_os("DOCKER_CONFIG").filter(|v| !v.is_empty()) {
         Some(dir) => PathBuf::from(dir),
@@ -41,6 +43,23 @@ pub(super) fn docker_config_auth(registry: &str) -> Option<RegistryAuth> {
         }
     };
     let wanted = registry_key(registry);
+    let helper = config
+        .get("credHelpers")
+        .and_then(|helpers| helpers.as_object())
+        .and_then(|helpers| helpers.iter().find(|(key, _)| registry_key(key) == wanted))
+        .map(|(key, name)| (key.clone(), name))
+        .or_else(|| {
+            config
+                .get("credsStore")
+                .map(|name| (server_address(&wanted), name))
+        })
+        .and_then(|(server, name)| Some((server, name.as_str()?.to_string())))
+        .filter(|(_, name)| !name.is_empty());
+    if let Some((server, name)) = helper {
+        if let Some(auth) = from_helper(&name, &server) {
+            return Some(auth);
+        }
+    }
     let entry = config
         .get("auths")?
         .as_object()?
@@ -72,6 +91,87 @@ pub(super) fn docker_config_auth(registry: &str) -> Option<RegistryAuth> {
         });
     }
     field("registrytoken").map(|token| RegistryAuth::Bearer(token.to_string()))
+}
+
+/// The server address docker stores a registry's credentials under (Docker
+/// Hub's is its v1 URL).
+fn server_address(key: &str) -> String {
+    match key {
+        "docker.io" | "index.docker.io" | "registry-1.docker.io" => {
+            "https://index.docker.io/v1/".into()
+        }
+        other => other.to_string(),
+    }
+}
+
+/// How long a credential helper may take to answer.
+const HELPER_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+/// The most bytes of a helper's answer read.
+const HELPER_OUTPUT: u64 = 64 << 10;
+
+/// Asks `docker-credential-NAME get` for `server`'s credentials, as docker
+/// does (the server address on its stdin, JSON `{"Username", "Secret"}` on
+/// its stdout); bounded in time and bytes. `None` when it has none, fails,
+/// or answers with an identity token (an OAuth refresh token, which wasmpool
+/// does not exchange).
+fn from_helper(name: &str, server: &str) -> Option<RegistryAuth> {
+    use std::io::{Read, Write};
+    use std::process::{Command, Stdio};
+    let program = format!("docker-credential-{name}");
+    let mut child = match Command::new(&program)
+        .arg("get")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+    {
+        Ok(child) => child,
+        Err(e) => {
+            log::warn!("cannot run the credential helper {program}: {e}");
+            return None;
+        }
+    };
+    if let Some(mut stdin) = child.stdin.take() {
+        let _ = stdin.write_all(server.as_bytes());
+    }
+    let mut stdout = child.stdout.take()?;
+    let (sent, answer) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let mut text = String::new();
+        let read = (&mut stdout).take(HELPER_OUTPUT).read_to_string(&mut text);
+        let _ = sent.send(read.map(|_| text));
+    });
+    let text = match answer.recv_timeout(HELPER_TIMEOUT) {
+        Ok(Ok(text)) => text,
+        Ok(Err(e)) => {
+            log::warn!("{program}: {e}");
+            let _ = child.kill();
+            let _ = child.wait();
+            return None;
+        }
+        Err(_) => {
+            log::warn!("{program} did not answer within {HELPER_TIMEOUT:?}");
+            let _ = child.kill();
+            let _ = child.wait();
+            return None;
+        }
+    };
+    let status = child.wait().ok()?;
+    if !status.success() {
+        log::debug!("{program} has no credentials for {server}");
+        return None;
+    }
+    let answer: serde_json::Value = serde_json::from_str(&text).ok()?;
+    let field = |name: &str| answer.get(name).and_then(|v| v.as_str()).unwrap_or("");
+    let (username, secret) = (field("Username"), field("Secret"));
+    if username == "<token>" {
+        log::warn!("{program} gave an identity token for {server}: wasmpool does not exchange identity tokens; using the config's auths, if any");
+        return None;
+    }
+    (!secret.is_empty()).then(|| RegistryAuth::Basic {
+        username: username.to_string(),
+        password: secret.to_string(),
+    })
 }
 
 #[cfg(test)]
