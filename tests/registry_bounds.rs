@@ -308,3 +308,44 @@ fn a_registry_that_drips_one_byte_at_a_time_is_cut_off_by_the_timeouts() {
     let error = refused(&runtime, &server, "demo/drip:v2");
     assert!(error.contains("registry_pull_timeout"), "{error}");
 }
+
+#[test]
+fn a_busy_registry_is_tried_again_a_bounded_number_of_times_honouring_retry_after() {
+    // Always busy: a 503 with `Retry-After: 0`; then a 429 asking for a second.
+    let server = Hostile::start(|_, stream| {
+        answer(
+            stream,
+            "503 Service Unavailable",
+            "Retry-After: 0\r\n",
+            b"busy",
+        )
+    });
+    let (_dir, runtime) = runtime(1);
+    let error = refused(&runtime, &server, "demo/busy:v1");
+    assert!(error.contains("503"), "{error}");
+    let tries = server.seen.lock().unwrap().len();
+    assert!(
+        (2..=5).contains(&tries),
+        "{tries} requests: retried, and within the bound"
+    );
+    let asked = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let when = asked.clone();
+    let throttled = Hostile::start(move |_, stream| {
+        when.lock().unwrap().push(std::time::Instant::now());
+        answer(
+            stream,
+            "429 Too Many Requests",
+            "Retry-After: 1\r\n",
+            b"slow down",
+        )
+    });
+    let error = refused(&runtime, &throttled, "demo/throttled:v1");
+    assert!(error.contains("429"), "{error}");
+    let times = asked.lock().unwrap().clone();
+    assert!(times.len() >= 2, "{} requests", times.len());
+    assert!(
+        times[1] - times[0] >= Duration::from_millis(900),
+        "Retry-After: 1 was not waited for: {:?}",
+        times[1] - times[0]
+    );
+}

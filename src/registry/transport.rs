@@ -182,8 +182,13 @@ impl Session {
 
     /// Sends a request, answering one auth challenge (Bearer: a token from the
     /// realm; Basic: the configured credentials) and sending it again.
+    /// A refused connection or a transient answer (429, 502, 503, 504) is
+    /// tried again, up to [`MAX_TRIES`] times with a growing pause (the
+    /// registry's `Retry-After`, when it says one, up to 30 s), all within the
+    /// pull's own timeout.
     async fn send(&self, method: Method, url: &str, accept: &[&str]) -> Result<Response, String> {
         let mut answered = false;
+        let mut tries = 0;
         loop {
             let mut request = self.http.request(method.clone(), url);
             if !accept.is_empty() {
@@ -200,7 +205,26 @@ impl Session {
                 }
                 _ => request,
             };
-            let response = request.send().await.map_err(|e| self.describe(&e))?;
+            let response = match request.send().await {
+                Ok(response) => response,
+                Err(e) if e.is_connect() && tries < MAX_TRIES => {
+                    tries += 1;
+                    tokio::time::sleep(backoff(tries, None)).await;
+                    continue;
+                }
+                Err(e) => return Err(self.describe(&e)),
+            };
+            if is_transient(response.status()) && tries < MAX_TRIES {
+                tries += 1;
+                let wait = backoff(tries, retry_after(&response));
+                log::debug!(
+                    "{} answered {} for {url}: trying again in {wait:?}",
+                    self.registry,
+                    response.status()
+                );
+                tokio::time::sleep(wait).await;
+                continue;
+            }
             if response.status() != StatusCode::UNAUTHORIZED || answered {
                 return Ok(response);
             }
@@ -369,6 +393,34 @@ impl Challenge {
 }
 
 /// Reads a whole body, refusing it past `limit` bytes — declared or read.
+/// How many times one request is tried again after a transient failure.
+const MAX_TRIES: u32 = 4;
+/// The longest pause between two tries, whatever `Retry-After` says.
+const MAX_PAUSE: std::time::Duration = std::time::Duration::from_secs(30);
+
+/// Answers worth trying again: too many requests, and a gateway or service
+/// that is down for a moment.
+fn is_transient(status: StatusCode) -> bool {
+    matches!(status.as_u16(), 429 | 502 | 503 | 504)
+}
+
+/// `Retry-After` in seconds (the HTTP-date form is read as no hint).
+fn retry_after(response: &Response) -> Option<std::time::Duration> {
+    let text = response
+        .headers()
+        .get(reqwest::header::RETRY_AFTER)?
+        .to_str()
+        .ok()?;
+    text.trim().parse().ok().map(std::time::Duration::from_secs)
+}
+
+/// The pause before try `tries` (1, 2, …): the registry's hint, else 250 ms
+/// doubling; never more than [`MAX_PAUSE`].
+fn backoff(tries: u32, hint: Option<std::time::Duration>) -> std::time::Duration {
+    hint.unwrap_or_else(|| std::time::Duration::from_millis(250) * 2u32.pow(tries - 1))
+        .min(MAX_PAUSE)
+}
+
 async fn read_bounded(mut response: Response, limit: u64, what: &str) -> Result<Bytes, String> {
     if let Some(declared) = response.content_length() {
         if declared > limit {
