@@ -42,6 +42,9 @@ struct Cli {
     /// The most bytes of compiled code kept in the cache (such as 512Mi or 2G); the least recently used go first
     #[arg(long, global = true, value_name = "SIZE", value_parser = parse_size_arg)]
     compiled_cache_limit: Option<u64>,
+    /// No progress bar or compile notes, even on a terminal
+    #[arg(short, long, global = true)]
+    quiet: bool,
     /// Where images and compiled code are cached (default: $WASMPOOL_CACHE_DIR,
     /// else $XDG_CACHE_HOME/wasmpool, else ~/.cache/wasmpool)
     #[arg(long, global = true, value_name = "DIR")]
@@ -241,6 +244,7 @@ fn main() -> ExitCode {
         _ => "debug",
     };
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or(filter)).init();
+    QUIET.store(cli.quiet, Ordering::Relaxed);
     if let Some(dir) = &cli.cache_dir {
         // Read by every runtime's default settings below; set while this is
         // the only thread.
@@ -494,10 +498,44 @@ fn parse_size_arg(text: &str) -> Result<u64, String> {
         .map_err(|_| format!("invalid size '{text}': expected such as 512Mi, 2G or 1048576"))
 }
 
+/// Whether to show progress: on a terminal, unless `-q`.
+static QUIET: AtomicBool = AtomicBool::new(false);
+
+/// Pulls `image` with a progress bar of the bytes downloaded (on a terminal
+/// and without `-q`; silent in pipes).
+fn pull_showing(
+    runtime: &WasmRuntime,
+    image: &str,
+    policy: PullPolicy,
+) -> wasmpool::Result<wasmpool::PulledImage> {
+    if QUIET.load(Ordering::Relaxed) || !std::io::stderr().is_terminal() {
+        return runtime.pull(image, policy);
+    }
+    let bar = indicatif::ProgressBar::hidden();
+    bar.set_style(
+        indicatif::ProgressStyle::with_template(
+            "{msg} [{bar:30}] {binary_bytes}/{binary_total_bytes} {binary_bytes_per_sec} {eta}",
+        )
+        .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar())
+        .progress_chars("=> "),
+    );
+    bar.set_message(format!("pulling {image}"));
+    let shown = bar.clone();
+    let pulled = runtime.pull_with_progress(image, policy, move |done, total| {
+        if shown.is_hidden() {
+            shown.set_draw_target(indicatif::ProgressDrawTarget::stderr());
+        }
+        shown.set_length(total);
+        shown.set_position(done);
+    });
+    bar.finish_and_clear();
+    pulled
+}
+
 /// `docker pull`'s meaning: the reference is resolved every time.
 fn pull(image: &str, registry: &RegistryArgs, limit: Option<u64>) -> Result<ExitCode> {
     let runtime = cache_runtime(registry.config(), limit)?;
-    let pulled = runtime.pull(image, PullPolicy::Always)?;
+    let pulled = pull_showing(&runtime, image, PullPolicy::Always)?;
     let digest = pulled.digest.as_deref().unwrap_or("digest unknown");
     if pulled.downloaded {
         println!("pulled {image} ({digest}) into {}", pulled.path.display());
@@ -598,7 +636,7 @@ fn create(
                 PullWhen::Missing => PullPolicy::IfNotPresent,
                 PullWhen::Never => PullPolicy::Never,
             };
-            runtime.pull(&target, policy)?;
+            pull_showing(&runtime, &target, policy)?;
             wasmpool::Runtime::create_container(&*runtime, &id, &spec)?;
         }
     }
@@ -756,6 +794,21 @@ fn serve(args: ServeArgs, limit: Option<u64>) -> Result<ExitCode> {
         ..EndpointSpec::http(args.addr.port())
     };
     let defaults = WasmConfig::default();
+    // A large component takes a while to compile the first time: say so (on a terminal).
+    let announced = args
+        .run
+        .command
+        .first()
+        .and_then(|file| Some((file.clone(), std::fs::metadata(file).ok()?.len())))
+        .filter(|(_, size)| *size >= 1 << 20)
+        .filter(|_| !QUIET.load(Ordering::Relaxed) && std::io::stderr().is_terminal());
+    if let Some((file, size)) = &announced {
+        eprintln!(
+            "compiling {file} ({})… (once: the compiled code is cached)",
+            human(*size)
+        );
+    }
+    let started = Instant::now();
     let (runtime, id) = create(
         args.run,
         vec![endpoint],
@@ -768,6 +821,9 @@ fn serve(args: ServeArgs, limit: Option<u64>) -> Result<ExitCode> {
     )?;
     let handle = runtime.start(&id)?;
     let address = runtime.service_address(&id)?;
+    if let Some((file, _)) = &announced {
+        eprintln!("{file} ready in {:.1?}", started.elapsed());
+    }
     eprintln!("Serving HTTP on http://{address}/");
     {
         let (runtime, id) = (runtime.clone(), id.clone());

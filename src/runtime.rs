@@ -174,6 +174,19 @@ impl WasmRuntime {
         self.puller.pull(image, policy)
     }
 
+    /// As [`WasmRuntime::pull`], calling `progress(downloaded, size)` as the
+    /// artifact's bytes come (from the thread the download runs on; not at
+    /// all when nothing is downloaded). For a progress bar.
+    pub fn pull_with_progress(
+        &self,
+        image: &str,
+        policy: PullPolicy,
+        progress: impl Fn(u64, u64) + Send + Sync + 'static,
+    ) -> Result<PulledImage> {
+        self.puller
+            .pull_reporting(image, policy, Some(std::sync::Arc::new(progress)))
+    }
+
     /// The images in the image cache, with what their pulls recorded.
     pub fn images(&self) -> Vec<CachedImage> {
         images::list(&self.shared.config.cache_dir)

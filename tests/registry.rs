@@ -615,3 +615,36 @@ fn docker_credential_helpers_alone() {
         23
     );
 }
+
+#[test]
+fn a_pull_reports_its_progress_up_to_the_artifacts_size() {
+    let registry = Registry::start();
+    let module = wasm(&print_module(&[("progress", 200)], None));
+    registry.push_wasm("demo/progress:v1", &module);
+    let (_dir, runtime) = runtime(1);
+    let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let record = seen.clone();
+    let image = registry.reference("demo/progress:v1");
+    let pulled = runtime
+        .pull_with_progress(&image, PullPolicy::Always, move |done, total| {
+            record.lock().unwrap().push((done, total));
+        })
+        .unwrap();
+    assert!(pulled.downloaded);
+    let seen = seen.lock().unwrap().clone();
+    assert!(!seen.is_empty(), "no progress was reported");
+    assert!(seen.windows(2).all(|w| w[0].0 <= w[1].0), "{seen:?}");
+    assert_eq!(
+        *seen.last().unwrap(),
+        (module.len() as u64, module.len() as u64)
+    );
+    // Nothing to download: no progress.
+    let quiet = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let count = quiet.clone();
+    runtime
+        .pull_with_progress(&image, PullPolicy::IfNotPresent, move |_, _| {
+            count.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        })
+        .unwrap();
+    assert_eq!(quiet.load(std::sync::atomic::Ordering::Relaxed), 0);
+}

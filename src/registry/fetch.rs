@@ -24,6 +24,8 @@ pub(super) struct Fetch {
     pub(super) limit: u64,
     /// Set when the caller gave up (`registry_pull_timeout`): nothing more is written.
     pub(super) cancel: Arc<AtomicBool>,
+    /// Told the bytes downloaded so far and the layer's size.
+    pub(super) progress: Option<super::Progress>,
 }
 
 impl Fetch {
@@ -122,6 +124,9 @@ impl Fetch {
         {
             self.check_cancel()?;
             written += chunk.len() as u64;
+            if let Some(progress) = &self.progress {
+                progress(written.min(declared), declared);
+            }
             if written > limit {
                 return Err(too_large(written, limit));
             }

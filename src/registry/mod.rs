@@ -62,6 +62,9 @@ pub(crate) struct Puller {
     in_flight: Mutex<HashMap<PathBuf, Arc<Mutex<()>>>>,
 }
 
+/// Told the bytes of a layer downloaded so far, and its size.
+pub(crate) type Progress = Arc<dyn Fn(u64, u64) + Send + Sync>;
+
 impl Puller {
     pub(crate) fn new(config: &WasmConfig) -> Self {
         Puller {
@@ -80,10 +83,21 @@ impl Puller {
 
     /// Makes `image` present in the cache as `policy` says, pulling when it must.
     pub(crate) fn pull(&self, image: &str, policy: PullPolicy) -> Result<PulledImage> {
+        self.pull_reporting(image, policy, None)
+    }
+
+    /// As [`Puller::pull`], telling `progress` the bytes of the layer
+    /// downloaded so far and its size, as they come.
+    pub(crate) fn pull_reporting(
+        &self,
+        image: &str,
+        policy: PullPolicy,
+        progress: Option<Progress>,
+    ) -> Result<PulledImage> {
         let path = image_path(&self.cache_dir, image)?;
         // Reading the cache needs no lock: pulls replace the file by renaming.
         if policy == PullPolicy::Never || (policy == PullPolicy::IfNotPresent && path.is_file()) {
-            return self.pull_locked(image, &path, policy);
+            return self.pull_locked(image, &path, policy, progress);
         }
         let lock = self.lock_for(&path);
         let pulling = lock.lock();
@@ -93,7 +107,7 @@ impl Puller {
                 image: image.to_string(),
                 reason: format!("cannot lock '{}': {e}", path.display()),
             })
-            .and_then(|_file_lock| self.pull_locked(image, &path, policy));
+            .and_then(|_file_lock| self.pull_locked(image, &path, policy, progress));
         drop(pulling);
         drop(lock);
         // Forget locks nobody holds or waits for (a waiter holds a clone).
@@ -111,7 +125,13 @@ impl Puller {
             .clone()
     }
 
-    fn pull_locked(&self, image: &str, path: &Path, policy: PullPolicy) -> Result<PulledImage> {
+    fn pull_locked(
+        &self,
+        image: &str,
+        path: &Path,
+        policy: PullPolicy,
+        progress: Option<Progress>,
+    ) -> Result<PulledImage> {
         let refuse = |reason: String| Error::Pull {
             image: image.to_string(),
             reason,
@@ -152,6 +172,7 @@ impl Puller {
             known: if cached { recorded.clone() } else { None },
             limit: self.max_size,
             cancel: cancel.clone(),
+            progress,
         };
         run_within(self.pull_timeout, cancel, fetch.run()).map_err(refuse)
     }
