@@ -344,55 +344,42 @@ enum Challenge {
 }
 
 impl Challenge {
+    /// The challenge to answer in a `WWW-Authenticate` header, read by
+    /// `http-auth`'s RFC 7235 parser (several challenges may share a header:
+    /// a Bearer one with a realm wins, then Basic).
     fn parse(header: &str) -> Challenge {
-        let (scheme, params) = header.trim().split_once(' ').unwrap_or((header, ""));
-        if scheme.eq_ignore_ascii_case("basic") {
-            return Challenge::Basic;
-        }
-        if !scheme.eq_ignore_ascii_case("bearer") {
-            return Challenge::Other;
-        }
-        let mut realm = None;
-        let (mut service, mut scope) = (None, None);
-        // key="value" pairs; values may hold commas (scopes do).
-        let mut rest = params.trim();
-        while let Some((key, after)) = rest.split_once('=') {
-            let key = key
-                .trim()
-                .trim_start_matches(',')
-                .trim()
-                .to_ascii_lowercase();
-            let after = after.trim_start();
-            let (value, next) = match after.strip_prefix('"') {
-                Some(quoted) => match quoted.split_once('"') {
-                    Some((value, next)) => (value.to_string(), next),
-                    None => (quoted.to_string(), ""),
-                },
-                None => match after.split_once(',') {
-                    Some((value, next)) => (value.trim().to_string(), next),
-                    None => (after.trim().to_string(), ""),
-                },
-            };
-            match key.as_str() {
-                "realm" => realm = Some(value),
-                "service" => service = Some(value),
-                "scope" => scope = Some(value),
-                _ => {}
+        let mut basic = false;
+        for challenge in http_auth::ChallengeParser::new(header).flatten() {
+            if challenge.scheme.eq_ignore_ascii_case("basic") {
+                basic = true;
+                continue;
             }
-            rest = next.trim_start().trim_start_matches(',');
+            if !challenge.scheme.eq_ignore_ascii_case("bearer") {
+                continue;
+            }
+            let param = |name: &str| {
+                challenge
+                    .params
+                    .iter()
+                    .find(|(key, _)| key.eq_ignore_ascii_case(name))
+                    .map(|(_, value)| value.to_unescaped())
+            };
+            if let Some(realm) = param("realm") {
+                return Challenge::Bearer {
+                    realm,
+                    service: param("service"),
+                    scope: param("scope"),
+                };
+            }
         }
-        match realm {
-            Some(realm) => Challenge::Bearer {
-                realm,
-                service,
-                scope,
-            },
-            None => Challenge::Other,
+        if basic {
+            Challenge::Basic
+        } else {
+            Challenge::Other
         }
     }
 }
 
-/// Reads a whole body, refusing it past `limit` bytes — declared or read.
 /// How many times one request is tried again after a transient failure.
 const MAX_TRIES: u32 = 4;
 /// The longest pause between two tries, whatever `Retry-After` says.
@@ -421,6 +408,7 @@ fn backoff(tries: u32, hint: Option<std::time::Duration>) -> std::time::Duration
         .min(MAX_PAUSE)
 }
 
+/// Reads a whole body, refusing it past `limit` bytes — declared or read.
 async fn read_bounded(mut response: Response, limit: u64, what: &str) -> Result<Bytes, String> {
     if let Some(declared) = response.content_length() {
         if declared > limit {
@@ -681,5 +669,13 @@ mod tests {
             Challenge::parse("Basic realm=\"x\""),
             Challenge::Basic
         ));
+        // Two challenges in one header, and an escaped quote in a value.
+        let Challenge::Bearer { realm, .. } = Challenge::parse(
+            r#"Basic realm="registry", Bearer realm="https://auth.example/t\"oken",service="r""#,
+        ) else {
+            panic!("the Bearer challenge after a Basic one was missed");
+        };
+        assert_eq!(realm, "https://auth.example/t\"oken");
+        assert!(matches!(Challenge::parse("Negotiate"), Challenge::Other));
     }
 }
