@@ -828,7 +828,12 @@ fn serve(args: ServeArgs, limit: Option<u64>) -> Result<ExitCode> {
     {
         let (runtime, id) = (runtime.clone(), id.clone());
         ctrlc::set_handler(move || {
-            eprintln!("wasmpool: stopping: finishing requests in flight");
+            // Not `eprintln!`: a closed stderr must not panic this thread
+            // before it stops the service.
+            let _ = writeln!(
+                std::io::stderr(),
+                "wasmpool: stopping: finishing requests in flight"
+            );
             let timeout = runtime.config().stop_timeout;
             let _ = wasmpool::Runtime::stop_container(&*runtime, &id, timeout);
         })

@@ -29,6 +29,29 @@ fn run(args: &[&str]) -> Output {
     bin().args(args).stdin(Stdio::null()).output().unwrap()
 }
 
+/// `wasmpool serve` of `file` on a free loopback port, once it said its URL;
+/// the rest of its stderr is read (and kept) until it exits.
+fn serve_cli(file: &Path) -> (std::process::Child, std::net::SocketAddr) {
+    let mut child = bin()
+        .args(["serve", "--addr", "127.0.0.1:0", file.to_str().unwrap()])
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stderr = BufReader::new(child.stderr.take().unwrap());
+    let mut line = String::new();
+    stderr.read_line(&mut line).unwrap();
+    let url = line
+        .trim()
+        .strip_prefix("Serving HTTP on http://")
+        .unwrap_or_else(|| panic!("no URL in {line:?}"));
+    let address = url.trim_end_matches('/').parse().unwrap();
+    std::thread::spawn(move || {
+        let mut rest = String::new();
+        let _ = std::io::Read::read_to_string(&mut stderr, &mut rest);
+    });
+    (child, address)
+}
+
 fn text(bytes: &[u8]) -> String {
     String::from_utf8_lossy(bytes).into_owned()
 }
@@ -522,19 +545,7 @@ fn serve_listens_prints_its_url_answers_and_drains_on_ctrl_c() {
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("hello.wasm");
     std::fs::write(&file, crate::common::service::hello_handler()).unwrap();
-    let mut child = bin()
-        .args(["serve", "--addr", "127.0.0.1:0", file.to_str().unwrap()])
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut stderr = BufReader::new(child.stderr.take().unwrap());
-    let mut line = String::new();
-    stderr.read_line(&mut line).unwrap();
-    let url = line
-        .trim()
-        .strip_prefix("Serving HTTP on http://")
-        .unwrap_or_else(|| panic!("no URL in {line:?}"));
-    let address: std::net::SocketAddr = url.trim_end_matches('/').parse().unwrap();
+    let (mut child, address) = serve_cli(&file);
     let reply = crate::common::service::get(address, "/hello");
     assert_eq!((reply.status, reply.text().as_str()), (200, "hello\n"));
     let status = Command::new("kill")
@@ -621,19 +632,7 @@ fn serve_drains_and_exits_on_sigterm_as_a_service_manager_stops_it() {
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("hello.wasm");
     std::fs::write(&file, crate::common::service::hello_handler()).unwrap();
-    let mut child = bin()
-        .args(["serve", "--addr", "127.0.0.1:0", file.to_str().unwrap()])
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut stderr = BufReader::new(child.stderr.take().unwrap());
-    let mut line = String::new();
-    stderr.read_line(&mut line).unwrap();
-    let url = line
-        .trim()
-        .strip_prefix("Serving HTTP on http://")
-        .unwrap_or_else(|| panic!("no URL in {line:?}"));
-    let address: std::net::SocketAddr = url.trim_end_matches('/').parse().unwrap();
+    let (mut child, address) = serve_cli(&file);
     assert_eq!(crate::common::service::get(address, "/").status, 200);
     let status = Command::new("kill")
         .args(["-TERM", &child.id().to_string()])

@@ -4,33 +4,13 @@
 
 use crate::common::service::*;
 use crate::common::*;
+use crate::serving::{serve, service_spec};
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::time::{Duration, Instant};
 use wasmpool::{
-    ContainerId, EndpointSpec, Error, Outcome, Runtime, ServiceSpec, WasmConfig, WasmRuntime,
-    WasmSpec,
+    ContainerId, Error, Outcome, Runtime, ServiceSpec, WasmConfig, WasmRuntime, WasmSpec,
 };
-
-fn service_spec() -> ServiceSpec {
-    ServiceSpec {
-        endpoints: vec![EndpointSpec::http(0)],
-        ..Default::default()
-    }
-}
-
-fn serve(
-    rt: &WasmRuntime,
-    name: &str,
-    spec: &ServiceSpec,
-    wasm: &[u8],
-) -> (ContainerId, SocketAddr) {
-    let id = id(name);
-    rt.create_container_from_bytes(&id, spec, wasm).unwrap();
-    rt.start_container(&id).expect("the service starts");
-    let address = rt.service_address(&id).unwrap();
-    (id, address)
-}
 
 /// A neighbour's `GET /hello`, tried until it is answered `200` (bounded by
 /// `NO_HANG`); how long that took.
@@ -245,6 +225,22 @@ fn a_service_shares_one_memory_budget_across_its_requests_and_answers_503_past_i
     assert_eq!(rt.get_container_stats(&id).unwrap().memory_bytes, 0);
 }
 
+/// A request whose handler (`grow_and_wait_handler`) waits for a body that
+/// never comes; returned once its handler runs.
+fn waiting_request(rt: &WasmRuntime, id: &ContainerId, address: SocketAddr) -> TcpStream {
+    let mut waiting = TcpStream::connect(address).unwrap();
+    waiting.set_read_timeout(Some(NO_HANG)).unwrap();
+    waiting
+        .write_all(b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 16\r\n\r\n")
+        .unwrap();
+    let started = Instant::now();
+    while rt.get_container_stats(id).unwrap().http.unwrap().in_flight == 0 {
+        assert!(started.elapsed() < NO_HANG);
+        std::thread::yield_now();
+    }
+    waiting
+}
+
 #[test]
 fn removing_a_service_whose_request_waits_stops_it_and_frees_its_admission() {
     let (_dir, rt) = runtime_with(2, |c| {
@@ -252,17 +248,7 @@ fn removing_a_service_whose_request_waits_stops_it_and_frees_its_admission() {
         c.stop_timeout = Duration::from_secs(2);
     });
     let (id, address) = serve(&rt, "sleepy", &service_spec(), &grow_and_wait_handler(0));
-    // A request whose handler waits for a body that never comes.
-    let mut waiting = TcpStream::connect(address).unwrap();
-    waiting.set_read_timeout(Some(NO_HANG)).unwrap();
-    waiting
-        .write_all(b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 16\r\n\r\n")
-        .unwrap();
-    let started = Instant::now();
-    while rt.get_container_stats(&id).unwrap().http.unwrap().in_flight == 0 {
-        assert!(started.elapsed() < NO_HANG);
-        std::thread::yield_now();
-    }
+    let mut waiting = waiting_request(&rt, &id, address);
     let handle = rt.wait_handle(&id).unwrap();
     let removing = Instant::now();
     rt.remove_container(&id).unwrap();
@@ -288,16 +274,7 @@ fn removing_a_service_whose_request_waits_stops_it_and_frees_its_admission() {
 fn a_second_stop_with_less_grace_cuts_the_drain_short() {
     let (_dir, rt) = runtime_with(2, |_| {});
     let (id, address) = serve(&rt, "draining", &service_spec(), &grow_and_wait_handler(0));
-    let mut waiting = TcpStream::connect(address).unwrap();
-    waiting.set_read_timeout(Some(NO_HANG)).unwrap();
-    waiting
-        .write_all(b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 16\r\n\r\n")
-        .unwrap();
-    let started = Instant::now();
-    while rt.get_container_stats(&id).unwrap().http.unwrap().in_flight == 0 {
-        assert!(started.elapsed() < NO_HANG);
-        std::thread::yield_now();
-    }
+    let mut waiting = waiting_request(&rt, &id, address);
     // A TERM with an hour's grace: the request may finish, and it waits.
     let first = {
         let rt = rt.clone();

@@ -13,7 +13,7 @@ use wasmpool::{
     WasmRuntime, WasmSpec,
 };
 
-fn service_spec() -> ServiceSpec {
+pub(crate) fn service_spec() -> ServiceSpec {
     ServiceSpec {
         endpoints: vec![EndpointSpec::http(0)],
         ..Default::default()
@@ -21,7 +21,7 @@ fn service_spec() -> ServiceSpec {
 }
 
 /// Starts `wasm` as a service on a free loopback port; its id and address.
-fn serve(
+pub(crate) fn serve(
     rt: &WasmRuntime,
     name: &str,
     spec: &ServiceSpec,
