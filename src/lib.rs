@@ -68,6 +68,7 @@
 mod artifacts;
 mod guest;
 mod inspect;
+mod keyvalue;
 mod registry;
 mod runtime;
 mod scheduler;
@@ -83,9 +84,9 @@ pub use scheduler::WaitHandle;
 pub use serve::ResponseBody;
 pub use settings::{
     parse_duration, parse_size, CachedImage, CommandSpec, ContainerId, ContainerState,
-    ContainerStats, DiskUsage, EndpointSpec, Error, HttpStats, ImageSpec, LogStream, Outcome,
-    OutputSink, Protocol, PruneReport, PullPolicy, RegistryAuth, Result, ServiceSpec, StdinSpec,
-    StorageSpec, WasmConfig, WasmSpec,
+    ContainerStats, DiskUsage, EndpointSpec, Error, HttpStats, ImageSpec, KeyValueStore, LogLevel,
+    LogStream, Outcome, OutputSink, Protocol, PruneReport, PullPolicy, RegistryAuth, Result,
+    ServiceSpec, StdinSpec, StorageSpec, WasmConfig, WasmSpec,
 };
 
 #[allow(dead_code)]

@@ -202,6 +202,24 @@ struct RunArgs {
     /// When to pull an image reference: always, missing (default) or never
     #[arg(long, value_enum, value_name = "WHEN", default_value = "missing")]
     pull: PullWhen,
+    /// A value the guest reads through wasi:config/store (repeatable)
+    #[arg(long = "config", value_name = "KEY=VALUE", value_parser = config_value)]
+    config: Vec<(String, String)>,
+    /// Where wasi:keyvalue buckets live: memory (default), a folder path, or redis://HOST:PORT[/DB]
+    #[arg(long, value_name = "STORE")]
+    keyvalue: Option<wasmpool::KeyValueStore>,
+    /// The longest key a guest may store, in bytes (default 1024)
+    #[arg(long, value_name = "BYTES")]
+    keyvalue_max_key: Option<usize>,
+    /// The largest value a guest may store, such as 1Mi (the default)
+    #[arg(long, value_name = "SIZE", value_parser = parse_size_arg)]
+    keyvalue_max_value: Option<u64>,
+    /// The most keys one bucket may hold (default 100000)
+    #[arg(long, value_name = "N")]
+    keyvalue_max_keys: Option<u64>,
+    /// The most bytes a service's buckets may hold, memory and folder stores (default 64Mi)
+    #[arg(long, value_name = "SIZE", value_parser = parse_size_arg)]
+    keyvalue_max_bytes: Option<u64>,
     #[command(flatten)]
     registry: RegistryArgs,
 }
@@ -317,6 +335,13 @@ const WASM_OPTIONS: &str =
     "fuel, max-memory-size, timeout, unknown-imports-trap, trap-on-grow-failure";
 
 /// Checks the names in one `-S` value (a usage error, exit 2, names what is taken).
+fn config_value(text: &str) -> Result<(String, String), String> {
+    match text.split_once('=') {
+        Some((key, value)) if !key.is_empty() => Ok((key.to_string(), value.to_string())),
+        _ => Err("expected KEY=VALUE".into()),
+    }
+}
+
 fn wasi_option(text: &str) -> Result<String, String> {
     known_options(text, WASI_OPTIONS, "-S")
 }
@@ -553,8 +578,21 @@ fn pull(image: &str, registry: &RegistryArgs, limit: Option<u64>) -> Result<Exit
 fn create(
     mut args: RunArgs,
     endpoints: Vec<EndpointSpec>,
-    config: WasmConfig,
+    mut config: WasmConfig,
 ) -> Result<(Arc<WasmRuntime>, ContainerId)> {
+    if let Some(store) = args.keyvalue.take() {
+        config.keyvalue = store;
+    }
+    config.keyvalue_max_key_bytes = args
+        .keyvalue_max_key
+        .unwrap_or(config.keyvalue_max_key_bytes);
+    if let Some(size) = args.keyvalue_max_value {
+        config.keyvalue_max_value_bytes = usize::try_from(size).unwrap_or(usize::MAX);
+    }
+    config.keyvalue_max_keys = args.keyvalue_max_keys.unwrap_or(config.keyvalue_max_keys);
+    config.keyvalue_max_service_bytes = args
+        .keyvalue_max_bytes
+        .unwrap_or(config.keyvalue_max_service_bytes);
     let serving = !endpoints.is_empty();
     apply_wasmtime_options(&mut args)?;
     let mut command = args.command.into_iter();
@@ -584,6 +622,7 @@ fn create(
     let spec = ServiceSpec {
         image,
         env: environment(&args.env)?,
+        config: args.config.iter().cloned().collect(),
         command: wasmpool::CommandSpec {
             args: Some(guest_args),
             ..Default::default()

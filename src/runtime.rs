@@ -2,6 +2,7 @@
 
 use crate::artifacts::{image_path, images, ArtifactCache, DiskCache, Engines, ImageFiles};
 use crate::guest::instance::Serving;
+use crate::guest::keyvalue::KeyValue;
 use crate::guest::{
     self, Artifact, Instance, Linking, LogEntry, LogFollower, Phase, Prepared, RunPlan, Shared,
 };
@@ -128,11 +129,13 @@ impl WasmRuntime {
             .map_err(|e| Error::Setup(format!("cannot start the timer thread: {e}")))?;
         let workers = config.workers;
         let (exited, workers_exited) = crossbeam_channel::bounded(0);
+        let keyvalue = crate::keyvalue::open(&config).map_err(Error::Setup)?;
         let shared = Arc::new(Shared {
             engines,
             linking,
             disk,
             config,
+            keyvalue,
         });
         let mut runtime = WasmRuntime {
             shared: shared.clone(),
@@ -364,6 +367,12 @@ impl WasmRuntime {
             artifact,
             self.shared.config.log_limit_bytes,
             self.admission.clone(),
+            KeyValue {
+                store: self.shared.keyvalue.clone(),
+                service: id.service.as_str().into(),
+                limits: crate::keyvalue::Limits::of(&self.shared.config),
+                counts: Arc::default(),
+            },
         );
         containers.insert(id.clone(), Arc::new(instance));
         Ok(())

@@ -13,6 +13,7 @@ mod entry;
 mod hostile;
 mod hostile_clients;
 mod http;
+mod imports;
 mod isolation;
 mod limits;
 mod logs;

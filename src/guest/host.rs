@@ -30,7 +30,17 @@ pub(crate) enum Wasi {
         table: ResourceTable,
         http: WasiHttpCtx,
         hooks: HttpHooks,
+        imports: Imports,
     },
+}
+
+/// What a component may import beyond WASI: its config values, its
+/// service's buckets, its log. Shared handles only: a store that imports
+/// none of these pays a few reference counts.
+pub(crate) struct Imports {
+    pub(crate) config: Arc<super::config::ConfigValues>,
+    pub(crate) keyvalue: Option<super::keyvalue::KeyValue>,
+    pub(crate) log: super::logging::GuestLog,
 }
 
 /// wasi:http's policy for one guest: outgoing requests only with `network`.
@@ -89,12 +99,30 @@ impl HostState {
 }
 
 impl HostState {
-    /// Whether `entries` more resources fit the store's resource table.
-    fn table_has_room(&mut self, entries: usize) -> bool {
-        let table = match &mut self.wasi {
+    /// The component's resource table.
+    pub(crate) fn table(&mut self) -> &mut ResourceTable {
+        match &mut self.wasi {
             Wasi::Preview1(ctx) => ctx.ctx().table,
             Wasi::Preview2 { table, .. } => table,
-        };
+        }
+    }
+
+    /// What the component imports beyond WASI.
+    pub(crate) fn imports(&mut self) -> &mut Imports {
+        match &mut self.wasi {
+            Wasi::Preview2 { imports, .. } => imports,
+            Wasi::Preview1(_) => unreachable!("a module store was linked to a component import"),
+        }
+    }
+
+    /// The buckets the component may open, if the runtime has a store.
+    pub(crate) fn keyvalue(&mut self) -> Option<&super::keyvalue::KeyValue> {
+        self.imports().keyvalue.as_ref()
+    }
+
+    /// Whether `entries` more resources fit the store's resource table.
+    fn table_has_room(&mut self, entries: usize) -> bool {
+        let table = self.table();
         let probes: Vec<_> = (0..entries).map_while(|_| table.push(()).ok()).collect();
         let room = probes.len() == entries;
         for probe in probes {

@@ -84,6 +84,10 @@ pub(crate) struct Instance {
     pub(crate) control: Control,
     pub(crate) logs: Arc<LogBuffer>,
     pub(crate) stats: Arc<StatsCell>,
+    /// Its `wasi:config` values.
+    pub(crate) config: Arc<super::config::ConfigValues>,
+    /// Its service's buckets, and the operations it made on them.
+    pub(crate) keyvalue: super::keyvalue::KeyValue,
     /// The server of a served container, while it serves.
     pub(crate) serving: OnceLock<Weak<dyn Serving>>,
     admission: Arc<Admission>,
@@ -98,7 +102,9 @@ impl Instance {
         artifact: Arc<Artifact>,
         log_limit: usize,
         admission: Arc<Admission>,
+        keyvalue: super::keyvalue::KeyValue,
     ) -> Self {
+        let config = Arc::new(super::config::ConfigValues::new(&plan.config));
         let stats = Arc::new(StatsCell::new(plan.memory_limit));
         Instance {
             id,
@@ -109,6 +115,8 @@ impl Instance {
             control: Control::default(),
             logs: Arc::new(LogBuffer::new(log_limit)),
             stats,
+            config,
+            keyvalue,
             serving: OnceLock::new(),
             admission,
             admitted: AtomicBool::new(false),

@@ -42,6 +42,9 @@ impl Linkers {
         // WASI 0.3 beside 0.2: toolchains' p3 components import both.
         wasmtime_wasi::p3::add_to_linker(&mut preview2)?;
         wasmtime_wasi_http::p3::add_to_linker(&mut preview2)?;
+        super::config::add_to_linker(&mut preview2)?;
+        super::keyvalue::add_to_linker(&mut preview2)?;
+        super::logging::add_to_linker(&mut preview2)?;
         Ok(Linkers { preview1, preview2 })
     }
 }

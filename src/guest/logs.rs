@@ -25,6 +25,9 @@ pub struct LogEntry {
     /// For a service: the number of the request whose handler wrote the line
     /// (or, on [`LogStream::Runtime`] lines, that the line is about).
     pub request: Option<u64>,
+    /// For a line logged through `wasi:logging` (on [`LogStream::Stderr`]),
+    /// its level; the message is then `context: message`.
+    pub level: Option<crate::settings::LogLevel>,
 }
 
 /// The lines of one container, bounded in bytes, dropping the oldest first.
@@ -111,6 +114,7 @@ impl LogBuffer {
             stream,
             message,
             request,
+            level: None,
         });
         while state.bytes > self.limit_bytes && state.lines.len() > 1 {
             let Some(old) = state.lines.pop_front() else {
@@ -120,6 +124,22 @@ impl LogBuffer {
             state.first_seq += 1;
             state.dropped += 1;
         }
+    }
+
+    /// Appends one line a guest logged through `wasi:logging`.
+    pub(crate) fn push_logged(
+        &self,
+        request: Option<u64>,
+        level: crate::settings::LogLevel,
+        message: String,
+    ) {
+        let mut state = self.state.lock();
+        self.push(&mut state, LogStream::Stderr, request, message.as_bytes());
+        if let Some(entry) = state.lines.back_mut() {
+            entry.level = Some(level);
+        }
+        drop(state);
+        self.grew.notify_all();
     }
 
     /// Ends the log: unfinished lines become entries and followers see the end.
@@ -196,6 +216,7 @@ fn stream_slot(stream: LogStream) -> usize {
 
 fn dropped_note(count: u64, limit_bytes: usize) -> LogEntry {
     LogEntry {
+        level: None,
         timestamp: SystemTime::now(),
         stream: LogStream::Runtime,
         message: format!(

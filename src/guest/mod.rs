@@ -8,12 +8,18 @@
 //!   (WASI linking, the entry point to call);
 //! - [`wasi`] and [`host`]: the store's WASI context, its memory limiter,
 //!   descriptor cap and wasi:http policy;
+//! - [`config`], [`keyvalue`] and [`logging`]: what components import
+//!   beyond WASI (`wasi:config`, `wasi:keyvalue`, `wasi:logging`), a file
+//!   an interface family;
 //! - [`logs`] and [`stats`]: what hosts observe.
 
+pub(crate) mod config;
 pub(crate) mod entry;
 pub(crate) mod host;
 pub(crate) mod instance;
+pub(crate) mod keyvalue;
 pub(crate) mod link;
+pub(crate) mod logging;
 pub(crate) mod logs;
 pub(crate) mod plan;
 pub(crate) mod run;
@@ -35,4 +41,6 @@ pub(crate) struct Shared {
     pub(crate) linking: Linking,
     pub(crate) disk: Option<DiskCache>,
     pub(crate) config: WasmConfig,
+    /// Where guests' `wasi:keyvalue` buckets live.
+    pub(crate) keyvalue: std::sync::Arc<dyn crate::keyvalue::Store>,
 }

@@ -11,6 +11,8 @@ use std::time::Duration;
 pub(crate) struct RunPlan {
     pub(crate) argv: Vec<String>,
     pub(crate) env: Vec<(String, String)>,
+    /// The `wasi:config` values, sorted by key.
+    pub(crate) config: Vec<(String, String)>,
     pub(crate) workdir: Option<String>,
     pub(crate) mounts: Vec<Mount>,
     pub(crate) stdin: StdinSpec,
@@ -77,6 +79,12 @@ impl RunPlan {
             .map(|(k, v)| (k.clone(), v.clone()))
             .collect();
         env.sort();
+        let mut config_values: Vec<_> = spec
+            .config
+            .iter()
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect();
+        config_values.sort();
         let mounts = spec
             .storage
             .iter()
@@ -85,6 +93,7 @@ impl RunPlan {
         Ok(RunPlan {
             argv,
             env,
+            config: config_values,
             workdir: spec.command.workdir.clone(),
             mounts,
             stdin: spec.stdin.clone(),

@@ -1,8 +1,9 @@
 //! A guest's WASI context, built from its plan: exactly its env, argv,
 //! mounts, stdio, network grant and resource cap.
 
-use super::host::{HttpHooks, Wasi};
+use super::host::{HttpHooks, Imports, Wasi};
 use super::instance::Instance;
+use super::logging::GuestLog;
 use super::logs::{GuestOutput, RequestOutput};
 use crate::settings::{LogStream, StdinSpec};
 use wasmtime_wasi::{FsPerms, WasiCtxBuilder, WasiView};
@@ -78,6 +79,15 @@ pub(crate) fn build_wasi(
             http: WasiHttpCtx::new(),
             hooks: HttpHooks {
                 network: plan.network,
+            },
+            imports: Imports {
+                config: instance.config.clone(),
+                keyvalue: Some(instance.keyvalue.clone()),
+                log: GuestLog {
+                    buffer: instance.logs.clone(),
+                    request: request.map(|r| r.request),
+                    sink: plan.output.clone(),
+                },
             },
         }
     })

@@ -116,6 +116,19 @@ pub struct WasmConfig {
     /// The memory limit of each request instance of a service whose spec sets
     /// none (`wasm.max_memory` overrides it).
     pub http_instance_memory: u64,
+    /// Where guests' `wasi:keyvalue` buckets live: in memory (the default),
+    /// in a folder on disk, or on a Redis server several hosts share.
+    pub keyvalue: KeyValueStore,
+    /// The longest key (and bucket name) a guest may use, in bytes.
+    pub keyvalue_max_key_bytes: usize,
+    /// The largest value a guest may store, in bytes; a larger one is refused
+    /// before it is copied out of the guest.
+    pub keyvalue_max_value_bytes: usize,
+    /// The most keys one bucket may hold (every store).
+    pub keyvalue_max_keys: u64,
+    /// The most bytes (bucket names, keys, values and 64 bytes an entry) the
+    /// buckets of one service may hold together, in the memory and folder stores.
+    pub keyvalue_max_service_bytes: u64,
 }
 
 impl Default for WasmConfig {
@@ -154,6 +167,11 @@ impl Default for WasmConfig {
             http_max_response_body: 64 << 20,
             http_service_memory: 2 << 30,
             http_instance_memory: 256 << 20,
+            keyvalue: KeyValueStore::Memory,
+            keyvalue_max_key_bytes: 1024,
+            keyvalue_max_value_bytes: 1 << 20,
+            keyvalue_max_keys: 100_000,
+            keyvalue_max_service_bytes: 64 << 20,
         }
     }
 }
@@ -239,6 +257,21 @@ impl WasmConfig {
                 );
             }
         }
+        if self.keyvalue_max_key_bytes == 0 || self.keyvalue_max_keys == 0 {
+            return invalid(
+                "keyvalue_max_key_bytes / keyvalue_max_keys",
+                format!(
+                    "{} / {}",
+                    self.keyvalue_max_key_bytes, self.keyvalue_max_keys
+                ),
+                "a bucket must be able to hold one key",
+            );
+        }
+        if let KeyValueStore::Redis(url) = &self.keyvalue {
+            if !url.starts_with("redis://") {
+                return invalid("keyvalue", url.clone(), "expected redis://HOST:PORT[/DB]");
+            }
+        }
         if self.max_open_resources < 16 {
             return invalid(
                 "max_open_resources",
@@ -267,6 +300,57 @@ fn default_cache_dir() -> PathBuf {
     let mut dir = std::env::temp_dir();
     dir.push(format!("wasmpool-{}", current_user()));
     dir
+}
+
+/// Where `wasi:keyvalue` buckets live ([`WasmConfig::keyvalue`]).
+///
+/// A bucket belongs to one service: every replica of a service (every
+/// [`ContainerId`](crate::ContainerId) with its `service` name) and every
+/// request instance of it opens the same bucket by name; another service
+/// never sees it.
+///
+/// # Examples
+/// ```
+/// use wasmpool::KeyValueStore;
+/// assert_eq!("memory".parse::<KeyValueStore>().unwrap(), KeyValueStore::Memory);
+/// assert_eq!(
+///     "redis://127.0.0.1:6379/2".parse::<KeyValueStore>().unwrap(),
+///     KeyValueStore::Redis("redis://127.0.0.1:6379/2".into())
+/// );
+/// assert_eq!(
+///     "/var/lib/kv".parse::<KeyValueStore>().unwrap(),
+///     KeyValueStore::Folder("/var/lib/kv".into())
+/// );
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub enum KeyValueStore {
+    /// In this process's memory: shared by the runtime's containers, gone with the process.
+    #[default]
+    Memory,
+    /// A database file (`keyvalue.redb`) in this folder, kept across restarts:
+    /// a write the guest was told succeeded survives the process being killed.
+    Folder(PathBuf),
+    /// A Redis server, `redis://HOST:PORT[/DB]`: several runtimes on several
+    /// machines serve one service on one state.
+    Redis(String),
+}
+
+impl std::str::FromStr for KeyValueStore {
+    type Err = Error;
+
+    /// `memory`, `redis://…`, or else a folder path.
+    fn from_str(text: &str) -> Result<Self> {
+        match text {
+            "" => Err(Error::InvalidSpec {
+                field: "keyvalue",
+                value: String::new(),
+                reason: "expected memory, a folder path or redis://HOST:PORT[/DB]".into(),
+            }),
+            "memory" => Ok(KeyValueStore::Memory),
+            _ if text.starts_with("redis://") => Ok(KeyValueStore::Redis(text.into())),
+            _ => Ok(KeyValueStore::Folder(text.into())),
+        }
+    }
 }
 
 /// Credentials for one registry, as `WasmConfig::registry_auth` maps them by host.

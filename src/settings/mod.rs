@@ -10,13 +10,13 @@ pub(crate) mod outcome;
 pub(crate) mod spec;
 
 pub use cache::{CachedImage, DiskUsage, PruneReport};
-pub use config::{RegistryAuth, WasmConfig};
+pub use config::{KeyValueStore, RegistryAuth, WasmConfig};
 pub use container::{ContainerId, ContainerState, ContainerStats, HttpStats};
 pub use error::{Error, Result};
 pub use outcome::Outcome;
 pub use spec::{
-    parse_duration, parse_size, CommandSpec, EndpointSpec, ImageSpec, LogStream, OutputSink,
-    Protocol, PullPolicy, ServiceSpec, StdinSpec, StorageSpec, WasmSpec,
+    parse_duration, parse_size, CommandSpec, EndpointSpec, ImageSpec, LogLevel, LogStream,
+    OutputSink, Protocol, PullPolicy, ServiceSpec, StdinSpec, StorageSpec, WasmSpec,
 };
 
 pub(crate) use config::current_user;

@@ -37,6 +37,10 @@ pub struct ServiceSpec {
     pub output: Option<OutputSink>,
     /// Whether the guest may open network sockets (WASIp2 only); off by default.
     pub network: bool,
+    /// The values a component reads through `wasi:config/store` (both the
+    /// `0.2.0-rc.1` and Spin's `0.2.0-draft-2024-09-27` interfaces); `env`
+    /// stays the environment. Empty by default.
+    pub config: HashMap<String, String>,
     /// Where a service listens: a container whose component exports
     /// `wasi:http/incoming-handler` and that has an HTTP endpoint is served
     /// there by `start_container`, a fresh instance per request.
@@ -196,6 +200,37 @@ pub enum LogStream {
     Stderr,
     /// A note from the runtime itself, such as how many lines it dropped.
     Runtime,
+}
+
+/// The level of a line a guest logged through `wasi:logging`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum LogLevel {
+    /// `trace`
+    Trace,
+    /// `debug`
+    Debug,
+    /// `info`
+    Info,
+    /// `warn`
+    Warn,
+    /// `error`
+    Error,
+    /// `critical`
+    Critical,
+}
+
+impl fmt::Display for LogLevel {
+    /// `TRACE`, `DEBUG`, `INFO`, `WARN`, `ERROR`, `CRITICAL`.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            LogLevel::Trace => "TRACE",
+            LogLevel::Debug => "DEBUG",
+            LogLevel::Info => "INFO",
+            LogLevel::Warn => "WARN",
+            LogLevel::Error => "ERROR",
+            LogLevel::Critical => "CRITICAL",
+        })
+    }
 }
 
 /// A callback that sees every chunk the guest writes, as it writes it.

@@ -529,5 +529,7 @@ pub const CABI_REALLOC: &str = r#"
 #[cfg(feature = "shim")]
 pub mod containerd;
 pub mod hostile_registry;
+pub mod imports;
+pub mod redis;
 pub mod registry;
 pub mod service;

@@ -56,7 +56,7 @@ pub const ERROR_CODE: &str = r#"
             }
 "#;
 
-fn service_wit() -> String {
+pub fn service_wit() -> String {
     [SERVICE_WIT_HEAD, ERROR_CODE, SERVICE_WIT_TAIL].concat()
 }
 
@@ -123,7 +123,7 @@ const SERVICE_WIT_TAIL: &str = r#"            resource fields { constructor(); }
 /// Imports and helpers every handler shares. Memory: 0..1024 scratch for
 /// results, 1024.. data, 65536.. the one buffer `cabi_realloc` hands out
 /// (each list or string the host returns is consumed before the next).
-const PRELUDE: &str = r#"
+pub const PRELUDE: &str = r#"
     (import "wasi:http/types@0.2.0" "[constructor]fields" (func $fields (result i32)))
     (import "wasi:http/types@0.2.0" "[constructor]outgoing-response" (func $new_response (param i32) (result i32)))
     (import "wasi:http/types@0.2.0" "[method]outgoing-response.set-status-code" (func $set_status (param i32 i32) (result i32)))
