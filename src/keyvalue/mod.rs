@@ -378,7 +378,7 @@ mod tests {
         // Overwriting an existing key is no new key.
         apply(&mut space, &limits, "b", Op::Set("a".into(), vec![2; 10])).unwrap();
         assert_eq!(space.count("b").unwrap(), 3);
-        let big = vec![0; 800];
+        let big = vec![0; 900];
         let refused = apply(&mut space, &limits, "b", Op::Set("a".into(), big));
         assert!(refused.is_err());
         assert_eq!(space.get("b", "a").unwrap(), Some(vec![2; 10]));
