@@ -101,6 +101,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         }
         results.push((name, idle.0, loaded.0));
     }
+    keyvalue_rows(wasmpool, dir.path())?;
     let [(_, wasmtime_idle, wasmtime_loaded), (_, ours_idle, ours_loaded)] = results[..] else {
         return Ok(());
     };
@@ -112,6 +113,62 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         100.0 * ours_loaded / ours_idle,
         100.0 * wasmtime_loaded / wasmtime_idle
     );
+    Ok(())
+}
+
+/// A handler that does one wasi:keyvalue `get` and one `increment` per
+/// request, against the plain `200 hello`, on the memory and folder stores
+/// (and on Redis when `REDIS_URL` names one): requests/s and the share kept.
+fn keyvalue_rows(wasmpool: &str, dir: &std::path::Path) -> Result<(), Box<dyn std::error::Error>> {
+    let plain = dir.join("plain.wasm");
+    std::fs::write(&plain, service::hello_handler())?;
+    let counter = dir.join("counter.wasm");
+    std::fs::write(&counter, service::keyvalue_counter(true))?;
+    let folder = dir.join("kv");
+    let folder = folder.to_str().unwrap();
+    let mut stores = vec![
+        ("plain handler", None, plain.to_str().unwrap()),
+        (
+            "get + increment, memory",
+            Some("memory"),
+            counter.to_str().unwrap(),
+        ),
+        (
+            "get + increment, folder",
+            Some(folder),
+            counter.to_str().unwrap(),
+        ),
+    ];
+    let redis = std::env::var("REDIS_URL").ok();
+    if let Some(url) = &redis {
+        stores.push((
+            "get + increment, Redis",
+            Some(url.as_str()),
+            counter.to_str().unwrap(),
+        ));
+    }
+    println!();
+    println!("| wasmpool serve | req/s | p50 | p99 | of the plain handler |");
+    println!("|---|---|---|---|---|");
+    let mut plain_rate = 0.0;
+    for (name, store, path) in stores {
+        let mut args = vec!["serve", "--addr", "127.0.0.1:0"];
+        if let Some(store) = store {
+            args.extend(["--keyvalue", store]);
+        }
+        args.push(path);
+        let (mut server, address) = start(wasmpool, &args, dir)?;
+        let (rate, p50, p99) = wrk(address)?;
+        let _ = server.kill();
+        let _ = server.wait();
+        if store.is_none() {
+            plain_rate = rate;
+        }
+        println!(
+            "| {name} | {rate:.0} | {p50} | {p99} | {:.0} % |",
+            100.0 * rate / plain_rate
+        );
+    }
     Ok(())
 }
 

@@ -3,7 +3,7 @@
 
 use crate::common::imports::*;
 use crate::common::redis::RedisServer;
-use crate::common::service::get;
+use crate::common::service::{get, keyvalue_counter};
 use crate::common::*;
 use crate::serving::{serve, service_spec};
 use std::collections::HashMap;

@@ -475,3 +475,61 @@ fn dechunk(mut data: &[u8]) -> (Vec<u8>, bool) {
         }
     }
 }
+
+const KEYVALUE_PACKAGE: &str = r#"
+    package wasi:keyvalue@0.2.0-draft {
+        interface store {
+            variant error { no-such-store, access-denied, other(string) }
+            open: func(identifier: string) -> result<bucket, error>;
+            resource bucket {
+                get: func(key: string) -> result<option<list<u8>>, error>;
+            }
+        }
+        interface atomics {
+            use store.{bucket, error};
+            increment: func(bucket: borrow<bucket>, key: string, delta: u64) -> result<u64, error>;
+        }
+    }
+"#;
+
+/// A `wasi:http` handler that opens the bucket `counter`, does one `get` of
+/// `hits` (with `read`) and one `increment` of it per request, and answers
+/// `200 hello` — `500` if any call fails.
+pub fn keyvalue_counter(read: bool) -> Vec<u8> {
+    let wit = service_wit().replace(
+        "export wasi:http/incoming-handler@0.2.0;",
+        "export wasi:http/incoming-handler@0.2.0;
+         import wasi:keyvalue/store@0.2.0-draft;
+         import wasi:keyvalue/atomics@0.2.0-draft;",
+    ) + KEYVALUE_PACKAGE;
+    let get = if read {
+        r#"(call $kv_get (local.get $b) (i32.const 1108) (i32.const 4) (i32.const 512))
+           (local.set $failed (i32.load8_u (i32.const 512)))"#
+    } else {
+        ""
+    };
+    let core = format!(
+        r#"(module
+            (import "wasi:keyvalue/store@0.2.0-draft" "open" (func $kv_open (param i32 i32 i32)))
+            (import "wasi:keyvalue/store@0.2.0-draft" "[method]bucket.get" (func $kv_get (param i32 i32 i32 i32)))
+            (import "wasi:keyvalue/store@0.2.0-draft" "[resource-drop]bucket" (func $kv_drop (param i32)))
+            (import "wasi:keyvalue/atomics@0.2.0-draft" "increment" (func $kv_inc (param i32 i32 i32 i64 i32)))
+            {PRELUDE}
+            (data (i32.const 1100) "counter")
+            (data (i32.const 1108) "hits")
+            (func (export "wasi:http/incoming-handler@0.2.0#handle") (param $req i32) (param $out i32)
+                (local $b i32) (local $failed i32)
+                (call $kv_open (i32.const 1100) (i32.const 7) (i32.const 512))
+                (if (i32.load8_u (i32.const 512))
+                    (then (call $respond (local.get $out) (i32.const 500) (i32.const 1024) (i32.const 6)) (return)))
+                (local.set $b (i32.load (i32.const 516)))
+                {get}
+                (call $kv_inc (local.get $b) (i32.const 1108) (i32.const 4) (i64.const 1) (i32.const 512))
+                (local.set $failed (i32.or (local.get $failed) (i32.load8_u (i32.const 512))))
+                (call $kv_drop (local.get $b))
+                (call $respond (local.get $out)
+                    (select (i32.const 500) (i32.const 200) (local.get $failed))
+                    (i32.const 1024) (i32.const 6))))"#
+    );
+    component_of(&wit, "service", &core)
+}
