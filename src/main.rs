@@ -233,6 +233,9 @@ struct ServeArgs {
     /// The most requests handled at once; past it (and a short wait) requests get 503
     #[arg(long, value_name = "N")]
     max_in_flight: Option<usize>,
+    /// Serve Prometheus metrics at http://HOST:PORT/metrics, on a listener of their own (off by default)
+    #[arg(long, value_name = "HOST:PORT")]
+    metrics_addr: Option<std::net::SocketAddr>,
     /// Options as for `run`; --timeout is each request's deadline (default 30s)
     #[command(flatten)]
     run: RunArgs,
@@ -860,6 +863,15 @@ fn serve(args: ServeArgs, limit: Option<u64>) -> Result<ExitCode> {
     )?;
     let handle = runtime.start(&id)?;
     let address = runtime.service_address(&id)?;
+    if let Some(addr) = args.metrics_addr {
+        let listener = std::net::TcpListener::bind(addr)
+            .with_context(|| format!("cannot listen for metrics on {addr}"))?;
+        eprintln!("Metrics on http://{}/metrics", listener.local_addr()?);
+        let runtime = runtime.clone();
+        std::thread::Builder::new()
+            .name("wasmpool-metrics".into())
+            .spawn(move || serve_metrics(&listener, &runtime))?;
+    }
     if let Some((file, _)) = &announced {
         eprintln!("{file} ready in {:.1?}", started.elapsed());
     }
@@ -884,6 +896,60 @@ fn serve(args: ServeArgs, limit: Option<u64>) -> Result<ExitCode> {
         return Ok(ExitCode::from(outcome.exit_code() as u8));
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// Answers `GET /metrics` with the runtime's metrics, one connection at a
+/// time: a client has 5 s to send a head of at most 8 KiB and take the answer.
+fn serve_metrics(listener: &std::net::TcpListener, runtime: &WasmRuntime) {
+    use std::io::Read;
+    for stream in listener.incoming() {
+        let Ok(mut stream) = stream else {
+            std::thread::sleep(Duration::from_millis(10));
+            continue;
+        };
+        let deadline = Instant::now() + Duration::from_secs(5);
+        let mut head = Vec::with_capacity(1024);
+        let mut buf = [0u8; 1024];
+        let complete = loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() || stream.set_read_timeout(Some(left)).is_err() {
+                break false;
+            }
+            match stream.read(&mut buf) {
+                Ok(0) | Err(_) => break false,
+                Ok(n) => head.extend_from_slice(&buf[..n]),
+            }
+            if head.windows(4).any(|w| w == b"\r\n\r\n") {
+                break true;
+            }
+            if head.len() > 8192 {
+                break false;
+            }
+        };
+        if !complete {
+            continue;
+        }
+        let wanted = head.starts_with(b"GET /metrics ") || head.starts_with(b"GET /metrics?");
+        let (status, kind, body) = if wanted {
+            (
+                "200 OK",
+                wasmpool::METRICS_CONTENT_TYPE,
+                runtime.metrics().encode(),
+            )
+        } else {
+            (
+                "404 Not Found",
+                "text/plain",
+                "not found: try /metrics\n".to_string(),
+            )
+        };
+        let _ = stream.set_write_timeout(Some(Duration::from_secs(5)));
+        let _ = write!(
+            stream,
+            "HTTP/1.1 {status}\r\nContent-Type: {kind}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+            body.len()
+        );
+    }
 }
 
 fn bench(args: BenchArgs) -> Result<ExitCode> {

@@ -136,6 +136,7 @@ impl WasmRuntime {
             disk,
             config,
             keyvalue,
+            counters: Arc::default(),
         });
         let mut runtime = WasmRuntime {
             shared: shared.clone(),
@@ -357,6 +358,13 @@ impl WasmRuntime {
         artifact: Arc<Artifact>,
     ) -> Result<()> {
         let plan = RunPlan::new(spec, &self.shared.config)?;
+        if artifact.is_compiled() {
+            // Its compiled code is in memory already: a hit of the cache.
+            let loads = &self.shared.engines.on_demand.loads;
+            loads
+                .hits
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        }
         let mut containers = self.containers.write();
         if containers.contains_key(id) {
             return Err(Error::AlreadyExists(id.clone()));
@@ -373,6 +381,7 @@ impl WasmRuntime {
                 limits: crate::keyvalue::Limits::of(&self.shared.config),
                 counts: Arc::default(),
             },
+            self.shared.counters.clone(),
         );
         containers.insert(id.clone(), Arc::new(instance));
         Ok(())
@@ -436,6 +445,87 @@ impl WasmRuntime {
             instance.stats.begin(false);
         }
         Ok(instance.wait_handle())
+    }
+
+    /// The runtime's metrics now: guests, workers, caches, and each
+    /// container's own series (services' requests among them); render them
+    /// for Prometheus with [`Metrics::encode`](crate::Metrics::encode).
+    pub fn metrics(&self) -> crate::Metrics {
+        use crate::metrics::{ContainerMetrics, HttpMetrics};
+        use std::sync::atomic::Ordering::Relaxed;
+        let counters = &self.shared.counters;
+        let guest_outcomes = crate::guest::stats::OUTCOMES
+            .iter()
+            .zip(&counters.outcomes)
+            .map(|(name, n)| (*name, n.load(Relaxed)))
+            .collect();
+        let instances: Vec<_> = self.containers.read().values().cloned().collect();
+        let services = self.services.read().clone();
+        let mut states = [0u64; 4];
+        let mut per_container = Vec::with_capacity(instances.len());
+        for instance in &instances {
+            states[match instance.state() {
+                ContainerState::Pending => 0,
+                ContainerState::Running => 1,
+                ContainerState::Exited { .. } => 2,
+                ContainerState::Failed { .. } => 3,
+            }] += 1;
+            let service = services.get(&instance.id);
+            let stats = match service {
+                Some(service) => service
+                    .served()
+                    .stats
+                    .snapshot(0, instance.stats.ended_at()),
+                None => instance.stats.snapshot(0),
+            };
+            let http = service.map(|service| {
+                let figures = service.served().stats.figures();
+                HttpMetrics {
+                    requests: figures.by_code,
+                    duration_buckets: figures.buckets,
+                    duration_count: figures.count,
+                    duration_sum_seconds: figures.sum_seconds,
+                    in_flight: figures.in_flight,
+                    refused: crate::serve::stats::REFUSALS
+                        .iter()
+                        .zip(figures.refused)
+                        .map(|(reason, n)| (*reason, n))
+                        .collect(),
+                }
+            });
+            let keyvalue_operations = crate::guest::keyvalue::OP_NAMES
+                .iter()
+                .zip(&instance.keyvalue.counts.0)
+                .map(|(op, n)| (*op, n.load(Relaxed)))
+                .filter(|(_, n)| *n > 0)
+                .collect();
+            per_container.push(ContainerMetrics {
+                container: instance.id.to_string(),
+                cpu_seconds: stats.cpu_usage_usec as f64 / 1e6,
+                memory_bytes: stats.memory_bytes,
+                log_bytes_dropped: instance.logs.dropped_bytes(),
+                keyvalue_operations,
+                http,
+            });
+        }
+        per_container.sort_by(|a, b| a.container.cmp(&b.container));
+        let (queued, idle) = self.queue.load();
+        let workers = self.workers.len() as u64;
+        let loads = &self.shared.engines.on_demand.loads;
+        crate::Metrics {
+            guest_starts: counters.starts.load(Relaxed),
+            guest_outcomes,
+            containers: ["pending", "running", "exited", "failed"]
+                .into_iter()
+                .zip(states)
+                .collect(),
+            workers_busy: workers.saturating_sub(idle as u64),
+            workers_idle: (idle as u64).min(workers),
+            run_queue_depth: queued as u64,
+            compiled_cache_hits: loads.hits.load(Relaxed),
+            compiled_cache_misses: loads.misses.load(Relaxed),
+            per_container,
+        }
     }
 
     /// The address a served container listens on (its port, when the

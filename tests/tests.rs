@@ -17,6 +17,7 @@ mod imports;
 mod isolation;
 mod limits;
 mod logs;
+mod metrics;
 mod p3;
 mod registry;
 mod registry_bounds;

@@ -2,6 +2,8 @@
 //! on-demand one for artifacts that do not fit the pool's slots.
 
 use crate::settings::WasmConfig;
+use std::sync::atomic::AtomicU64;
+use std::sync::Arc;
 use wasmtime::{
     Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig, ResourcesRequired,
 };
@@ -11,13 +13,27 @@ pub(crate) struct EngineSet {
     pub(crate) engine: Engine,
     /// The engine's compatibility hash, computed once: it names cache files.
     pub(crate) compat: u64,
+    /// Native code found in the compiled cache, and compiled: both engines' together.
+    pub(crate) loads: Arc<Loads>,
+}
+
+/// How often native code was loaded from the compiled cache (a hit) or
+/// compiled (a miss).
+#[derive(Default)]
+pub(crate) struct Loads {
+    pub(crate) hits: AtomicU64,
+    pub(crate) misses: AtomicU64,
 }
 
 impl EngineSet {
-    fn new(config: &Config) -> wasmtime::Result<Self> {
+    fn new(config: &Config, loads: Arc<Loads>) -> wasmtime::Result<Self> {
         let engine = Engine::new(config)?;
         let compat = super::disk_cache::compatibility(&engine);
-        Ok(EngineSet { engine, compat })
+        Ok(EngineSet {
+            engine,
+            compat,
+            loads,
+        })
     }
 }
 
@@ -37,14 +53,15 @@ pub(crate) struct Engines {
 
 impl Engines {
     pub(crate) fn new(config: &WasmConfig) -> wasmtime::Result<Self> {
-        let on_demand = EngineSet::new(&base_config())?;
+        let loads = Arc::new(Loads::default());
+        let on_demand = EngineSet::new(&base_config(), loads.clone())?;
         let pooled = if config.pooling {
             let mut engine_config = base_config();
             engine_config.allocation_strategy(InstanceAllocationStrategy::Pooling(pooling(
                 pooled_stores(config),
                 config.workers as u32,
             )));
-            Some(EngineSet::new(&engine_config)?)
+            Some(EngineSet::new(&engine_config, loads)?)
         } else {
             None
         };

@@ -70,6 +70,9 @@ pub(crate) fn native_code<P>(
     if let Some(disk) = disk {
         let path = disk.path(set.compat, &artifact.digest);
         if let Some(kind) = disk.precompiled_kind(&path) {
+            set.loads
+                .hits
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             return Ok(Native::File(path, kind));
         }
     }
@@ -83,6 +86,9 @@ pub(crate) fn compile_native<P>(
     artifact: &Artifact<P>,
 ) -> Result<Native, String> {
     let path = disk.map(|d| d.path(set.compat, &artifact.digest));
+    set.loads
+        .misses
+        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     let bytes = artifact.bytes()?;
     let (kind, compiled) = if is_component(&bytes) {
         let compiled = set

@@ -84,6 +84,8 @@ pub(crate) struct Instance {
     pub(crate) control: Control,
     pub(crate) logs: Arc<LogBuffer>,
     pub(crate) stats: Arc<StatsCell>,
+    /// The runtime's count of guest runs and their ends.
+    counters: Arc<super::stats::GuestCounters>,
     /// Its `wasi:config` values.
     pub(crate) config: Arc<super::config::ConfigValues>,
     /// Its service's buckets, and the operations it made on them.
@@ -103,6 +105,7 @@ impl Instance {
         log_limit: usize,
         admission: Arc<Admission>,
         keyvalue: super::keyvalue::KeyValue,
+        counters: Arc<super::stats::GuestCounters>,
     ) -> Self {
         let config = Arc::new(super::config::ConfigValues::new(&plan.config));
         let stats = Arc::new(StatsCell::new(plan.memory_limit));
@@ -115,6 +118,7 @@ impl Instance {
             control: Control::default(),
             logs: Arc::new(LogBuffer::new(log_limit)),
             stats,
+            counters,
             config,
             keyvalue,
             serving: OnceLock::new(),
@@ -159,6 +163,7 @@ impl Instance {
         }
         self.admitted.store(true, Ordering::Release);
         *phase = Phase::Queued;
+        self.counters.starts.fetch_add(1, Ordering::Relaxed);
         Ok(())
     }
 
@@ -183,6 +188,9 @@ impl Instance {
 
     fn end_locked(&self, phase: &mut Phase, outcome: Outcome) {
         if *phase != Phase::Ended {
+            if matches!(*phase, Phase::Queued | Phase::Running) {
+                self.counters.ended(&outcome);
+            }
             *phase = Phase::Ended;
             self.stats.end();
             self.logs.close();

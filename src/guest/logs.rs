@@ -48,6 +48,8 @@ struct LogState {
     /// Sequence number of `lines[0]`; every line ever kept has one.
     first_seq: u64,
     dropped: u64,
+    /// Bytes of the dropped lines' text.
+    dropped_bytes: u64,
     partial: [Vec<u8>; 2],
     closed: bool,
 }
@@ -123,6 +125,7 @@ impl LogBuffer {
             state.bytes -= line_cost(&old.message);
             state.first_seq += 1;
             state.dropped += 1;
+            state.dropped_bytes += old.message.len() as u64;
         }
     }
 
@@ -170,6 +173,11 @@ impl LogBuffer {
         }
         out.extend(state.lines.iter().skip(skip).cloned());
         out
+    }
+
+    /// Bytes of text of the lines dropped so far.
+    pub(crate) fn dropped_bytes(&self) -> u64 {
+        self.state.lock().dropped_bytes
     }
 
     pub(crate) fn dropped(&self) -> u64 {

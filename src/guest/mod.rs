@@ -43,4 +43,6 @@ pub(crate) struct Shared {
     pub(crate) config: WasmConfig,
     /// Where guests' `wasi:keyvalue` buckets live.
     pub(crate) keyvalue: std::sync::Arc<dyn crate::keyvalue::Store>,
+    /// Guest runs started and ended, for the metrics.
+    pub(crate) counters: std::sync::Arc<stats::GuestCounters>,
 }

@@ -120,3 +120,42 @@ impl StatsCell {
         }
     }
 }
+
+/// The `outcome` label values of `wasmpool_guest_outcomes_total`, by [`outcome_index`].
+pub(crate) const OUTCOMES: [&str; 8] = [
+    "exited",
+    "trapped",
+    "out_of_fuel",
+    "memory_limit",
+    "deadline",
+    "stopped",
+    "failed",
+    "panicked",
+];
+
+fn outcome_index(outcome: &crate::settings::Outcome) -> usize {
+    use crate::settings::Outcome;
+    match outcome {
+        Outcome::Exited(_) => 0,
+        Outcome::Trapped(_) => 1,
+        Outcome::OutOfFuel { .. } => 2,
+        Outcome::MemoryLimit { .. } => 3,
+        Outcome::DeadlineExceeded(_) => 4,
+        Outcome::Stopped => 5,
+        Outcome::Failed(_) => 6,
+        Outcome::Panicked(_) => 7,
+    }
+}
+
+/// A runtime's guest runs: how many started, and how each ended.
+#[derive(Default)]
+pub(crate) struct GuestCounters {
+    pub(crate) starts: std::sync::atomic::AtomicU64,
+    pub(crate) outcomes: [std::sync::atomic::AtomicU64; 8],
+}
+
+impl GuestCounters {
+    pub(crate) fn ended(&self, outcome: &crate::settings::Outcome) {
+        self.outcomes[outcome_index(outcome)].fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    }
+}

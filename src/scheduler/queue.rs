@@ -77,6 +77,17 @@ impl RunQueue {
         })
     }
 
+    /// Tasks waiting for a worker, and workers waiting for a task.
+    pub(crate) fn load(&self) -> (usize, usize) {
+        let state = self.state.lock();
+        let queued = state
+            .messages
+            .iter()
+            .filter(|m| matches!(m, Message::Run(_)))
+            .count();
+        (queued + self.deferred.lock().len(), state.sleeping)
+    }
+
     /// Leaves a fresh task (marked deferred) for the watcher; false if no worker watches.
     pub(crate) fn defer(&self, task: &Arc<Task>) -> bool {
         if !self.watching.load(Ordering::SeqCst) {

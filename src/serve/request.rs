@@ -7,6 +7,7 @@ use super::body::{request_body, CutOff, CutOffGuard, RequestBody, ResponseBody};
 use super::gate::Place;
 use super::p2::{Answer, Handler};
 use super::server::{NotReady, Served};
+use super::stats::Refusal;
 use crate::guest::host::{MemoryBudgetFull, MemoryLimiter};
 use crate::guest::instance::Control;
 use crate::guest::logs::RequestOutput;
@@ -73,10 +74,11 @@ where
     }
     let limit = config.http_max_request_body;
     if content_length(&request).is_some_and(|length| length > limit) {
+        served.stats.refused(Refusal::BodyTooLarge);
         return (too_large(limit), false);
     }
     let Some(place) = served.gate.enter().await else {
-        served.stats.refused();
+        served.stats.refused(Refusal::InFlight);
         return (try_again("too many requests in flight"), false);
     };
     let exceeded = Arc::new(AtomicBool::new(false));
@@ -102,13 +104,22 @@ where
             ),
             true,
         ),
-        Ok(Reply::Ended(_)) if exceeded.load(Ordering::Acquire) => (too_large(limit), false),
+        Ok(Reply::Ended(_)) if exceeded.load(Ordering::Acquire) => {
+            served.stats.refused(Refusal::BodyTooLarge);
+            (too_large(limit), false)
+        }
         Ok(Reply::Ended(outcome)) => (unanswered(&outcome), false),
-        Ok(Reply::Busy(reason)) => (try_again(&reason), false),
-        Err(_) => (
-            plain(StatusCode::SERVICE_UNAVAILABLE, "the service is stopping"),
-            false,
-        ),
+        Ok(Reply::Busy(reason)) => {
+            served.stats.refused(Refusal::Busy);
+            (try_again(&reason), false)
+        }
+        Err(_) => {
+            served.stats.refused(Refusal::Stopping);
+            (
+                plain(StatusCode::SERVICE_UNAVAILABLE, "the service is stopping"),
+                false,
+            )
+        }
     }
 }
 

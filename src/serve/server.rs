@@ -15,7 +15,7 @@
 use super::gate::Gate;
 use super::p2::Handler;
 use super::request::{self, RequestJob};
-use super::stats::ServiceStats;
+use super::stats::{Refusal, ServiceStats};
 use super::watch::{Activity, Busy, Watched};
 use crate::guest::host::MemoryBudget;
 use crate::guest::instance::Serving;
@@ -359,6 +359,7 @@ async fn serve(
             }
         };
         if served.stats.connections() >= config.http_max_connections as u64 {
+            served.stats.refused(Refusal::Connections);
             drop(stream);
             continue;
         }

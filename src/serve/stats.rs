@@ -16,11 +16,62 @@ const SUB_BUCKETS: usize = 4;
 /// Powers of two covered: 1 µs to 2^40 µs (12 days).
 const OCTAVES: usize = 40;
 
+/// Why a request (or connection) was refused: the `reason` label of
+/// `wasmpool_http_refused_total`.
+#[derive(Clone, Copy)]
+pub(crate) enum Refusal {
+    /// Too many requests in flight, and the wait for a place ran out.
+    InFlight = 0,
+    /// No instance could be made now: the service's request instances hold
+    /// its memory budget, or its on-demand code is being compiled.
+    Busy = 1,
+    /// A body larger than `http_max_request_body`.
+    BodyTooLarge = 2,
+    /// `http_max_connections` connections were open.
+    Connections = 3,
+    /// The service was stopping.
+    Stopping = 4,
+}
+
+/// The `reason` label values, by [`Refusal`].
+pub(crate) const REFUSALS: [&str; 5] = [
+    "in_flight",
+    "busy",
+    "body_too_large",
+    "connections",
+    "stopping",
+];
+
+/// Upper bounds (seconds) of `wasmpool_http_request_duration_seconds`'s buckets: Prometheus's defaults.
+pub(crate) const DURATION_BUCKETS: [f64; 11] = [
+    0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+];
+
+/// Status codes counted one by one: 100 to 599 (others count as 599's neighbours, clamped).
+const CODES: usize = 500;
+
+/// What the metrics read of a service: answers by status code, the
+/// duration histogram, refusals by reason.
+pub(crate) struct HttpFigures {
+    pub(crate) by_code: Vec<(u16, u64)>,
+    /// Cumulative counts at each of [`DURATION_BUCKETS`], then all.
+    pub(crate) buckets: Vec<(f64, u64)>,
+    pub(crate) count: u64,
+    pub(crate) sum_seconds: f64,
+    pub(crate) in_flight: u64,
+    pub(crate) refused: [u64; 5],
+}
+
 /// A service's counters.
 pub(crate) struct ServiceStats {
     started: Instant,
     served: AtomicU64,
     refused: AtomicU64,
+    refused_by: [AtomicU64; 5],
+    by_code: [AtomicU64; CODES],
+    /// Answers at most each of [`DURATION_BUCKETS`] (not cumulative), then beyond.
+    durations: [AtomicU64; 12],
+    duration_usec: AtomicU64,
     by_class: [AtomicU64; 5],
     connections: AtomicU64,
     latency: [AtomicU64; OCTAVES * SUB_BUCKETS],
@@ -39,6 +90,10 @@ impl ServiceStats {
             started: Instant::now(),
             served: AtomicU64::new(0),
             refused: AtomicU64::new(0),
+            refused_by: Default::default(),
+            by_code: std::array::from_fn(|_| AtomicU64::new(0)),
+            durations: Default::default(),
+            duration_usec: AtomicU64::new(0),
             by_class: Default::default(),
             connections: AtomicU64::new(0),
             latency: std::array::from_fn(|_| AtomicU64::new(0)),
@@ -57,10 +112,51 @@ impl ServiceStats {
         let class = usize::from(status / 100).clamp(1, 5) - 1;
         self.by_class[class].fetch_add(1, Ordering::Relaxed);
         self.latency[bucket_of(latency)].fetch_add(1, Ordering::Relaxed);
+        let code = usize::from(status.clamp(100, 599) - 100);
+        self.by_code[code].fetch_add(1, Ordering::Relaxed);
+        let seconds = latency.as_secs_f64();
+        let bucket = DURATION_BUCKETS
+            .iter()
+            .position(|upper| seconds <= *upper)
+            .unwrap_or(DURATION_BUCKETS.len());
+        self.durations[bucket].fetch_add(1, Ordering::Relaxed);
+        let usec = u64::try_from(latency.as_micros()).unwrap_or(u64::MAX);
+        self.duration_usec.fetch_add(usec, Ordering::Relaxed);
     }
 
-    pub(crate) fn refused(&self) {
-        self.refused.fetch_add(1, Ordering::Relaxed);
+    /// A request or connection was refused, for `reason`.
+    pub(crate) fn refused(&self, reason: Refusal) {
+        if let Refusal::InFlight = reason {
+            // `HttpStats::refused` counts these, as it always has.
+            self.refused.fetch_add(1, Ordering::Relaxed);
+        }
+        self.refused_by[reason as usize].fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// What the metrics show of the service.
+    pub(crate) fn figures(&self) -> HttpFigures {
+        let by_code = (0..CODES)
+            .filter_map(|i| {
+                let n = self.by_code[i].load(Ordering::Relaxed);
+                (n > 0).then(|| (100 + i as u16, n))
+            })
+            .collect();
+        let mut total = 0;
+        let mut buckets = Vec::with_capacity(DURATION_BUCKETS.len() + 1);
+        for (i, upper) in DURATION_BUCKETS.iter().enumerate() {
+            total += self.durations[i].load(Ordering::Relaxed);
+            buckets.push((*upper, total));
+        }
+        total += self.durations[DURATION_BUCKETS.len()].load(Ordering::Relaxed);
+        buckets.push((f64::INFINITY, total));
+        HttpFigures {
+            by_code,
+            buckets,
+            count: total,
+            sum_seconds: self.duration_usec.load(Ordering::Relaxed) as f64 / 1e6,
+            in_flight: self.live.lock().len() as u64,
+            refused: std::array::from_fn(|i| self.refused_by[i].load(Ordering::Relaxed)),
+        }
     }
 
     /// A connection opened; it counts as open until the guard drops.
