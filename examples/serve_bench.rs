@@ -29,6 +29,11 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         std::fs::write(file, service::misbehaving_handler())?;
         return Ok(());
     }
+    // `WASMPOOL_WRITE_COUNTER=FILE`: the keyvalue handler (a get and an increment a request).
+    if let Some(file) = std::env::var_os("WASMPOOL_WRITE_COUNTER") {
+        std::fs::write(file, service::keyvalue_counter(true))?;
+        return Ok(());
+    }
     let dir = tempfile::tempdir()?;
     let component = dir.path().join("service.wasm");
     std::fs::write(&component, service::misbehaving_handler())?;

@@ -524,3 +524,125 @@ fn a_folder_store_that_cannot_be_opened_fails_the_runtime_clearly() {
     let error = WasmRuntime::new(config).err().expect("refused");
     assert!(error.to_string().contains("key-value folder"), "{error}");
 }
+
+/// A command that starts a TLS handshake (`wasi:tls@0.2.0-draft`) to
+/// `example.com` over its own stdin and stdout, and prints to stderr how it
+/// ended: the error's text and a failing exit (through the adapter, 1) if it
+/// failed, 0 if it connected.
+fn tls_client() -> Vec<u8> {
+    let wit = r#"
+        package local:tls;
+        world guest {
+            import wasi:tls/types@0.2.0-draft;
+            import wasi:cli/stdin@0.2.0;
+            import wasi:cli/stdout@0.2.0;
+        }
+        package wasi:io@0.2.0 {
+            interface error { resource error { to-debug-string: func() -> string; } }
+            interface poll { resource pollable { block: func(); } }
+            interface streams {
+                resource input-stream;
+                resource output-stream;
+            }
+        }
+        package wasi:cli@0.2.0 {
+            interface stdin { use wasi:io/streams@0.2.0.{input-stream}; get-stdin: func() -> input-stream; }
+            interface stdout { use wasi:io/streams@0.2.0.{output-stream}; get-stdout: func() -> output-stream; }
+        }
+        package wasi:tls@0.2.0-draft {
+            interface types {
+                use wasi:io/streams@0.2.0.{input-stream, output-stream};
+                use wasi:io/poll@0.2.0.{pollable};
+                use wasi:io/error@0.2.0.{error as io-error};
+                resource client-handshake {
+                    constructor(server-name: string, input: input-stream, output: output-stream);
+                    finish: static func(this: client-handshake) -> future-client-streams;
+                }
+                resource client-connection;
+                resource future-client-streams {
+                    subscribe: func() -> pollable;
+                    get: func() -> option<result<result<tuple<client-connection, input-stream, output-stream>, io-error>>>;
+                }
+            }
+        }
+    "#;
+    let core = r#"(module
+        (import "wasi:cli/stdin@0.2.0" "get-stdin" (func $stdin (result i32)))
+        (import "wasi:cli/stdout@0.2.0" "get-stdout" (func $stdout (result i32)))
+        (import "wasi:tls/types@0.2.0-draft" "[constructor]client-handshake" (func $handshake (param i32 i32 i32 i32) (result i32)))
+        (import "wasi:tls/types@0.2.0-draft" "[static]client-handshake.finish" (func $finish (param i32) (result i32)))
+        (import "wasi:tls/types@0.2.0-draft" "[method]future-client-streams.subscribe" (func $subscribe (param i32) (result i32)))
+        (import "wasi:tls/types@0.2.0-draft" "[method]future-client-streams.get" (func $get (param i32 i32)))
+        (import "wasi:io/poll@0.2.0" "[method]pollable.block" (func $block (param i32)))
+        (import "wasi:io/error@0.2.0" "[method]error.to-debug-string" (func $describe (param i32 i32)))
+        (import "wasi_snapshot_preview1" "fd_write" (func $fd_write (param i32 i32 i32 i32) (result i32)))
+        (import "wasi_snapshot_preview1" "proc_exit" (func $exit (param i32)))
+        (memory (export "memory") 16)
+        (global $heap (mut i32) (i32.const 65536))
+        (func (export "cabi_realloc") (param i32 i32 i32 i32) (result i32)
+            (local $at i32)
+            (local.set $at (i32.and (i32.add (global.get $heap) (i32.const 15)) (i32.const -16)))
+            (global.set $heap (i32.add (local.get $at) (local.get 3)))
+            (local.get $at))
+        (data (i32.const 1024) "example.com")
+        (func (export "_start") (local $future i32)
+            (local.set $future (call $finish
+                (call $handshake (i32.const 1024) (i32.const 11) (call $stdin) (call $stdout))))
+            (call $block (call $subscribe (local.get $future)))
+            (call $get (local.get $future) (i32.const 256))
+            ;; option tag @256, outer result @260, inner result @264, payload @268
+            (if (i32.eqz (i32.load8_u (i32.const 256))) (then (call $exit (i32.const 4))))
+            (if (i32.load8_u (i32.const 260)) (then (call $exit (i32.const 4))))
+            (if (i32.eqz (i32.load8_u (i32.const 264))) (then (call $exit (i32.const 0))))
+            (call $describe (i32.load (i32.const 268)) (i32.const 512))
+            (i32.store (i32.const 0) (i32.load (i32.const 512)))
+            (i32.store (i32.const 4) (i32.load (i32.const 516)))
+            (drop (call $fd_write (i32.const 2) (i32.const 0) (i32.const 1) (i32.const 8)))
+            (call $exit (i32.const 3))))"#;
+    component_with_wit(wit, "guest", core)
+}
+
+#[test]
+fn wasi_tls_links_and_handshakes_only_with_the_network() {
+    let (_cache, rt) = runtime(1);
+    let run = |name: &str, network: bool| {
+        let stdout = Arc::new(parking_lot::Mutex::new(Vec::<u8>::new()));
+        let sink = {
+            let stdout = stdout.clone();
+            wasmpool::OutputSink::new(move |stream, bytes| {
+                if stream == LogStream::Stdout {
+                    stdout.lock().extend_from_slice(bytes);
+                }
+            })
+        };
+        let spec = ServiceSpec {
+            network,
+            output: Some(sink),
+            ..Default::default()
+        };
+        let (id, ended) = launch(&rt, name, &spec, &tls_client());
+        let outcome = wait_bounded(&ended);
+        let stderr: Vec<String> = rt
+            .get_logs(&id)
+            .unwrap()
+            .into_iter()
+            .filter(|e| e.stream == LogStream::Stderr)
+            .map(|e| e.message)
+            .collect();
+        let sent = stdout.lock().clone();
+        (outcome, stderr.join("\n"), sent)
+    };
+    let (outcome, stderr, sent) = run("no-network", false);
+    assert_eq!(outcome, Outcome::Exited(1), "{stderr}");
+    assert!(stderr.contains("not granted the network"), "{stderr}");
+    assert!(sent.is_empty());
+    // With the network, rustls really speaks: a ClientHello goes out on the
+    // stream (a TLS handshake record), and the empty stdin ends it.
+    let (outcome, stderr, sent) = run("network", true);
+    assert_eq!(outcome, Outcome::Exited(1), "{stderr}");
+    assert!(!stderr.contains("not granted"), "{stderr}");
+    assert!(
+        sent.len() > 5 && sent[0] == 0x16 && sent[1] == 0x03,
+        "{sent:?}"
+    );
+}

@@ -41,6 +41,8 @@ pub(crate) struct Imports {
     pub(crate) config: Arc<super::config::ConfigValues>,
     pub(crate) keyvalue: Option<super::keyvalue::KeyValue>,
     pub(crate) log: super::logging::GuestLog,
+    /// wasi:tls: rustls with `network`, else a provider that refuses.
+    pub(crate) tls: wasmtime_wasi_tls::WasiTlsCtx,
 }
 
 /// wasi:http's policy for one guest: outgoing requests only with `network`.

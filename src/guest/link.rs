@@ -45,6 +45,7 @@ impl Linkers {
         super::config::add_to_linker(&mut preview2)?;
         super::keyvalue::add_to_linker(&mut preview2)?;
         super::logging::add_to_linker(&mut preview2)?;
+        super::tls::add_to_linker(&mut preview2)?;
         Ok(Linkers { preview1, preview2 })
     }
 }

@@ -24,6 +24,7 @@ pub(crate) mod logs;
 pub(crate) mod plan;
 pub(crate) mod run;
 pub(crate) mod stats;
+pub(crate) mod tls;
 pub(crate) mod wasi;
 
 pub use logs::{LogEntry, LogFollower, LOG_LINE_OVERHEAD, MAX_LINE_BYTES};

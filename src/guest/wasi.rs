@@ -88,6 +88,7 @@ pub(crate) fn build_wasi(
                     request: request.map(|r| r.request),
                     sink: plan.output.clone(),
                 },
+                tls: super::tls::context(plan.network),
             },
         }
     })
