@@ -646,3 +646,65 @@ fn wasi_tls_links_and_handshakes_only_with_the_network() {
         "{sent:?}"
     );
 }
+
+/// Spin's `wasi:keyvalue@0.2.0-draft2` on the same buckets as wasmtime's draft.
+fn spin_family_shares_the_buckets(kind: Kind) {
+    let fresh = fresh(kind);
+    let (_cache, rt) = on_store(fresh.store.clone(), |_| {});
+    let lines = run_steps(
+        &rt,
+        "spin",
+        1,
+        &[
+            Open2(s("default")),
+            Set2(s("k"), b"v1".to_vec()),
+            Get2(s("k")),
+            Increment2(s("n"), 5),
+            Increment2(s("n"), -2),
+            Cas(s("k"), None, b"v2".to_vec()),
+            // Another writer between the cas and its swap: the swap fails and
+            // a fresh cas, holding the other writer's value, succeeds.
+            Cas(s("k"), Some(b"theirs".to_vec()), b"mine".to_vec()),
+            Get2(s("k")),
+            ListKeys2,
+            Open(s("default")),
+            Get(s("k")),
+            Get(s("n")),
+        ],
+    );
+    assert_eq!(
+        lines,
+        [
+            "open ok",
+            "ok",
+            "v1",
+            "5",
+            "3",
+            "swapped",
+            "ok",
+            "cas-failed",
+            "theirs",
+            "swapped",
+            "mine",
+            "k,n",
+            "open ok",
+            "mine",
+            "3"
+        ]
+    );
+}
+
+#[test]
+fn spin_keyvalue_draft2_shares_the_buckets_in_memory() {
+    spin_family_shares_the_buckets(Kind::Memory);
+}
+
+#[test]
+fn spin_keyvalue_draft2_shares_the_buckets_on_disk() {
+    spin_family_shares_the_buckets(Kind::Folder);
+}
+
+#[test]
+fn spin_keyvalue_draft2_shares_the_buckets_on_redis() {
+    spin_family_shares_the_buckets(Kind::Redis);
+}

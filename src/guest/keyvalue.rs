@@ -12,7 +12,9 @@ use crate::keyvalue::{self, Answer, Bucket, Limits, Op, Store};
 use std::future::Future;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
-use wasmtime::component::{ComponentType, Lower, Resource, ResourceType, WasmList, WasmStr};
+use wasmtime::component::{
+    ComponentType, LinkerInstance, Lower, Resource, ResourceType, WasmList, WasmStr,
+};
 use wasmtime::StoreContextMut;
 
 /// The buckets one guest may open: its service's.
@@ -26,13 +28,14 @@ pub(crate) struct KeyValue {
 }
 
 /// The `op` label values of `wasmpool_keyvalue_operations_total`, in count order.
-pub(crate) const OP_NAMES: [&str; 9] = [
+pub(crate) const OP_NAMES: [&str; 10] = [
     "get",
     "set",
     "delete",
     "exists",
     "list_keys",
     "increment",
+    "swap",
     "get_many",
     "set_many",
     "delete_many",
@@ -40,7 +43,7 @@ pub(crate) const OP_NAMES: [&str; 9] = [
 
 /// Operations one container made, by kind.
 #[derive(Default)]
-pub(crate) struct OpCounts(pub(crate) [AtomicU64; 9]);
+pub(crate) struct OpCounts(pub(crate) [AtomicU64; 10]);
 
 impl OpCounts {
     fn count(&self, op: &Op) {
@@ -171,10 +174,77 @@ macro_rules! try_guest {
 }
 
 /// Adds `wasi:keyvalue/{store,atomics,batch}@0.2.0-draft` to `linker`.
+/// Adds `wasi:keyvalue/{store,atomics,batch}` in both versions to `linker`:
+/// `0.2.0-draft` (wasmtime's, wasmCloud's) and `0.2.0-draft2` (Spin 3's,
+/// with compare-and-swap), on the same buckets.
 pub(crate) fn add_to_linker(
     linker: &mut wasmtime::component::Linker<HostState>,
 ) -> wasmtime::Result<()> {
     let mut store = linker.instance("wasi:keyvalue/store@0.2.0-draft")?;
+    add_store(&mut store)?;
+    store.func_wrap_async(
+        "[method]bucket.list-keys",
+        |mut cx: Cx<'_>,
+         (bucket, cursor): (Resource<BucketHandle>, Option<u64>)|
+         -> Call<'_, KeyResponse> {
+            Box::new(async move {
+                let op = Op::ListKeys(cursor.unwrap_or(0));
+                Ok((run(&mut cx, &bucket, op)
+                    .await?
+                    .and_then(|answer| match answer {
+                        Answer::Keys(keys, cursor) => Ok(KeyResponse { keys, cursor }),
+                        _ => Err(unexpected()),
+                    }),))
+            })
+        },
+    )?;
+
+    let mut atomics = linker.instance("wasi:keyvalue/atomics@0.2.0-draft")?;
+    atomics.func_wrap_async(
+        "increment",
+        |mut cx: Cx<'_>,
+         (bucket, name, delta): (Resource<BucketHandle>, WasmStr, u64)|
+         -> Call<'_, u64> {
+            Box::new(async move {
+                let limits = limits_of(&mut cx);
+                let name = try_guest!(key(&cx, &limits, &name)?);
+                let delta = try_guest!(i64::try_from(delta)
+                    .map_err(|_| WitError::Other("the delta is over 2^63 - 1".into())));
+                Ok((run(&mut cx, &bucket, Op::Increment(name, delta))
+                    .await?
+                    .and_then(|answer| match answer {
+                        Answer::Number(n) => u64::try_from(n)
+                            .map_err(|_| WitError::Other("the value is negative".into())),
+                        _ => Err(unexpected()),
+                    }),))
+            })
+        },
+    )?;
+
+    let mut batch = linker.instance("wasi:keyvalue/batch@0.2.0-draft")?;
+    batch.func_wrap_async(
+        "get-many",
+        |mut cx: Cx<'_>,
+         (bucket, names): (Resource<BucketHandle>, WasmList<WasmStr>)|
+         -> Call<'_, Vec<Entry>> {
+            Box::new(async move {
+                let limits = limits_of(&mut cx);
+                let names = try_guest!(keys(&mut cx, &limits, &names)?);
+                Ok((run(&mut cx, &bucket, Op::GetMany(names)).await?.and_then(
+                    |answer| match answer {
+                        Answer::Values(values) => Ok(values),
+                        _ => Err(unexpected()),
+                    },
+                ),))
+            })
+        },
+    )?;
+    add_batch_writes(&mut batch)?;
+    add_draft2(linker)
+}
+
+/// What both versions' `store` share: the bucket, `open`, `get`, `set`, `delete`, `exists`.
+fn add_store(store: &mut LinkerInstance<'_, HostState>) -> wasmtime::Result<()> {
     store.resource(
         "bucket",
         ResourceType::host::<BucketHandle>(),
@@ -254,63 +324,11 @@ pub(crate) fn add_to_linker(
             })
         },
     )?;
-    store.func_wrap_async(
-        "[method]bucket.list-keys",
-        |mut cx: Cx<'_>,
-         (bucket, cursor): (Resource<BucketHandle>, Option<u64>)|
-         -> Call<'_, KeyResponse> {
-            Box::new(async move {
-                let op = Op::ListKeys(cursor.unwrap_or(0));
-                Ok((run(&mut cx, &bucket, op)
-                    .await?
-                    .and_then(|answer| match answer {
-                        Answer::Keys(keys, cursor) => Ok(KeyResponse { keys, cursor }),
-                        _ => Err(unexpected()),
-                    }),))
-            })
-        },
-    )?;
+    Ok(())
+}
 
-    let mut atomics = linker.instance("wasi:keyvalue/atomics@0.2.0-draft")?;
-    atomics.func_wrap_async(
-        "increment",
-        |mut cx: Cx<'_>,
-         (bucket, name, delta): (Resource<BucketHandle>, WasmStr, u64)|
-         -> Call<'_, u64> {
-            Box::new(async move {
-                let limits = limits_of(&mut cx);
-                let name = try_guest!(key(&cx, &limits, &name)?);
-                let delta = try_guest!(i64::try_from(delta)
-                    .map_err(|_| WitError::Other("the delta is over 2^63 - 1".into())));
-                Ok((run(&mut cx, &bucket, Op::Increment(name, delta))
-                    .await?
-                    .and_then(|answer| match answer {
-                        Answer::Number(n) => u64::try_from(n)
-                            .map_err(|_| WitError::Other("the value is negative".into())),
-                        _ => Err(unexpected()),
-                    }),))
-            })
-        },
-    )?;
-
-    let mut batch = linker.instance("wasi:keyvalue/batch@0.2.0-draft")?;
-    batch.func_wrap_async(
-        "get-many",
-        |mut cx: Cx<'_>,
-         (bucket, names): (Resource<BucketHandle>, WasmList<WasmStr>)|
-         -> Call<'_, Vec<Entry>> {
-            Box::new(async move {
-                let limits = limits_of(&mut cx);
-                let names = try_guest!(keys(&mut cx, &limits, &names)?);
-                Ok((run(&mut cx, &bucket, Op::GetMany(names)).await?.and_then(
-                    |answer| match answer {
-                        Answer::Values(values) => Ok(values),
-                        _ => Err(unexpected()),
-                    },
-                ),))
-            })
-        },
-    )?;
+/// What both versions' `batch` share: `set-many`, `delete-many`.
+fn add_batch_writes(batch: &mut LinkerInstance<'_, HostState>) -> wasmtime::Result<()> {
     batch.func_wrap_async(
         "set-many",
         |mut cx: Cx<'_>,
@@ -354,4 +372,186 @@ pub(crate) fn add_to_linker(
         },
     )?;
     Ok(())
+}
+
+/// Spin's `key-response`: its cursor is a string.
+#[derive(ComponentType, Lower)]
+#[component(record)]
+struct KeyResponse2 {
+    keys: Vec<String>,
+    cursor: Option<String>,
+}
+
+/// A compare-and-swap in progress (Spin's `cas`): the key, and its value when the cas was made.
+pub(crate) struct CasHandle {
+    bucket: Arc<str>,
+    key: String,
+    current: Option<Vec<u8>>,
+}
+
+type SwapCall<'a> = Box<dyn Future<Output = wasmtime::Result<(Result<(), CasError>,)>> + Send + 'a>;
+
+/// Spin's `cas-error`.
+#[derive(ComponentType, Lower)]
+#[component(variant)]
+enum CasError {
+    #[component(name = "store-error")]
+    StoreError(WitError),
+    /// The value changed: a fresh cas, with the value as it is now, to try again with.
+    #[component(name = "cas-failed")]
+    CasFailed(Resource<CasHandle>),
+}
+
+/// Reads `key` of the bucket named `bucket` into a new cas handle.
+async fn new_cas(
+    cx: &mut Cx<'_>,
+    bucket: Arc<str>,
+    key: String,
+) -> wasmtime::Result<Result<Resource<CasHandle>, WitError>> {
+    let handle = cx.data_mut().table().push(BucketHandle(bucket.clone()))?;
+    let answer = run(cx, &handle, Op::Get(key.clone())).await;
+    cx.data_mut().table().delete(handle)?;
+    let current = match answer? {
+        Ok(Answer::Value(value)) => value,
+        Ok(_) => return Ok(Err(unexpected())),
+        Err(error) => return Ok(Err(error)),
+    };
+    let cas = CasHandle {
+        bucket,
+        key,
+        current,
+    };
+    Ok(Ok(cx.data_mut().table().push(cas)?))
+}
+
+/// `wasi:keyvalue@0.2.0-draft2`: the shared store and batch writes, its own
+/// `list-keys`, `get-many`, `increment` (signed) and compare-and-swap.
+fn add_draft2(linker: &mut wasmtime::component::Linker<HostState>) -> wasmtime::Result<()> {
+    let mut store = linker.instance("wasi:keyvalue/store@0.2.0-draft2")?;
+    add_store(&mut store)?;
+    store.func_wrap_async(
+        "[method]bucket.list-keys",
+        |mut cx: Cx<'_>,
+         (bucket, cursor): (Resource<BucketHandle>, Option<String>)|
+         -> Call<'_, KeyResponse2> {
+            Box::new(async move {
+                let from = match cursor.as_deref().map(str::parse::<u64>) {
+                    None => 0,
+                    Some(Ok(from)) => from,
+                    Some(Err(_)) => {
+                        return Ok((Err(WitError::Other("not a cursor of this store".into())),))
+                    }
+                };
+                Ok((run(&mut cx, &bucket, Op::ListKeys(from)).await?.and_then(
+                    |answer| match answer {
+                        Answer::Keys(keys, cursor) => Ok(KeyResponse2 {
+                            keys,
+                            cursor: cursor.map(|c| c.to_string()),
+                        }),
+                        _ => Err(unexpected()),
+                    },
+                ),))
+            })
+        },
+    )?;
+
+    let mut atomics = linker.instance("wasi:keyvalue/atomics@0.2.0-draft2")?;
+    atomics.resource("cas", ResourceType::host::<CasHandle>(), |mut cx, rep| {
+        cx.data_mut()
+            .table()
+            .delete(Resource::<CasHandle>::new_own(rep))?;
+        Ok(())
+    })?;
+    atomics.func_wrap_async(
+        "increment",
+        |mut cx: Cx<'_>,
+         (bucket, name, delta): (Resource<BucketHandle>, WasmStr, i64)|
+         -> Call<'_, i64> {
+            Box::new(async move {
+                let limits = limits_of(&mut cx);
+                let name = try_guest!(key(&cx, &limits, &name)?);
+                Ok((run(&mut cx, &bucket, Op::Increment(name, delta))
+                    .await?
+                    .and_then(|answer| match answer {
+                        Answer::Number(n) => Ok(n),
+                        _ => Err(unexpected()),
+                    }),))
+            })
+        },
+    )?;
+    atomics.func_wrap_async(
+        "[static]cas.new",
+        |mut cx: Cx<'_>,
+         (bucket, name): (Resource<BucketHandle>, WasmStr)|
+         -> Call<'_, Resource<CasHandle>> {
+            Box::new(async move {
+                let limits = limits_of(&mut cx);
+                let name = try_guest!(key(&cx, &limits, &name)?);
+                let bucket = cx.data_mut().table().get(&bucket)?.0.clone();
+                Ok((new_cas(&mut cx, bucket, name).await?,))
+            })
+        },
+    )?;
+    atomics.func_wrap(
+        "[method]cas.current",
+        |mut cx: Cx<'_>,
+         (cas,): (Resource<CasHandle>,)|
+         -> wasmtime::Result<(Result<Option<Vec<u8>>, WitError>,)> {
+            Ok((Ok(cx.data_mut().table().get(&cas)?.current.clone()),))
+        },
+    )?;
+    atomics.func_wrap_async(
+        "swap",
+        |mut cx: Cx<'_>, (cas, bytes): (Resource<CasHandle>, WasmList<u8>)| -> SwapCall<'_> {
+            Box::new(async move {
+                let limits = limits_of(&mut cx);
+                let cas = cx.data_mut().table().delete(cas)?;
+                let bytes = match value(&cx, &limits, &bytes) {
+                    Ok(bytes) => bytes,
+                    Err(error) => return Ok((Err(CasError::StoreError(error)),)),
+                };
+                let handle = cx
+                    .data_mut()
+                    .table()
+                    .push(BucketHandle(cas.bucket.clone()))?;
+                let op = Op::Swap(cas.key.clone(), cas.current, bytes);
+                let answer = run(&mut cx, &handle, op).await;
+                cx.data_mut().table().delete(handle)?;
+                match answer? {
+                    Ok(Answer::Bool(true)) => Ok((Ok(()),)),
+                    Ok(Answer::Bool(false)) => match new_cas(&mut cx, cas.bucket, cas.key).await? {
+                        Ok(fresh) => Ok((Err(CasError::CasFailed(fresh)),)),
+                        Err(error) => Ok((Err(CasError::StoreError(error)),)),
+                    },
+                    Ok(_) => Ok((Err(CasError::StoreError(unexpected())),)),
+                    Err(error) => Ok((Err(CasError::StoreError(error)),)),
+                }
+            })
+        },
+    )?;
+
+    let mut batch = linker.instance("wasi:keyvalue/batch@0.2.0-draft2")?;
+    batch.func_wrap_async(
+        "get-many",
+        |mut cx: Cx<'_>,
+         (bucket, names): (Resource<BucketHandle>, WasmList<WasmStr>)|
+         -> Call<'_, Vec<(String, Option<Vec<u8>>)>> {
+            Box::new(async move {
+                let limits = limits_of(&mut cx);
+                let names = try_guest!(keys(&mut cx, &limits, &names)?);
+                let asked = names.clone();
+                Ok((run(&mut cx, &bucket, Op::GetMany(names)).await?.and_then(
+                    |answer| match answer {
+                        Answer::Values(values) => Ok(asked
+                            .into_iter()
+                            .zip(values)
+                            .map(|(key, found)| (key, found.map(|(_, value)| value)))
+                            .collect()),
+                        _ => Err(unexpected()),
+                    },
+                ),))
+            })
+        },
+    )?;
+    add_batch_writes(&mut batch)
 }

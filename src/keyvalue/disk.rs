@@ -47,7 +47,7 @@ impl Disk {
             format!("cannot open the key-value folder '{}': {e}", dir.display())
         };
         std::fs::create_dir_all(dir).map_err(|e| fail(&e))?;
-        let db = Database::create(dir.join("keyvalue.redb")).map_err(|e| fail(&e))?;
+        let db = create(&dir.join("keyvalue.redb")).map_err(|e| fail(&e))?;
         let txn = db.begin_write().map_err(|e| fail(&e))?;
         txn.open_table(ENTRIES).map_err(|e| fail(&e))?;
         txn.open_table(COUNTS).map_err(|e| fail(&e))?;
@@ -115,7 +115,30 @@ impl Drop for Disk {
     fn drop(&mut self) {
         self.writes = None;
         if let Some(committer) = self.committer.take() {
-            let _ = committer.join();
+            // The last reference may go on the committer itself (a reply's
+            // waker held the last task of a dropped runtime): it ends by
+            // itself once its queue is closed.
+            if committer.thread().id() != std::thread::current().id() {
+                let _ = committer.join();
+            }
+        }
+    }
+}
+
+/// How long an open waits for a database another store of this process is
+/// still closing (its committer ending after the last reply).
+const REOPEN_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// Opens (or makes) the database; while another store of this process is
+/// still closing it, waits up to [`REOPEN_WAIT`].
+fn create(path: &Path) -> Result<Database, redb::DatabaseError> {
+    let started = std::time::Instant::now();
+    loop {
+        match Database::create(path) {
+            Err(redb::DatabaseError::DatabaseAlreadyOpen) if started.elapsed() < REOPEN_WAIT => {
+                std::thread::sleep(std::time::Duration::from_millis(10));
+            }
+            other => return other,
         }
     }
 }

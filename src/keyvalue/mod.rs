@@ -95,6 +95,9 @@ pub(crate) enum Op {
     ListKeys(u64),
     /// Adds to the decimal number stored at the key (0 if absent).
     Increment(String, i64),
+    /// Sets the key to the value if its value is still `old` (`None`: if
+    /// it is still absent); answers whether it did.
+    Swap(String, Option<Vec<u8>>, Vec<u8>),
     GetMany(Vec<String>),
     SetMany(Vec<(String, Vec<u8>)>),
     DeleteMany(Vec<String>),
@@ -110,6 +113,7 @@ impl Op {
             Op::Exists(_) => "exists",
             Op::ListKeys(_) => "list_keys",
             Op::Increment(..) => "increment",
+            Op::Swap(..) => "swap",
             Op::GetMany(_) => "get_many",
             Op::SetMany(_) => "set_many",
             Op::DeleteMany(_) => "delete_many",
@@ -230,6 +234,13 @@ pub(crate) fn apply(space: &mut dyn Space, limits: &Limits, bucket: &str, op: Op
                 Some(next.to_string().into_bytes()),
             )?;
             Ok(Answer::Number(next))
+        }
+        Op::Swap(key, old, new) => {
+            if space.get(bucket, &key)? != old {
+                return Ok(Answer::Bool(false));
+            }
+            write(space, limits, bucket, &key, Some(new))?;
+            Ok(Answer::Bool(true))
         }
         Op::GetMany(keys) => {
             let mut values = Vec::with_capacity(keys.len());
@@ -404,5 +415,13 @@ mod tests {
         )
         .unwrap();
         assert!(apply(&mut space, &limits, "x", Op::Increment("t".into(), 1)).is_err());
+        let swap = |space: &mut Buckets, old: Option<&[u8]>| {
+            let op = Op::Swap("n".into(), old.map(<[u8]>::to_vec), b"9".to_vec());
+            apply(space, &limits, "x", op)
+        };
+        assert_eq!(swap(&mut space, Some(b"4")).unwrap(), Answer::Bool(false));
+        assert_eq!(swap(&mut space, None).unwrap(), Answer::Bool(false));
+        assert_eq!(swap(&mut space, Some(b"3")).unwrap(), Answer::Bool(true));
+        assert_eq!(space.get("x", "n").unwrap(), Some(b"9".to_vec()));
     }
 }

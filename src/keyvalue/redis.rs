@@ -2,8 +2,8 @@
 //! service on one state.
 //!
 //! A bucket is one Redis hash, `wasmpool:kv:{len}:{service}:{bucket}`, its
-//! fields the keys. Writes that must keep the key bound, and increments, are Lua
-//! scripts (one atomic step on the server, whichever host
+//! fields the keys. Writes that must keep the key bound, and increments and
+//! compare-and-swaps, are Lua scripts (one atomic step on the server, whichever host
 //! sends them). The `redis` crate's blocking connections, one per thread of
 //! a small pool fed by a bounded queue: a guest waits parked, connects and
 //! commands are bounded in time, and a server that is down gives the guest
@@ -36,6 +36,20 @@ if redis.call('HEXISTS', KEYS[1], ARGV[1]) == 0 and redis.call('HLEN', KEYS[1]) 
 end
 return redis.call('HINCRBY', KEYS[1], ARGV[1], ARGV[2])"#;
 
+/// ARGV: key, whether an old value is expected, the old value, the new value, the key bound.
+const SWAP: &str = r#"
+local now = redis.call('HGET', KEYS[1], ARGV[1])
+if ARGV[2] == '1' then
+  if now ~= ARGV[3] then return 0 end
+else
+  if now then return 0 end
+  if redis.call('HLEN', KEYS[1]) >= tonumber(ARGV[5]) then
+    return redis.error_reply('the bucket holds ' .. ARGV[5] .. ' keys, the store\'s limit')
+  end
+end
+redis.call('HSET', KEYS[1], ARGV[1], ARGV[4])
+return 1"#;
+
 pub(crate) struct Redis {
     queue: Sender<Call>,
 }
@@ -49,6 +63,7 @@ struct Call {
 struct Scripts {
     set: redis::Script,
     increment: redis::Script,
+    swap: redis::Script,
 }
 
 impl Redis {
@@ -93,6 +108,7 @@ fn serve_calls(client: &redis::Client, limits: &Limits, calls: &Receiver<Call>) 
     let scripts = Scripts {
         set: redis::Script::new(SET),
         increment: redis::Script::new(INCREMENT),
+        swap: redis::Script::new(SWAP),
     };
     let mut connection: Option<redis::Connection> = None;
     while let Ok(call) = calls.recv() {
@@ -210,6 +226,18 @@ fn run(
                 .arg(limits.keys)
                 .invoke(con)?,
         ),
+        Op::Swap(key, old, new) => {
+            let swapped: i64 = scripts
+                .swap
+                .key(&at)
+                .arg(key)
+                .arg(if old.is_some() { "1" } else { "0" })
+                .arg(old.unwrap_or_default())
+                .arg(new)
+                .arg(limits.keys)
+                .invoke(con)?;
+            Answer::Bool(swapped == 1)
+        }
     })
 }
 
