@@ -19,8 +19,9 @@ pub const METRICS_CONTENT_TYPE: &str = "application/openmetrics-text; version=1.
 ///
 /// # Examples
 /// ```
+/// let cache = tempfile::tempdir().unwrap();
 /// let runtime = wasmpool::WasmRuntime::new(wasmpool::WasmConfig {
-///     cache_dir: std::env::temp_dir().join("wasmpool-metrics-doc"),
+///     cache_dir: cache.path().to_path_buf(),
 ///     ..Default::default()
 /// })?;
 /// let text = runtime.metrics().encode();

@@ -12,7 +12,7 @@ use super::{apply, Bucket, Error, Limits, Op, Pending, Reply, Space, Store};
 use crossbeam_channel::{Receiver, Sender, TrySendError};
 use futures_channel::oneshot;
 use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::thread::JoinHandle;
 
@@ -29,7 +29,7 @@ const QUEUE: usize = 4096;
 const GROUP: usize = 512;
 
 pub(crate) struct Disk {
-    db: Arc<Database>,
+    db: Arc<Opened>,
     limits: Limits,
     writes: Option<Sender<Write>>,
     committer: Option<JoinHandle<()>>,
@@ -47,19 +47,26 @@ impl Disk {
             format!("cannot open the key-value folder '{}': {e}", dir.display())
         };
         std::fs::create_dir_all(dir).map_err(|e| fail(&e))?;
-        let db = create(&dir.join("keyvalue.redb")).map_err(|e| fail(&e))?;
+        let path = std::fs::canonicalize(dir)
+            .map_err(|e| fail(&e))?
+            .join("keyvalue.redb");
+        let registered = Registered::claim(path.clone()).map_err(|e| fail(&e))?;
+        let db = Database::create(&path).map_err(|e| fail(&e))?;
         let txn = db.begin_write().map_err(|e| fail(&e))?;
         txn.open_table(ENTRIES).map_err(|e| fail(&e))?;
         txn.open_table(COUNTS).map_err(|e| fail(&e))?;
         txn.open_table(USAGE).map_err(|e| fail(&e))?;
         txn.commit().map_err(|e| fail(&e))?;
-        let db = Arc::new(db);
+        let db = Arc::new(Opened {
+            db,
+            _registered: registered,
+        });
         let (writes, queue) = crossbeam_channel::bounded(QUEUE);
         let committer = {
             let db = db.clone();
             std::thread::Builder::new()
                 .name("wasmpool-keyvalue".into())
-                .spawn(move || commit_groups(&db, &limits, &queue))
+                .spawn(move || commit_groups(&db.db, &limits, &queue))
                 .map_err(|e| fail(&e))?
         };
         Ok(Disk {
@@ -71,7 +78,7 @@ impl Disk {
     }
 
     fn read(&self, bucket: &Bucket, op: Op) -> Reply {
-        let txn = self.db.begin_read().map_err(storage)?;
+        let txn = self.db.db.begin_read().map_err(storage)?;
         let mut space = Tables {
             entries: txn.open_table(ENTRIES).map_err(storage)?,
             counts: txn.open_table(COUNTS).map_err(storage)?,
@@ -125,21 +132,45 @@ impl Drop for Disk {
     }
 }
 
-/// How long an open waits for a database another store of this process is
-/// still closing (its committer ending after the last reply).
+/// How long an open waits for a store of this process that still has the
+/// folder (one closing: its committer ends after the last reply it sent).
 const REOPEN_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
 
-/// Opens (or makes) the database; while another store of this process is
-/// still closing it, waits up to [`REOPEN_WAIT`].
-fn create(path: &Path) -> Result<Database, redb::DatabaseError> {
-    let started = std::time::Instant::now();
-    loop {
-        match Database::create(path) {
-            Err(redb::DatabaseError::DatabaseAlreadyOpen) if started.elapsed() < REOPEN_WAIT => {
-                std::thread::sleep(std::time::Duration::from_millis(10));
+/// The database files this process's stores have open, and a signal each time one closes.
+static OPEN: parking_lot::Mutex<Vec<PathBuf>> = parking_lot::Mutex::new(Vec::new());
+static CLOSED: parking_lot::Condvar = parking_lot::Condvar::new();
+
+/// An open database, shared by its store and its committer; the file is
+/// given back (and a waiting open woken) only once the database is closed.
+struct Opened {
+    db: Database,
+    // Dropped after `db`: fields drop in order.
+    _registered: Registered,
+}
+
+/// A database file this process has open.
+struct Registered(PathBuf);
+
+impl Registered {
+    /// Claims `path`, waiting up to [`REOPEN_WAIT`] for a store of this
+    /// process that still has it to close.
+    fn claim(path: PathBuf) -> Result<Self, String> {
+        let deadline = std::time::Instant::now() + REOPEN_WAIT;
+        let mut open = OPEN.lock();
+        while open.contains(&path) {
+            if CLOSED.wait_until(&mut open, deadline).timed_out() && open.contains(&path) {
+                return Err("another runtime of this process has it open".into());
             }
-            other => return other,
         }
+        open.push(path.clone());
+        Ok(Registered(path))
+    }
+}
+
+impl Drop for Registered {
+    fn drop(&mut self) {
+        OPEN.lock().retain(|path| *path != self.0);
+        CLOSED.notify_all();
     }
 }
 
