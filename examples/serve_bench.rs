@@ -94,6 +94,10 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             loaded.0, loaded.1, loaded.2
         );
         spinning.store(false, Ordering::Relaxed);
+        // Each spinner ends with its request in flight, before the server goes.
+        for spinner in spinners {
+            let _ = spinner.join();
+        }
         let idle_memory = idle_connections(&server, address)?;
         println!(
             "| {name} | 1,000 idle keep-alive connections | +{:.1} MiB resident | | |",
@@ -101,9 +105,6 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         );
         let _ = server.kill();
         let _ = server.wait();
-        for spinner in spinners {
-            let _ = spinner.join();
-        }
         results.push((name, idle.0, loaded.0));
     }
     keyvalue_rows(wasmpool, dir.path())?;
