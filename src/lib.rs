@@ -64,6 +64,9 @@
 //! [`WasmConfig::registry_auth`] or docker's `config.json`.
 #![deny(missing_docs)]
 #![deny(unsafe_code)]
+// Built without its server, the parts only services use (request output,
+// memory budgets shared by a service's instances) are left unused.
+#![cfg_attr(not(feature = "serve"), allow(dead_code, unused_imports))]
 
 mod artifacts;
 mod guest;
@@ -73,6 +76,7 @@ mod metrics;
 mod registry;
 mod runtime;
 mod scheduler;
+#[cfg(feature = "serve")]
 mod serve;
 mod settings;
 
@@ -83,6 +87,7 @@ pub use metrics::{ContainerMetrics, HttpMetrics, Metrics, METRICS_CONTENT_TYPE};
 pub use registry::PulledImage;
 pub use runtime::{Runtime, WasmRuntime};
 pub use scheduler::WaitHandle;
+#[cfg(feature = "serve")]
 pub use serve::ResponseBody;
 pub use settings::{
     parse_duration, parse_size, CachedImage, CommandSpec, ContainerId, ContainerState,

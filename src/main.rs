@@ -53,6 +53,8 @@ struct Cli {
     command: Command,
 }
 
+// Parsed once: the size of its largest variant costs nothing.
+#[allow(clippy::large_enum_variant)]
 #[derive(Subcommand)]
 enum Command {
     /// Run one workload, streaming its output, and exit with its exit code
@@ -62,6 +64,7 @@ enum Command {
     /// Ctrl-C or SIGTERM (both drain requests in flight first). Figures (requests
     /// by status, latency, CPU, memory) are the library's `get_container_stats`;
     /// `-v` logs each failed request
+    #[cfg(feature = "serve")]
     Serve(ServeArgs),
     /// Run many instances of a workload through the pool and report throughput and latency
     Bench(BenchArgs),
@@ -224,6 +227,7 @@ struct RunArgs {
     registry: RegistryArgs,
 }
 
+#[cfg(feature = "serve")]
 #[derive(Args)]
 struct ServeArgs {
     /// The address to listen on: every interface, as `wasmtime serve` does (a
@@ -273,6 +277,7 @@ fn main() -> ExitCode {
     }
     let result = match cli.command {
         Command::Run(args) => run(args, cli.compiled_cache_limit),
+        #[cfg(feature = "serve")]
         Command::Serve(args) => serve(args, cli.compiled_cache_limit),
         Command::Bench(args) => bench(args),
         Command::Inspect { file } => inspect(&file),
@@ -797,6 +802,7 @@ fn ago(when: std::time::SystemTime) -> String {
 
 fn run(args: RunArgs, limit: Option<u64>) -> Result<ExitCode> {
     let defaults = WasmConfig::default();
+    let announced = announce_compile(&args);
     let (runtime, id) = create(
         args,
         Vec::new(),
@@ -816,6 +822,13 @@ fn run(args: RunArgs, limit: Option<u64>) -> Result<ExitCode> {
         })
         .context("cannot install the Ctrl-C handler")?;
     }
+    if let Some(file) = &announced {
+        // Compiled here rather than on the worker `start` hands it to, to
+        // say how long it took; a failure is the run's, reported as it ends.
+        if let Ok(took) = runtime.compile(&id) {
+            let _ = writeln!(std::io::stderr(), "{file} compiled in {took:.1?}");
+        }
+    }
     let handle = runtime.start(&id)?;
     let outcome = handle.wait();
     log::debug!("guest ended: {outcome}");
@@ -830,26 +843,30 @@ fn run(args: RunArgs, limit: Option<u64>) -> Result<ExitCode> {
     Ok(ExitCode::from(outcome.exit_code() as u8))
 }
 
+/// A large image takes a while to compile the first time: on a terminal,
+/// says so and answers its file name, for the time it took to be said after.
+fn announce_compile(args: &RunArgs) -> Option<String> {
+    let file = args.command.first()?;
+    let size = std::fs::metadata(file).ok()?.len();
+    if size < 1 << 20 || QUIET.load(Ordering::Relaxed) || !std::io::stderr().is_terminal() {
+        return None;
+    }
+    let _ = writeln!(
+        std::io::stderr(),
+        "compiling {file} ({})… (once: the compiled code is cached)",
+        human(size)
+    );
+    Some(file.clone())
+}
+
+#[cfg(feature = "serve")]
 fn serve(args: ServeArgs, limit: Option<u64>) -> Result<ExitCode> {
     let endpoint = EndpointSpec {
         host: Some(args.addr.ip()),
         ..EndpointSpec::http(args.addr.port())
     };
     let defaults = WasmConfig::default();
-    // A large component takes a while to compile the first time: say so (on a terminal).
-    let announced = args
-        .run
-        .command
-        .first()
-        .and_then(|file| Some((file.clone(), std::fs::metadata(file).ok()?.len())))
-        .filter(|(_, size)| *size >= 1 << 20)
-        .filter(|_| !QUIET.load(Ordering::Relaxed) && std::io::stderr().is_terminal());
-    if let Some((file, size)) = &announced {
-        eprintln!(
-            "compiling {file} ({})… (once: the compiled code is cached)",
-            human(*size)
-        );
-    }
+    let announced = announce_compile(&args.run);
     let started = Instant::now();
     let (runtime, id) = create(
         args.run,
@@ -872,7 +889,7 @@ fn serve(args: ServeArgs, limit: Option<u64>) -> Result<ExitCode> {
             .name("wasmpool-metrics".into())
             .spawn(move || serve_metrics(&listener, &runtime))?;
     }
-    if let Some((file, _)) = &announced {
+    if let Some(file) = &announced {
         eprintln!("{file} ready in {:.1?}", started.elapsed());
     }
     eprintln!("Serving HTTP on http://{address}/");
@@ -900,6 +917,7 @@ fn serve(args: ServeArgs, limit: Option<u64>) -> Result<ExitCode> {
 
 /// Answers `GET /metrics` with the runtime's metrics, one connection at a
 /// time: a client has 5 s to send a head of at most 8 KiB and take the answer.
+#[cfg(feature = "serve")]
 fn serve_metrics(listener: &std::net::TcpListener, runtime: &WasmRuntime) {
     use std::io::Read;
     for stream in listener.incoming() {

@@ -8,6 +8,7 @@ use crate::guest::{
 };
 use crate::registry::{PulledImage, Puller};
 use crate::scheduler::{self, Admission, RunQueue, Task, Timers, WaitHandle};
+#[cfg(feature = "serve")]
 use crate::serve::{ResponseBody, Service};
 use crate::settings::{
     CachedImage, ContainerId, ContainerState, ContainerStats, DiskUsage, Error, Outcome,
@@ -92,6 +93,7 @@ pub struct WasmRuntime {
     /// Removed containers that had not ended when `remove_container` gave up waiting.
     lingering: Mutex<Vec<Arc<Instance>>>,
     /// The servers of served containers.
+    #[cfg(feature = "serve")]
     services: RwLock<HashMap<ContainerId, Arc<Service>>>,
     queue: Arc<RunQueue>,
     admission: Arc<Admission>,
@@ -145,6 +147,7 @@ impl WasmRuntime {
             images: ImageFiles::new(shared.config.artifact_cache_size),
             puller: Puller::new(&shared.config),
             lingering: Mutex::new(Vec::new()),
+            #[cfg(feature = "serve")]
             services: RwLock::new(HashMap::new()),
             queue: queue.clone(),
             admission,
@@ -318,6 +321,23 @@ impl WasmRuntime {
         report
     }
 
+    /// Compiles the container's image now, on this thread, unless it is
+    /// compiled already (in this runtime, or in the compiled cache on disk);
+    /// `start` would otherwise do it on a worker. Answers how long it took,
+    /// so that a caller can say what a large image's first start waits for.
+    pub fn compile(&self, id: &ContainerId) -> Result<Duration> {
+        let instance = self.get(id)?;
+        let started = Instant::now();
+        instance
+            .artifact
+            .compiled(&self.shared.engines, self.shared.disk.as_ref())
+            .map_err(|reason| Error::Failed {
+                id: id.clone(),
+                reason,
+            })?;
+        Ok(started.elapsed())
+    }
+
     /// The settings this runtime was created with.
     pub fn config(&self) -> &WasmConfig {
         &self.shared.config
@@ -420,7 +440,19 @@ impl WasmRuntime {
         Ok(instance.wait_handle())
     }
 
+    /// Without the `serve` feature a service cannot start: it fails, saying so.
+    #[cfg(not(feature = "serve"))]
+    fn serve(&self, instance: &Arc<Instance>) -> Result<WaitHandle> {
+        let reason = "this wasmpool is built without its HTTP server (cargo feature `serve`)";
+        instance.finish(Outcome::Failed(reason.into()));
+        Err(Error::Failed {
+            id: instance.id.clone(),
+            reason: reason.into(),
+        })
+    }
+
     /// Starts serving an admitted container.
+    #[cfg(feature = "serve")]
     fn serve(&self, instance: &Arc<Instance>) -> Result<WaitHandle> {
         let service = match Service::start(instance, &self.shared, &self.queue, &self.timers) {
             Ok(service) => service,
@@ -451,7 +483,9 @@ impl WasmRuntime {
     /// container's own series (services' requests among them); render them
     /// for Prometheus with [`Metrics::encode`](crate::Metrics::encode).
     pub fn metrics(&self) -> crate::Metrics {
-        use crate::metrics::{ContainerMetrics, HttpMetrics};
+        use crate::metrics::ContainerMetrics;
+        #[cfg(not(feature = "serve"))]
+        use crate::metrics::HttpMetrics;
         use std::sync::atomic::Ordering::Relaxed;
         let counters = &self.shared.counters;
         let guest_outcomes = crate::guest::stats::OUTCOMES
@@ -460,6 +494,7 @@ impl WasmRuntime {
             .map(|(name, n)| (*name, n.load(Relaxed)))
             .collect();
         let instances: Vec<_> = self.containers.read().values().cloned().collect();
+        #[cfg(feature = "serve")]
         let services = self.services.read().clone();
         let mut states = [0u64; 4];
         let mut per_container = Vec::with_capacity(instances.len());
@@ -470,29 +505,10 @@ impl WasmRuntime {
                 ContainerState::Exited { .. } => 2,
                 ContainerState::Failed { .. } => 3,
             }] += 1;
-            let service = services.get(&instance.id);
-            let stats = match service {
-                Some(service) => service
-                    .served()
-                    .stats
-                    .snapshot(0, instance.stats.ended_at()),
-                None => instance.stats.snapshot(0),
-            };
-            let http = service.map(|service| {
-                let figures = service.served().stats.figures();
-                HttpMetrics {
-                    requests: figures.by_code,
-                    duration_buckets: figures.buckets,
-                    duration_count: figures.count,
-                    duration_sum_seconds: figures.sum_seconds,
-                    in_flight: figures.in_flight,
-                    refused: crate::serve::stats::REFUSALS
-                        .iter()
-                        .zip(figures.refused)
-                        .map(|(reason, n)| (*reason, n))
-                        .collect(),
-                }
-            });
+            #[cfg(feature = "serve")]
+            let (stats, http) = served_figures(instance, services.get(&instance.id));
+            #[cfg(not(feature = "serve"))]
+            let (stats, http): (_, Option<HttpMetrics>) = (instance.stats.snapshot(0), None);
             let keyvalue_operations = crate::guest::keyvalue::OP_NAMES
                 .iter()
                 .zip(&instance.keyvalue.counts.0)
@@ -530,6 +546,7 @@ impl WasmRuntime {
 
     /// The address a served container listens on (its port, when the
     /// endpoint asked for port 0).
+    #[cfg(feature = "serve")]
     pub fn service_address(&self, id: &ContainerId) -> Result<SocketAddr> {
         Ok(self.service(id)?.address())
     }
@@ -540,6 +557,7 @@ impl WasmRuntime {
     /// body streams out as the handler writes ([`ResponseBody`] is an
     /// `http_body::Body` and a blocking [`std::io::Read`]). The service's
     /// bounds apply as to requests it receives itself.
+    #[cfg(feature = "serve")]
     pub fn handle_request<B>(
         &self,
         id: &ContainerId,
@@ -566,6 +584,7 @@ impl WasmRuntime {
         })
     }
 
+    #[cfg(feature = "serve")]
     fn service(&self, id: &ContainerId) -> Result<Arc<Service>> {
         let instance = self.get(id)?;
         match self.services.read().get(id) {
@@ -674,6 +693,7 @@ impl Runtime for WasmRuntime {
             match containers.get(id) {
                 Some(current) if Arc::ptr_eq(current, &instance) => {
                     containers.remove(id);
+                    #[cfg(feature = "serve")]
                     self.services.write().remove(id);
                 }
                 _ => return Err(Error::NotFound(id.clone())),
@@ -719,6 +739,7 @@ impl Runtime for WasmRuntime {
 
     fn get_container_stats(&self, id: &ContainerId) -> Result<ContainerStats> {
         let instance = self.get(id)?;
+        #[cfg(feature = "serve")]
         if let Some(service) = self.services.read().get(id) {
             return Ok(service
                 .served()
@@ -798,4 +819,35 @@ impl Drop for WasmRuntime {
             instance.finish(Outcome::Stopped);
         }
     }
+}
+
+/// A container's stats, and its HTTP series when it is a service.
+#[cfg(feature = "serve")]
+fn served_figures(
+    instance: &Instance,
+    service: Option<&Arc<Service>>,
+) -> (ContainerStats, Option<crate::metrics::HttpMetrics>) {
+    let stats = match service {
+        Some(service) => service
+            .served()
+            .stats
+            .snapshot(0, instance.stats.ended_at()),
+        None => instance.stats.snapshot(0),
+    };
+    let http = service.map(|service| {
+        let figures = service.served().stats.figures();
+        crate::metrics::HttpMetrics {
+            requests: figures.by_code,
+            duration_buckets: figures.buckets,
+            duration_count: figures.count,
+            duration_sum_seconds: figures.sum_seconds,
+            in_flight: figures.in_flight,
+            refused: crate::serve::stats::REFUSALS
+                .iter()
+                .zip(figures.refused)
+                .map(|(reason, n)| (*reason, n))
+                .collect(),
+        }
+    });
+    (stats, http)
 }

@@ -2,7 +2,7 @@
 
 use crate::common::*;
 use std::path::Path;
-use wasmpool::{Outcome, ServiceSpec, WasmConfig, WasmRuntime};
+use wasmpool::{ContainerId, Outcome, ServiceSpec, WasmConfig, WasmRuntime};
 
 fn cached_files(cache: &Path) -> Vec<std::path::PathBuf> {
     match std::fs::read_dir(cache.join("compiled")) {
@@ -21,6 +21,45 @@ fn runtime_on(cache: &Path) -> WasmRuntime {
         ..Default::default()
     })
     .unwrap()
+}
+
+#[test]
+fn compile_before_start_compiles_once_and_says_why_it_cannot() {
+    let cache = tempfile::tempdir().unwrap();
+    let rt = runtime_on(cache.path());
+    let spec = ServiceSpec::default();
+    let id = ContainerId::new("compiled-first", 0);
+    rt.create_container_from_bytes(&id, &spec, wasm(&exit_module(6)))
+        .unwrap();
+    rt.compile(&id).unwrap();
+    assert_eq!(
+        cached_files(cache.path()).len(),
+        1,
+        "compiled and saved before start"
+    );
+    // Compiled already: the second call and the start find it.
+    rt.compile(&id).unwrap();
+    assert_eq!(rt.start(&id).unwrap().wait(), Outcome::Exited(6));
+
+    let broken = ContainerId::new("broken", 0);
+    rt.create_container_from_bytes(&broken, &spec, b"\0asm\x01\0\0\0\x01garbage")
+        .unwrap();
+    match rt.compile(&broken) {
+        Err(wasmpool::Error::Failed { id, reason }) => {
+            assert_eq!(id, broken);
+            assert!(!reason.is_empty());
+        }
+        other => panic!("a truncated module compiled: {other:?}"),
+    }
+    // The start reports the same failure, it does not hang.
+    assert!(matches!(
+        rt.start(&broken).unwrap().wait(),
+        Outcome::Failed(_)
+    ));
+    assert!(matches!(
+        rt.compile(&ContainerId::new("nobody", 0)),
+        Err(wasmpool::Error::NotFound(_))
+    ));
 }
 
 #[test]

@@ -17,25 +17,37 @@
 //! `{cache_dir}/{name with '/', ':', '@' as '_'}.wasm`, written atomically, with
 //! the digest the reference resolved to in `….wasm.digest` beside it.
 
+//!
+//! Without the `registry` cargo feature only the cache is read: a policy
+//! that needs the network gets an error saying the client is not built in.
+
+#[cfg(feature = "registry")]
 mod auth;
+#[cfg(feature = "registry")]
 mod fetch;
+#[cfg(feature = "registry")]
 mod media;
 mod store;
+#[cfg(feature = "registry")]
 mod transport;
 
 use crate::artifacts::images::{image_path, recorded_digest};
-use crate::settings::{Error, PullPolicy, RegistryAuth, Result, WasmConfig};
+#[cfg(feature = "registry")]
+use crate::settings::RegistryAuth;
+use crate::settings::{Error, PullPolicy, Result, WasmConfig};
+#[cfg(feature = "registry")]
 use auth::{docker_config_auth, registry_key};
-use fetch::Fetch;
+#[cfg(feature = "registry")]
 use oci_client::Reference;
 use parking_lot::Mutex;
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
+#[cfg(feature = "registry")]
 use std::time::Duration;
 use store::FileLock;
-use transport::{run_within, Transport};
+#[cfg(feature = "registry")]
+use transport::Transport;
 
 /// What a pull did.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -54,12 +66,19 @@ pub struct PulledImage {
 /// (an `flock` in the cache folder's `.pulls/`).
 pub(crate) struct Puller {
     cache_dir: PathBuf,
+    /// One lock per cache file being pulled.
+    in_flight: Mutex<HashMap<PathBuf, Arc<Mutex<()>>>>,
+    #[cfg(feature = "registry")]
+    client: Client,
+}
+
+/// What reaches registries.
+#[cfg(feature = "registry")]
+struct Client {
     auth: HashMap<String, RegistryAuth>,
     transport: Transport,
     max_size: u64,
     pull_timeout: Duration,
-    /// One lock per cache file being pulled.
-    in_flight: Mutex<HashMap<PathBuf, Arc<Mutex<()>>>>,
 }
 
 /// Told the bytes of a layer downloaded so far, and its size.
@@ -69,15 +88,18 @@ impl Puller {
     pub(crate) fn new(config: &WasmConfig) -> Self {
         Puller {
             cache_dir: config.cache_dir.clone(),
-            auth: config
-                .registry_auth
-                .iter()
-                .map(|(host, auth)| (registry_key(host), auth.clone()))
-                .collect(),
-            transport: Transport::new(config),
-            max_size: config.max_artifact_size,
-            pull_timeout: config.registry_pull_timeout,
             in_flight: Mutex::new(HashMap::new()),
+            #[cfg(feature = "registry")]
+            client: Client {
+                auth: config
+                    .registry_auth
+                    .iter()
+                    .map(|(host, auth)| (registry_key(host), auth.clone()))
+                    .collect(),
+                transport: Transport::new(config),
+                max_size: config.max_artifact_size,
+                pull_timeout: config.registry_pull_timeout,
+            },
         }
     }
 
@@ -154,27 +176,56 @@ impl Puller {
             PullPolicy::IfNotPresent if cached => return Ok(present()),
             _ => {}
         }
-        let reference: Reference = image
-            .parse()
-            .map_err(|e| refuse(format!("invalid reference: {e}")))?;
-        // Content named by digest cannot change: a verified copy needs no network.
-        if cached && reference.digest().is_some() && recorded.as_deref() == reference.digest() {
-            return Ok(present());
+        #[cfg(not(feature = "registry"))]
+        {
+            drop((present, progress));
+            Err(refuse(
+                "this wasmpool is built without its registry client (cargo feature \
+                 `registry`): only images already in the cache run"
+                    .into(),
+            ))
         }
-        let cancel = Arc::new(AtomicBool::new(false));
-        let fetch = Fetch {
+        #[cfg(feature = "registry")]
+        {
+            let reference: Reference = image
+                .parse()
+                .map_err(|e| refuse(format!("invalid reference: {e}")))?;
+            // Content named by digest cannot change: a verified copy needs no network.
+            if cached && reference.digest().is_some() && recorded.as_deref() == reference.digest() {
+                return Ok(present());
+            }
+            let known = if cached { recorded.clone() } else { None };
+            self.client
+                .fetch(reference, path, known, progress)
+                .map_err(refuse)
+        }
+    }
+}
+
+#[cfg(feature = "registry")]
+impl Client {
+    /// Downloads `reference` into the cache file `path` (unless the registry
+    /// still names the `known` digest), within the pull timeout.
+    fn fetch(
+        &self,
+        reference: Reference,
+        path: &Path,
+        known: Option<String>,
+        progress: Option<Progress>,
+    ) -> std::result::Result<PulledImage, String> {
+        let cancel = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let fetch = fetch::Fetch {
             session: self
                 .transport
-                .session(&reference, self.auth_for(&reference))
-                .map_err(refuse)?,
+                .session(&reference, self.auth_for(&reference))?,
             reference,
             path: path.to_path_buf(),
-            known: if cached { recorded.clone() } else { None },
+            known,
             limit: self.max_size,
             cancel: cancel.clone(),
             progress,
         };
-        run_within(self.pull_timeout, cancel, fetch.run()).map_err(refuse)
+        transport::run_within(self.pull_timeout, cancel, fetch.run())
     }
 
     /// The credentials for the reference's registry: `WasmConfig::registry_auth`,
