@@ -917,57 +917,86 @@ fn serve(args: ServeArgs, limit: Option<u64>) -> Result<ExitCode> {
 
 /// Answers `GET /metrics` with the runtime's metrics, one connection at a
 /// time: a client has 5 s to send a head of at most 8 KiB and take the answer.
+/// Most metrics connections served at once; more are closed on arrival.
 #[cfg(feature = "serve")]
-fn serve_metrics(listener: &std::net::TcpListener, runtime: &WasmRuntime) {
-    use std::io::Read;
+const METRICS_CONNECTIONS: usize = 16;
+/// How long a metrics client has to send its request head, and to read the answer.
+#[cfg(feature = "serve")]
+const METRICS_CLIENT_TIME: Duration = Duration::from_secs(5);
+
+/// Serves `GET /metrics` on `listener`: each connection on a thread of its
+/// own, at most [`METRICS_CONNECTIONS`] at once, each given
+/// [`METRICS_CLIENT_TIME`] and 8 KiB for its head — so a slow or idle client
+/// holds one place for a bounded time, and a scrape beside it is answered.
+#[cfg(feature = "serve")]
+fn serve_metrics(listener: &std::net::TcpListener, runtime: &Arc<WasmRuntime>) {
+    let open = Arc::new(AtomicUsize::new(0));
     for stream in listener.incoming() {
-        let Ok(mut stream) = stream else {
+        let Ok(stream) = stream else {
             std::thread::sleep(Duration::from_millis(10));
             continue;
         };
-        let deadline = Instant::now() + Duration::from_secs(5);
-        let mut head = Vec::with_capacity(1024);
-        let mut buf = [0u8; 1024];
-        let complete = loop {
-            let left = deadline.saturating_duration_since(Instant::now());
-            if left.is_zero() || stream.set_read_timeout(Some(left)).is_err() {
-                break false;
-            }
-            match stream.read(&mut buf) {
-                Ok(0) | Err(_) => break false,
-                Ok(n) => head.extend_from_slice(&buf[..n]),
-            }
-            if head.windows(4).any(|w| w == b"\r\n\r\n") {
-                break true;
-            }
-            if head.len() > 8192 {
-                break false;
-            }
-        };
-        if !complete {
+        if open.fetch_add(1, Ordering::AcqRel) >= METRICS_CONNECTIONS {
+            open.fetch_sub(1, Ordering::AcqRel);
+            drop(stream);
             continue;
         }
-        let wanted = head.starts_with(b"GET /metrics ") || head.starts_with(b"GET /metrics?");
-        let (status, kind, body) = if wanted {
-            (
-                "200 OK",
-                wasmpool::METRICS_CONTENT_TYPE,
-                runtime.metrics().encode(),
-            )
-        } else {
-            (
-                "404 Not Found",
-                "text/plain",
-                "not found: try /metrics\n".to_string(),
-            )
-        };
-        let _ = stream.set_write_timeout(Some(Duration::from_secs(5)));
-        let _ = write!(
-            stream,
-            "HTTP/1.1 {status}\r\nContent-Type: {kind}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-            body.len()
-        );
+        let (place, runtime) = (open.clone(), runtime.clone());
+        let spawned = std::thread::Builder::new()
+            .name("wasmpool-metrics-conn".into())
+            .spawn(move || {
+                answer_metrics(stream, &runtime);
+                place.fetch_sub(1, Ordering::AcqRel);
+            });
+        if spawned.is_err() {
+            open.fetch_sub(1, Ordering::AcqRel);
+        }
     }
+}
+
+/// Reads one request head (bounded in time and bytes) and answers it.
+#[cfg(feature = "serve")]
+fn answer_metrics(mut stream: std::net::TcpStream, runtime: &WasmRuntime) {
+    use std::io::Read;
+    let deadline = Instant::now() + METRICS_CLIENT_TIME;
+    let mut head = Vec::with_capacity(1024);
+    let mut buf = [0u8; 1024];
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() || stream.set_read_timeout(Some(left)).is_err() {
+            return;
+        }
+        match stream.read(&mut buf) {
+            Ok(0) | Err(_) => return,
+            Ok(n) => head.extend_from_slice(&buf[..n]),
+        }
+        if head.windows(4).any(|w| w == b"\r\n\r\n") {
+            break;
+        }
+        if head.len() > 8192 {
+            return;
+        }
+    }
+    let wanted = head.starts_with(b"GET /metrics ") || head.starts_with(b"GET /metrics?");
+    let (status, kind, body) = if wanted {
+        (
+            "200 OK",
+            wasmpool::METRICS_CONTENT_TYPE,
+            runtime.metrics().encode(),
+        )
+    } else {
+        (
+            "404 Not Found",
+            "text/plain",
+            "not found: try /metrics\n".to_string(),
+        )
+    };
+    let _ = stream.set_write_timeout(Some(METRICS_CLIENT_TIME));
+    let _ = write!(
+        stream,
+        "HTTP/1.1 {status}\r\nContent-Type: {kind}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    );
 }
 
 fn bench(args: BenchArgs) -> Result<ExitCode> {

@@ -80,3 +80,41 @@ fn the_readme_says_the_log_line_overhead_it_has() {
     let said = format!("{} bytes on 64-bit targets", wasmpool::LOG_LINE_OVERHEAD);
     assert!(readme.contains(&said), "the README does not say {said}");
 }
+
+/// Every figure the README's Figures table gives as measured is one that
+/// docs/performance.md, the record of the runs, holds: a number rounded,
+/// re-measured or made up in one place and not the other fails here.
+#[test]
+fn the_readme_figures_are_in_the_performance_record() {
+    let root = env!("CARGO_MANIFEST_DIR");
+    let readme = std::fs::read_to_string(format!("{root}/README.md")).unwrap();
+    let record = std::fs::read_to_string(format!("{root}/docs/performance.md")).unwrap();
+    let section = &readme[readme.find("## Figures").unwrap()..];
+    let section = &section[..section[3..]
+        .find("\n## ")
+        .map_or(section.len(), |end| end + 3)];
+    let mut checked = 0;
+    let mut missing = Vec::new();
+    for row in section
+        .lines()
+        .filter(|line| line.starts_with("| "))
+        .skip(2)
+    {
+        let measured = row.split('|').nth(2).unwrap_or("");
+        let numbers = measured
+            .split(|c: char| !(c.is_ascii_digit() || c == '.' || c == ','))
+            .map(|word| word.trim_matches(|c| c == '.' || c == ','))
+            .filter(|word| word.chars().any(|c| c.is_ascii_digit()));
+        for number in numbers {
+            checked += 1;
+            if !record.contains(number) {
+                missing.push(format!("{number} (in: {})", measured.trim()));
+            }
+        }
+    }
+    assert!(checked > 20, "the table was read ({checked} figures)");
+    assert!(
+        missing.is_empty(),
+        "not in docs/performance.md: {missing:#?}"
+    );
+}

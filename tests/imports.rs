@@ -388,12 +388,27 @@ fn a_value_acknowledged_on_disk_survives_a_sigkilled_process() {
         .stdout(std::process::Stdio::piped())
         .spawn()
         .unwrap();
-    let mut lines = std::io::BufReader::new(child.stdout.take().unwrap()).lines();
-    assert_eq!(lines.next().unwrap().unwrap(), "open ok");
-    assert_eq!(lines.next().unwrap().unwrap(), "ok");
-    assert_eq!(lines.next().unwrap().unwrap(), "written");
+    // Read on a thread of its own: a child that never writes fails the test
+    // (within a bound) instead of hanging it.
+    let stdout = child.stdout.take().unwrap();
+    let (sent, received) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in std::io::BufReader::new(stdout).lines() {
+            if sent.send(line.unwrap_or_default()).is_err() {
+                return;
+            }
+        }
+    });
+    let mut said = Vec::new();
+    while said.len() < 3 {
+        match received.recv_timeout(std::time::Duration::from_secs(60)) {
+            Ok(line) => said.push(line),
+            Err(_) => break,
+        }
+    }
     child.kill().unwrap(); // SIGKILL
     child.wait().unwrap();
+    assert_eq!(said, ["open ok", "ok", "written"]);
     let (_cache, rt) = on_store(KeyValueStore::Folder(store), |_| {});
     // The CLI names the service after the file.
     let lines = run_steps(&rt, "writer.wasm", 1, &[Open(s("b")), Get(s("k"))]);

@@ -298,7 +298,52 @@ fn serve_answers_metrics_on_a_listener_of_its_own() {
     for _ in 0..3 {
         assert_eq!(get(service, "/").status, 200);
     }
-    let reply = get(metrics, "/metrics");
+    // Slow clients hold places, each for a bounded time, never the listener:
+    // eight idle connections and a half-sent head, then a scrape beside them.
+    use std::io::{Read, Write};
+    let mut idle: Vec<_> = (0..8)
+        .map(|_| std::net::TcpStream::connect(metrics).unwrap())
+        .collect();
+    idle[0].write_all(b"GET /metr").unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(200));
+    assert_eq!(get(metrics, "/metrics").status, 200);
+    // They were waited on side by side, not one after another: the first
+    // still finishes its request and is answered.
+    idle[0]
+        .write_all(b"ics HTTP/1.1\r\nHost: x\r\n\r\n")
+        .unwrap();
+    let mut answer = String::new();
+    idle[0]
+        .set_read_timeout(Some(std::time::Duration::from_secs(30)))
+        .unwrap();
+    let _ = idle[0].read_to_string(&mut answer);
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer:.80}");
+    // Past the bound of places (16), a connection is closed on arrival.
+    let flood: Vec<_> = (0..40)
+        .map(|_| std::net::TcpStream::connect(metrics).unwrap())
+        .collect();
+    let closed = flood
+        .into_iter()
+        .filter(|stream| {
+            let mut stream = stream;
+            let _ = stream.set_read_timeout(Some(std::time::Duration::from_millis(500)));
+            matches!(stream.read(&mut [0u8; 1]), Ok(0))
+        })
+        .count();
+    assert!(closed >= 40 - 16, "{closed} of 40 closed on arrival");
+    drop(idle);
+    // The places come back: once the held connections time out (5 s), a scrape is answered.
+    let started = std::time::Instant::now();
+    let reply = loop {
+        let reply = std::panic::catch_unwind(|| get(metrics, "/metrics"));
+        match reply {
+            Ok(reply) => break reply,
+            Err(_) if started.elapsed() < std::time::Duration::from_secs(60) => {
+                std::thread::sleep(std::time::Duration::from_millis(500))
+            }
+            Err(panic) => std::panic::resume_unwind(panic),
+        }
+    };
     let _ = child.kill();
     let _ = child.wait();
     assert_eq!(reply.status, 200);

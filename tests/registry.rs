@@ -648,3 +648,94 @@ fn a_pull_reports_its_progress_up_to_the_artifacts_size() {
         .unwrap();
     assert_eq!(quiet.load(std::sync::atomic::Ordering::Relaxed), 0);
 }
+
+/// A registry whose token server speaks the OAuth 2 form of the token API
+/// (as Azure's and others' do for `docker login`): an identity token is
+/// exchanged there (`POST`, `grant_type=refresh_token`) for the access token
+/// every later request carries; a wrong one gets the token server's refusal.
+#[test]
+fn an_identity_token_is_exchanged_for_an_access_token_at_the_realm() {
+    use crate::common::hostile_registry::*;
+    use std::io::Read;
+    let module = wasm(&exit_module(23));
+    let digest = {
+        use sha2::Digest as _;
+        format!("sha256:{}", hex::encode(sha2::Sha256::digest(&module)))
+    };
+    let (blob, layer) = (module.clone(), digest.clone());
+    let own = std::sync::Arc::new(std::sync::OnceLock::<String>::new());
+    let realm = own.clone();
+    let server = Hostile::start(move |head, stream| {
+        let lower = head.to_ascii_lowercase();
+        let path = path_of(head);
+        if path.starts_with("/token") {
+            let length: usize = lower
+                .lines()
+                .find_map(|line| line.strip_prefix("content-length:"))
+                .and_then(|n| n.trim().parse().ok())
+                .unwrap_or(0);
+            let mut form = vec![0; length.min(4096)];
+            let _ = stream.read_exact(&mut form);
+            let form = String::from_utf8_lossy(&form);
+            let fields: Vec<&str> = form.split('&').collect();
+            let good = head.starts_with("POST ")
+                && fields.contains(&"grant_type=refresh_token")
+                && fields.contains(&"refresh_token=refresh-abc")
+                && fields.contains(&"service=oauth-registry")
+                && fields.iter().any(|f| f.starts_with("client_id="));
+            return if good {
+                answer(stream, "200 OK", "", br#"{"access_token":"access-xyz"}"#)
+            } else {
+                answer(
+                    stream,
+                    "401 Unauthorized",
+                    "",
+                    br#"{"error":"invalid_grant"}"#,
+                )
+            };
+        }
+        if !lower.contains("\r\nauthorization: bearer access-xyz\r\n") {
+            return answer(
+                stream,
+                "401 Unauthorized",
+                &format!(
+                    "WWW-Authenticate: Bearer realm=\"http://{}/token\",service=\"oauth-registry\",scope=\"repository:demo/oauth:pull\"\r\n",
+                    realm.get().map_or("", String::as_str)
+                ),
+                b"",
+            );
+        }
+        if path.contains("/manifests/") {
+            let manifest = manifest_json(&[("application/wasm", &layer, blob.len() as u64)]);
+            answer(stream, "200 OK", MANIFEST_TYPE, manifest.as_bytes())
+        } else if path.ends_with(&layer) {
+            answer(stream, "200 OK", "", &blob)
+        } else {
+            answer(stream, "404 Not Found", "", b"")
+        }
+    });
+    own.set(server.host()).unwrap();
+    let image = format!("{}/demo/oauth:v1", server.host());
+    let host = server.host();
+    let with_token = |token: &str| {
+        let auth = (host.clone(), RegistryAuth::IdentityToken(token.to_string()));
+        runtime_with(1, move |config| {
+            config.registry_auth.insert(auth.0, auth.1);
+        })
+    };
+    let (_dir, runtime) = with_token("refresh-abc");
+    assert_eq!(
+        run_image(&runtime, "oauth", &image, PullPolicy::IfNotPresent),
+        23
+    );
+    let (_dir, refused) = with_token("refresh-stolen");
+    let error = pull_error(refused.pull(&image, PullPolicy::IfNotPresent));
+    assert!(
+        error.contains("token server answered 401") && error.contains("invalid_grant"),
+        "{error}"
+    );
+    assert!(
+        !format!("{:?}", RegistryAuth::IdentityToken("refresh-abc".into())).contains("abc"),
+        "Debug must not print secrets"
+    );
+}

@@ -39,7 +39,7 @@ pub(crate) enum Wasi {
 /// none of these pays a few reference counts.
 pub(crate) struct Imports {
     pub(crate) config: Arc<super::config::ConfigValues>,
-    pub(crate) keyvalue: Option<super::keyvalue::KeyValue>,
+    pub(crate) keyvalue: super::keyvalue::KeyValue,
     pub(crate) log: super::logging::GuestLog,
     /// wasi:tls: rustls with `network`, else a provider that refuses.
     pub(crate) tls: wasmtime_wasi_tls::WasiTlsCtx,
@@ -117,9 +117,9 @@ impl HostState {
         }
     }
 
-    /// The buckets the component may open, if the runtime has a store.
-    pub(crate) fn keyvalue(&mut self) -> Option<&super::keyvalue::KeyValue> {
-        self.imports().keyvalue.as_ref()
+    /// The buckets the component may open: its service's.
+    pub(crate) fn keyvalue(&mut self) -> &super::keyvalue::KeyValue {
+        &self.imports().keyvalue
     }
 
     /// Whether `entries` more resources fit the store's resource table.

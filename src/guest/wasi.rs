@@ -82,7 +82,7 @@ pub(crate) fn build_wasi(
             },
             imports: Imports {
                 config: instance.config.clone(),
-                keyvalue: Some(instance.keyvalue.clone()),
+                keyvalue: instance.keyvalue.clone(),
                 log: GuestLog {
                     buffer: instance.logs.clone(),
                     request: request.map(|r| r.request),

@@ -72,6 +72,11 @@ pub(super) fn docker_config_auth(registry: &str) -> Option<RegistryAuth> {
             .and_then(|v| v.as_str())
             .filter(|v| !v.is_empty())
     };
+    // `docker login` to an OAuth registry leaves a refresh token (and a
+    // placeholder `auth`): the token is what to use.
+    if let Some(token) = field("identitytoken") {
+        return Some(RegistryAuth::IdentityToken(token.to_string()));
+    }
     if let Some(encoded) = field("auth") {
         use base64::Engine as _;
         let decoded = base64::engine::general_purpose::STANDARD
@@ -111,9 +116,9 @@ const HELPER_OUTPUT: u64 = 64 << 10;
 
 /// Asks `docker-credential-NAME get` for `server`'s credentials, as docker
 /// does (the server address on its stdin, JSON `{"Username", "Secret"}` on
-/// its stdout); bounded in time and bytes. `None` when it has none, fails,
-/// or answers with an identity token (an OAuth refresh token, which wasmpool
-/// does not exchange).
+/// its stdout); bounded in time and bytes. `None` when it has none or fails;
+/// a `<token>` user name means the secret is an identity token (an OAuth 2
+/// refresh token, exchanged at the registry's token realm).
 fn from_helper(name: &str, server: &str) -> Option<RegistryAuth> {
     use std::io::{Read, Write};
     use std::process::{Command, Stdio};
@@ -165,8 +170,7 @@ fn from_helper(name: &str, server: &str) -> Option<RegistryAuth> {
     let field = |name: &str| answer.get(name).and_then(|v| v.as_str()).unwrap_or("");
     let (username, secret) = (field("Username"), field("Secret"));
     if username == "<token>" {
-        log::warn!("{program} gave an identity token for {server}: wasmpool does not exchange identity tokens; using the config's auths, if any");
-        return None;
+        return (!secret.is_empty()).then(|| RegistryAuth::IdentityToken(secret.to_string()));
     }
     (!secret.is_empty()).then(|| RegistryAuth::Basic {
         username: username.to_string(),

@@ -271,10 +271,23 @@ impl Session {
         if let Some(service) = service {
             query.push(("service", service));
         }
-        let mut request = self.http.get(realm).query(&query);
-        if let RegistryAuth::Basic { username, password } = &self.auth {
-            request = request.basic_auth(username, Some(password));
-        }
+        let request = match &self.auth {
+            // The OAuth 2 form of the token API: the refresh token for an access token.
+            RegistryAuth::IdentityToken(refresh) => {
+                query.extend([
+                    ("grant_type", "refresh_token".to_string()),
+                    ("refresh_token", refresh.clone()),
+                    ("client_id", "wasmpool".to_string()),
+                ]);
+                self.http.post(realm).form(&query)
+            }
+            RegistryAuth::Basic { username, password } => self
+                .http
+                .get(realm)
+                .query(&query)
+                .basic_auth(username, Some(password)),
+            _ => self.http.get(realm).query(&query),
+        };
         let response = request.send().await.map_err(|e| self.describe(&e))?;
         if !response.status().is_success() {
             let status = response.status().as_u16();

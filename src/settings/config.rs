@@ -368,6 +368,10 @@ pub enum RegistryAuth {
     },
     /// A bearer token sent as is.
     Bearer(String),
+    /// An OAuth 2 refresh token (docker's `identitytoken`, left by `docker
+    /// login` at registries such as Azure's): exchanged at the registry's
+    /// token realm (`grant_type=refresh_token`) for the access token sent.
+    IdentityToken(String),
 }
 
 impl fmt::Debug for RegistryAuth {
@@ -377,6 +381,7 @@ impl fmt::Debug for RegistryAuth {
             RegistryAuth::Anonymous => f.write_str("Anonymous"),
             RegistryAuth::Basic { username, .. } => write!(f, "Basic({username:?}, ***)"),
             RegistryAuth::Bearer(_) => f.write_str("Bearer(***)"),
+            RegistryAuth::IdentityToken(_) => f.write_str("IdentityToken(***)"),
         }
     }
 }
