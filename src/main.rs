@@ -892,7 +892,8 @@ fn serve(args: ServeArgs, limit: Option<u64>) -> Result<ExitCode> {
     if let Some(file) = &announced {
         eprintln!("{file} ready in {:.1?}", started.elapsed());
     }
-    eprintln!("Serving HTTP on http://{address}/");
+    // The stop handler is in place before the URL is said: whoever acts on
+    // the URL (a service manager, a test) may send SIGTERM at once.
     {
         let (runtime, id) = (runtime.clone(), id.clone());
         ctrlc::set_handler(move || {
@@ -907,6 +908,7 @@ fn serve(args: ServeArgs, limit: Option<u64>) -> Result<ExitCode> {
         })
         .context("cannot install the Ctrl-C handler")?;
     }
+    eprintln!("Serving HTTP on http://{address}/");
     let outcome = handle.wait();
     if outcome != Outcome::Stopped {
         eprintln!("wasmpool: {outcome}");
