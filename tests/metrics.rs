@@ -91,16 +91,12 @@ fn a_known_workload_is_counted_exactly() {
     // request's place (the refused body is still being drained): the gauge
     // settles at 0, within a bound.
     let web_name = web.to_string();
-    let settled = std::time::Instant::now() + Duration::from_secs(30);
-    let (text, m) = loop {
-        let text = rt.metrics().encode();
-        let m = scrape(&text);
-        let in_flight = value(&m, "wasmpool_http_in_flight", &[("container", &web_name)]);
-        if in_flight == 0.0 || std::time::Instant::now() > settled {
-            break (text, m);
-        }
-        std::thread::sleep(Duration::from_millis(10));
-    };
+    settle_within(Duration::from_secs(30), || {
+        let m = scrape(&rt.metrics().encode());
+        value(&m, "wasmpool_http_in_flight", &[("container", &web_name)]) == 0.0
+    });
+    let text = rt.metrics().encode();
+    let m = scrape(&text);
     // 3 exits, a trap, a stop, the keyvalue guest and the service started.
     assert_eq!(value(&m, "wasmpool_guest_starts_total", &[]), 7.0, "{text}");
     assert_eq!(
@@ -334,13 +330,20 @@ fn serve_answers_metrics_on_a_listener_of_its_own() {
     let flood: Vec<_> = (0..40)
         .map(|_| std::net::TcpStream::connect(metrics).unwrap())
         .collect();
+    // Read side by side, each for less than the 5 s a held one is given: a
+    // closed one reads end-of-stream, a held one times out.
     let closed = flood
         .into_iter()
-        .filter(|stream| {
-            let mut stream = stream;
-            let _ = stream.set_read_timeout(Some(std::time::Duration::from_millis(500)));
-            matches!(stream.read(&mut [0u8; 1]), Ok(0))
+        .map(|mut stream| {
+            std::thread::spawn(move || {
+                let _ = stream.set_read_timeout(Some(std::time::Duration::from_secs(3)));
+                matches!(stream.read(&mut [0u8; 1]), Ok(0))
+            })
         })
+        .collect::<Vec<_>>()
+        .into_iter()
+        .map(|reader| reader.join().unwrap())
+        .filter(|closed| *closed)
         .count();
     assert!(closed >= 40 - 16, "{closed} of 40 closed on arrival");
     drop(idle);

@@ -269,8 +269,7 @@ fn fd_hygiene_alone() {
     }
     // wasmtime-wasi closes files on its blocking pool: give a close in flight
     // a moment to land. A leak would show as thousands of descriptors.
-    settle(|| fds_now() == fds);
-    settle(|| fds_now() == fds); // up to 10 s in all, on a loaded host
+    settle_within(std::time::Duration::from_secs(10), || fds_now() == fds);
     assert_eq!(
         fds_now(),
         fds,
@@ -280,10 +279,9 @@ fn fd_hygiene_alone() {
     // That pool also starts threads for file I/O on demand and idles them out
     // after ten seconds: a few may come (more on a loaded host, until they
     // idle out), none per instance.
-    let idled = std::time::Instant::now() + std::time::Duration::from_secs(15);
-    while threads_now() > threads + 8 && std::time::Instant::now() < idled {
-        std::thread::sleep(std::time::Duration::from_millis(100));
-    }
+    settle_within(std::time::Duration::from_secs(15), || {
+        threads_now() <= threads + 8
+    });
     assert!(
         threads_now() <= threads + 8,
         "threads: {threads} -> {}",

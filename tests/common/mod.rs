@@ -420,13 +420,16 @@ pub fn rss_bytes() -> u64 {
     pages * 4096
 }
 
-/// Waits up to two seconds for `done`, for work wasmtime-wasi finishes on its own threads.
+/// Waits up to 5 s for `done`, for work wasmtime-wasi finishes on its own
+/// threads (closes on its blocking pool are slow on a loaded host).
 pub fn settle(done: impl Fn() -> bool) {
-    // Up to 5 s: closes on wasmtime-wasi's blocking pool are slow on a loaded host.
-    for _ in 0..250 {
-        if done() {
-            return;
-        }
+    settle_within(Duration::from_secs(5), done)
+}
+
+/// Waits up to `limit` for `done`: a bound that turns a hang into a failure.
+pub fn settle_within(limit: Duration, done: impl Fn() -> bool) {
+    let until = std::time::Instant::now() + limit;
+    while !done() && std::time::Instant::now() < until {
         std::thread::sleep(Duration::from_millis(20));
     }
 }
