@@ -802,7 +802,7 @@ fn ago(when: std::time::SystemTime) -> String {
 
 fn run(args: RunArgs, limit: Option<u64>) -> Result<ExitCode> {
     let defaults = WasmConfig::default();
-    let announced = announce_compile(&args);
+    let file = args.command.first().cloned();
     let (runtime, id) = create(
         args,
         Vec::new(),
@@ -822,12 +822,11 @@ fn run(args: RunArgs, limit: Option<u64>) -> Result<ExitCode> {
         })
         .context("cannot install the Ctrl-C handler")?;
     }
-    if let Some(file) = &announced {
-        // Compiled here rather than on the worker `start` hands it to, to
-        // say how long it took; a failure is the run's, reported as it ends.
-        if let Ok(took) = runtime.compile(&id) {
-            let _ = writeln!(std::io::stderr(), "{file} compiled in {took:.1?}");
-        }
+    compile_showing(&runtime, &id, file.as_deref());
+    // Ctrl-C while it compiled stopped the container before its start.
+    if interrupted.load(Ordering::SeqCst) {
+        eprintln!("wasmpool: interrupted");
+        return Ok(ExitCode::from(EXIT_INTERRUPTED));
     }
     let handle = runtime.start(&id)?;
     let outcome = handle.wait();
@@ -843,20 +842,37 @@ fn run(args: RunArgs, limit: Option<u64>) -> Result<ExitCode> {
     Ok(ExitCode::from(outcome.exit_code() as u8))
 }
 
-/// A large image takes a while to compile the first time: on a terminal,
-/// says so and answers its file name, for the time it took to be said after.
-fn announce_compile(args: &RunArgs) -> Option<String> {
-    let file = args.command.first()?;
-    let size = std::fs::metadata(file).ok()?.len();
-    if size < 1 << 20 || QUIET.load(Ordering::Relaxed) || !std::io::stderr().is_terminal() {
-        return None;
+/// How long a compile may take before the CLI says it is compiling.
+const COMPILE_NOTE_AFTER: Duration = Duration::from_millis(300);
+
+/// Compiles the container's image of `file` before its start, on a
+/// terminal: a compile that takes a while (not a load from the compiled
+/// cache) is said as it starts, `compiling FILE (SIZE)…`, and how long it
+/// took. Quiet runs and pipes leave the compile to the start; a failure is
+/// the start's to report.
+fn compile_showing(runtime: &WasmRuntime, id: &ContainerId, file: Option<&str>) {
+    let Some(file) = file else { return };
+    if QUIET.load(Ordering::Relaxed) || !std::io::stderr().is_terminal() {
+        return;
     }
-    let _ = writeln!(
-        std::io::stderr(),
-        "compiling {file} ({})… (once: the compiled code is cached)",
-        human(size)
-    );
-    Some(file.clone())
+    let size = std::fs::metadata(file).map_or(0, |m| m.len());
+    std::thread::scope(|scope| {
+        let (done, compiled) = crossbeam_channel::bounded(1);
+        scope.spawn(move || {
+            let _ = done.send(runtime.compile(id));
+        });
+        if compiled.recv_timeout(COMPILE_NOTE_AFTER).is_ok() {
+            return;
+        }
+        let _ = writeln!(
+            std::io::stderr(),
+            "compiling {file} ({})… (once: the compiled code is cached)",
+            human(size)
+        );
+        if let Ok(Ok(took)) = compiled.recv() {
+            let _ = writeln!(std::io::stderr(), "{file} compiled in {took:.1?}");
+        }
+    });
 }
 
 #[cfg(feature = "serve")]
@@ -866,8 +882,7 @@ fn serve(args: ServeArgs, limit: Option<u64>) -> Result<ExitCode> {
         ..EndpointSpec::http(args.addr.port())
     };
     let defaults = WasmConfig::default();
-    let announced = announce_compile(&args.run);
-    let started = Instant::now();
+    let file = args.run.command.first().cloned();
     let (runtime, id) = create(
         args.run,
         vec![endpoint],
@@ -878,6 +893,7 @@ fn serve(args: ServeArgs, limit: Option<u64>) -> Result<ExitCode> {
             ..defaults
         },
     )?;
+    compile_showing(&runtime, &id, file.as_deref());
     let handle = runtime.start(&id)?;
     let address = runtime.service_address(&id)?;
     if let Some(addr) = args.metrics_addr {
@@ -888,9 +904,6 @@ fn serve(args: ServeArgs, limit: Option<u64>) -> Result<ExitCode> {
         std::thread::Builder::new()
             .name("wasmpool-metrics".into())
             .spawn(move || serve_metrics(&listener, &runtime))?;
-    }
-    if let Some(file) = &announced {
-        eprintln!("{file} ready in {:.1?}", started.elapsed());
     }
     // The stop handler is in place before the URL is said: whoever acts on
     // the URL (a service manager, a test) may send SIGTERM at once.
@@ -917,8 +930,6 @@ fn serve(args: ServeArgs, limit: Option<u64>) -> Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-/// Answers `GET /metrics` with the runtime's metrics, one connection at a
-/// time: a client has 5 s to send a head of at most 8 KiB and take the answer.
 /// Most metrics connections served at once; more are closed on arrival.
 #[cfg(feature = "serve")]
 const METRICS_CONNECTIONS: usize = 16;

@@ -16,7 +16,6 @@
 //! is kept is the seed's cache file
 //! `{cache_dir}/{name with '/', ':', '@' as '_'}.wasm`, written atomically, with
 //! the digest the reference resolved to in `….wasm.digest` beside it.
-
 //!
 //! Without the `registry` cargo feature only the cache is read: a policy
 //! that needs the network gets an error saying the client is not built in.
