@@ -587,3 +587,37 @@ fn exit_events_reach_containerd_for_quick_runs_and_after_a_restart() {
     let _ = events.wait();
     ctrd.ctr_ok(&["task", "rm", "late"]);
 }
+
+#[test]
+fn a_service_needs_a_network_to_listen_on_and_says_so() {
+    let ctrd = Containerd::start("services");
+    let reference = "docker.io/library/service:latest";
+    ctrd.import(
+        reference,
+        &Image::wasm_layer(
+            &crate::common::service::hello_handler(),
+            COMPONENT,
+            "wasip2",
+        )
+        .tar(reference),
+    );
+    // `ctr run` without --net-host: a namespace of its own that no pod made.
+    let out = ctrd.run(&[], reference, "isolated", &[]);
+    assert!(!out.status.success());
+    let said = stderr(&out);
+    assert!(
+        said.contains("needs a network to listen on")
+            && said.contains("wasi:http/incoming-handler"),
+        "{said}"
+    );
+    // With the host's network it is served on $PORT, on every address.
+    ctrd.run_detached(&["--net-host", "--env", "PORT=18181"], reference, "served");
+    ctrd.until_status("served", "RUNNING");
+    let reply = crate::common::service::get("127.0.0.1:18181".parse().unwrap(), "/");
+    assert_eq!(reply.status, 200, "{reply:?}");
+    assert_eq!(reply.text(), "hello\n");
+    ctrd.ctr_ok(&["task", "kill", "--signal", "SIGTERM", "served"]);
+    ctrd.until_status("served", "STOPPED");
+    let listing = ctrd.ctr_ok(&["task", "ls"]);
+    assert!(listing.contains("served"), "{listing}");
+}

@@ -15,6 +15,8 @@ mod hostile_clients;
 mod http;
 mod imports;
 mod isolation;
+#[cfg(feature = "shim")]
+mod kubernetes;
 mod limits;
 mod logs;
 mod metrics;

@@ -42,3 +42,53 @@ pub fn detect_wasm_version_from_binary(bytes: &[u8]) -> WasiVersion {
         _ => WasiVersion::Unknown,
     }
 }
+
+/// The `wasi:http` handler a component exports, read from its export section
+/// without compiling it: `wasi:http/incoming-handler@0.2.x` (WASIp2) or
+/// `wasi:http/handler@0.3.x` (WASIp3), exported by the component itself (not
+/// by one nested inside it). `None` for a command, a core module, or bytes
+/// that are not a component.
+///
+/// This is how a host that is handed images (the containerd shim) tells a
+/// service, which it serves, from a command, which it runs.
+///
+/// # Examples
+/// ```
+/// let command = wat::parse_str("(component)").unwrap();
+/// assert_eq!(wasmpool::http_handler_export(&command), None);
+/// let service = wat::parse_str(
+///     r#"(component (instance $h) (export "wasi:http/incoming-handler@0.2.6" (instance $h)))"#,
+/// )
+/// .unwrap();
+/// assert_eq!(
+///     wasmpool::http_handler_export(&service).as_deref(),
+///     Some("wasi:http/incoming-handler@0.2.6")
+/// );
+/// ```
+pub fn http_handler_export(bytes: &[u8]) -> Option<String> {
+    use wasmparser::{Parser, Payload};
+    if detect_wasm_version_from_binary(bytes) != WasiVersion::Preview2 {
+        return None;
+    }
+    // Nested modules and components come inline, each closed by its own `End`.
+    let mut depth = 0usize;
+    for payload in Parser::new(0).parse_all(bytes) {
+        match payload.ok()? {
+            Payload::ModuleSection { .. } | Payload::ComponentSection { .. } => depth += 1,
+            Payload::End(_) if depth == 0 => return None,
+            Payload::End(_) => depth -= 1,
+            Payload::ComponentExportSection(exports) if depth == 0 => {
+                for export in exports {
+                    let name = export.ok()?.name.full_name();
+                    if name.starts_with("wasi:http/incoming-handler@")
+                        || name.starts_with("wasi:http/handler@")
+                    {
+                        return Some(name.to_string());
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+    None
+}

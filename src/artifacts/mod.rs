@@ -19,7 +19,7 @@ pub(crate) mod fit;
 pub(crate) mod images;
 pub(crate) mod native;
 
-pub use detect::{detect_wasm_version_from_binary, WasiVersion};
+pub use detect::{detect_wasm_version_from_binary, http_handler_export, WasiVersion};
 
 pub(crate) use disk_cache::DiskCache;
 pub(crate) use engine::Engines;

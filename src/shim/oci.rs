@@ -6,7 +6,7 @@ use oci_spec::runtime::{LinuxNamespaceType, Spec};
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
-use wasmpool::{CommandSpec, ImageSpec, ServiceSpec, StorageSpec, WasmSpec};
+use wasmpool::{CommandSpec, EndpointSpec, ImageSpec, ServiceSpec, StorageSpec, WasmSpec};
 
 /// The annotation that sets a container's fuel budget (instructions, roughly).
 pub const FUEL_ANNOTATION: &str = "io.wasmpool.fuel";
@@ -188,7 +188,7 @@ pub fn service_spec(spec: &Spec, rootfs: &Path) -> Result<ServiceSpec> {
         },
         storage,
         wasm: Some(limits(spec, &annotations)?),
-        network: shares_host_network(spec),
+        network: network_allowed(spec)?,
         ..Default::default()
     })
 }
@@ -235,28 +235,136 @@ fn storage(spec: &Spec, rootfs: &Path) -> Vec<StorageSpec> {
     storage
 }
 
-/// A guest may open sockets only when the container shares the host's network
-/// (no network namespace of its own, as `ctr run --net-host`): the shim cannot
-/// put one guest of its process into a namespace of its own.
-fn shares_host_network(spec: &Spec) -> bool {
+/// Where a container's network is, as its spec's namespaces say.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Network {
+    /// No network namespace of its own: the shim's (the host's for
+    /// `ctr run --net-host` and host-network pods; the pod's, which the shim
+    /// entered at its start, for any other container of a pod's shim).
+    Shared,
+    /// Joins the namespace at this path: a pod's, made by CNI (the sandbox
+    /// names `/var/run/netns/cni-…`), or `/proc/PID/ns/net` of its sandbox.
+    Joins(PathBuf),
+    /// A new, empty namespace (`ctr run` without `--net-host`).
+    New,
+}
+
+pub fn network(spec: &Spec) -> Network {
     let namespaces = spec
         .linux()
         .as_ref()
         .and_then(|linux| linux.namespaces().clone())
         .unwrap_or_default();
-    !namespaces
+    match namespaces
         .iter()
-        .any(|ns| ns.typ() == LinuxNamespaceType::Network)
+        .find(|ns| ns.typ() == LinuxNamespaceType::Network)
+    {
+        None => Network::Shared,
+        Some(ns) => match ns.path() {
+            Some(path) if !path.as_os_str().is_empty() => Network::Joins(path.clone()),
+            _ => Network::New,
+        },
+    }
 }
 
-fn limits(spec: &Spec, annotations: &HashMap<String, String>) -> Result<WasmSpec> {
-    let memory = spec
-        .linux()
+/// Moves the calling thread into the network namespace at `path`. The shim's
+/// `start` does this before it spawns the pod's shim process, which so is
+/// born in the pod's namespace: every thread it makes, and every socket a
+/// guest or a served listener opens, is the pod's.
+pub fn enter_network(path: &Path) -> Result<()> {
+    use std::os::fd::AsRawFd;
+    let file = std::fs::File::open(path)
+        .with_context(|| format!("cannot open the network namespace {}", path.display()))?;
+    // SAFETY: a valid descriptor; setns changes this thread's namespace only.
+    let done = unsafe { libc::setns(file.as_raw_fd(), libc::CLONE_NEWNET) };
+    if done != 0 {
+        let error = std::io::Error::last_os_error();
+        bail!(
+            "cannot enter the network namespace {}: {error}",
+            path.display()
+        );
+    }
+    Ok(())
+}
+
+/// Whether `path` names the network namespace this thread is in (the same
+/// namespace file system inode, as `ip netns identify` compares them).
+pub fn is_our_network(path: &Path) -> Result<bool> {
+    use std::os::unix::fs::MetadataExt;
+    let theirs = std::fs::metadata(path)
+        .with_context(|| format!("cannot read the network namespace {}", path.display()))?;
+    let ours = std::fs::metadata("/proc/thread-self/ns/net")
+        .context("cannot read the shim's own network namespace")?;
+    Ok(theirs.dev() == ours.dev() && theirs.ino() == ours.ino())
+}
+
+/// Whether the container's guest may open sockets: when its network is the
+/// shim's own (the host's, or the pod's). A container that asked for a new,
+/// empty namespace gets no network at all; one that names a namespace the
+/// shim is not in is refused (a shim process serves one network).
+pub fn network_allowed(spec: &Spec) -> Result<bool> {
+    match network(spec) {
+        Network::Shared => Ok(true),
+        Network::New => Ok(false),
+        Network::Joins(path) => {
+            if is_our_network(&path)? {
+                Ok(true)
+            } else {
+                bail!(
+                    "the container joins the network namespace {}, which is not its pod's: \
+                     one shim process serves one pod and its one network",
+                    path.display()
+                )
+            }
+        }
+    }
+}
+
+/// The port a service listens on when its environment names none: Knative's
+/// and Cloud Run's default.
+pub const DEFAULT_PORT: u16 = 8080;
+
+/// Where a container whose component exports `handler` is served: every
+/// address of its network (the pod's IP, in a pod of its own network), on
+/// `$PORT` from its environment (the convention of Knative and Cloud Run),
+/// else 8080. A service needs a network to listen on: the pod's, or the
+/// host's (`ctr run --net-host`).
+pub fn endpoint(service: &ServiceSpec, handler: &str) -> Result<EndpointSpec> {
+    if !service.network {
+        bail!(
+            "a wasi:http service (it exports `{handler}`) needs a network to listen on: \
+             its pod's, or the host's (`ctr run --net-host`); this container has a network \
+             namespace of its own that no pod made"
+        );
+    }
+    let port = match service.env.get("PORT") {
+        None => DEFAULT_PORT,
+        Some(text) => text
+            .trim()
+            .parse::<u16>()
+            .ok()
+            .filter(|port| *port > 0)
+            .with_context(|| format!("PORT={text:?} is not a port from 1 to 65535"))?,
+    };
+    Ok(EndpointSpec {
+        port,
+        host: Some(std::net::Ipv4Addr::UNSPECIFIED.into()),
+        ..EndpointSpec::http(port)
+    })
+}
+
+/// The memory limit of the spec, in bytes.
+pub fn memory_limit(spec: &Spec) -> Option<i64> {
+    spec.linux()
         .as_ref()
         .and_then(|linux| linux.resources().as_ref())
         .and_then(|resources| resources.memory().as_ref())
         .and_then(|memory| memory.limit())
-        .filter(|limit| *limit > 0);
+        .filter(|limit| *limit > 0)
+}
+
+fn limits(spec: &Spec, annotations: &HashMap<String, String>) -> Result<WasmSpec> {
+    let memory = memory_limit(spec);
     let fuel = match annotations.get(FUEL_ANNOTATION) {
         Some(text) => Some(
             text.trim()

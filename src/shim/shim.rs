@@ -1,6 +1,7 @@
 //! The shim's process protocol: `start` (find or spawn the group's shim),
 //! `delete` (clean up after a shim that is gone), and serving the task service.
 
+use crate::oci::{self, Network};
 use crate::tasks::Tasks;
 use containerd_shim::publisher::RemotePublisher;
 use containerd_shim::util::write_address;
@@ -12,8 +13,12 @@ use std::sync::Arc;
 /// The runtime's name, as containerd calls it.
 pub const RUNTIME_ID: &str = "io.containerd.wasmpool.v1";
 
-/// The annotation CRI puts on every container of a pod.
-const SANDBOX_ANNOTATION: &str = "io.kubernetes.cri.sandbox-id";
+/// The annotation CRI puts on every container of a pod, the sandbox included.
+pub const SANDBOX_ANNOTATION: &str = "io.kubernetes.cri.sandbox-id";
+
+/// The annotation CRI puts on a pod's containers: `sandbox` for the pod's
+/// placeholder (the pause container), `container` for the others.
+pub const CONTAINER_TYPE_ANNOTATION: &str = "io.kubernetes.cri.container-type";
 
 /// The annotation that groups unrelated containers into one shim process.
 pub const GROUP_ANNOTATION: &str = "io.wasmpool.group";
@@ -42,6 +47,14 @@ impl containerd_shim::Shim for WasmpoolShim {
             containerd_shim::Error::InvalidArgument(format!("cannot read config.json: {error}"))
         })?;
         let grouping = group_of(&spec, &opts.id);
+        // A pod with a network of its own (CNI's namespace, named by its
+        // sandbox): this thread enters it, so the shim process spawned below
+        // is born there, before it makes any thread or socket. For a shim
+        // that already runs, this start process only hands back its address.
+        if let Network::Joins(path) = oci::network(&spec) {
+            oci::enter_network(&path)
+                .map_err(|error| containerd_shim::Error::InvalidArgument(format!("{error:#}")))?;
+        }
         let (_pid, address) = containerd_shim::spawn(opts, &grouping, Vec::new())?;
         write_address(&address)?;
         Ok(address)

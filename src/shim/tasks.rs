@@ -8,7 +8,7 @@ use containerd_shim::api::{
     ConnectRequest, ConnectResponse, CreateTaskRequest, CreateTaskResponse, DeleteRequest,
     DeleteResponse, Empty, ExecProcessRequest, KillRequest, PidsRequest, PidsResponse,
     ShutdownRequest, StartRequest, StartResponse, StateRequest, StateResponse, StatsRequest,
-    StatsResponse, WaitRequest, WaitResponse,
+    StatsResponse, UpdateTaskRequest, WaitRequest, WaitResponse,
 };
 use containerd_shim::event::Event;
 use containerd_shim::protos::cgroups::metrics::{
@@ -49,6 +49,10 @@ pub struct Tasks {
 /// containerd's view of one container.
 struct Container {
     id: ContainerId,
+    /// A guest of the runtime, or a pod's sandbox (its placeholder).
+    kind: Kind,
+    /// The memory limit its spec gave at create (bytes), if any.
+    memory_limit: Option<i64>,
     bundle: String,
     stdio: [String; 3],
     rootfs: PathBuf,
@@ -57,6 +61,16 @@ struct Container {
     /// The signal that ended it, once a kill asked (its exit status is 128 + it).
     signal: Mutex<Option<u32>>,
     output: Mutex<Option<Output>>,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    /// A WebAssembly guest: a container of the runtime.
+    Guest,
+    /// A pod's sandbox container (CRI's pause container): nothing runs, it
+    /// is the pod's placeholder from its start until it is killed, and its
+    /// end stops what is left of the pod.
+    Sandbox,
 }
 
 #[derive(Clone, Copy)]
@@ -221,6 +235,11 @@ impl Tasks {
             Error::InvalidArgument(format!("cannot read the OCI spec: {error}"))
         })?;
         let rootfs = oci::rootfs(&spec, bundle);
+        if is_sandbox(&spec) {
+            // The pause image is never run: its rootfs is not even mounted.
+            let container = Container::new(req, Kind::Sandbox, &rootfs, None, None);
+            return Ok(self.created(req, container));
+        }
         let _ = std::fs::create_dir_all(&rootfs);
         for mount in req.rootfs.iter() {
             let none_if_empty = |text: &str| (!text.is_empty()).then(|| text.to_string());
@@ -235,16 +254,19 @@ impl Tasks {
             )?;
         }
         match self.register(req, &spec, &rootfs) {
-            Ok(container) => {
-                self.containers
-                    .lock()
-                    .insert(req.id.clone(), Arc::new(container));
-            }
+            Ok(container) => Ok(self.created(req, container)),
             Err(error) => {
                 unmount(&rootfs);
-                return Err(error);
+                Err(error)
             }
         }
+    }
+
+    /// Keeps a created container and says so to containerd.
+    fn created(&self, req: &CreateTaskRequest, container: Container) -> CreateTaskResponse {
+        self.containers
+            .lock()
+            .insert(req.id.clone(), Arc::new(container));
         self.events.send(TaskCreate {
             container_id: req.id.clone(),
             bundle: req.bundle.clone(),
@@ -259,10 +281,10 @@ impl Tasks {
             pid: pid(),
             ..Default::default()
         });
-        Ok(CreateTaskResponse {
+        CreateTaskResponse {
             pid: pid(),
             ..Default::default()
-        })
+        }
     }
 
     /// Finds the container's WebAssembly and creates it in the runtime.
@@ -294,23 +316,25 @@ impl Tasks {
                 bytes
             }
         };
+        if let Some(handler) = wasmpool::http_handler_export(&wasm) {
+            let endpoint =
+                oci::endpoint(&service, &handler).map_err(|e| invalid(format!("{e:#}")))?;
+            service.endpoints = vec![endpoint];
+        }
         let (output, sink) = Output::open(&req.id, &req.stdout, &req.stderr)
             .map_err(|error| invalid(format!("cannot open the container's stdio: {error}")))?;
         service.output = Some(sink);
-        let id = ContainerId::new(req.id.clone(), 0);
+        let container = Container::new(
+            req,
+            Kind::Guest,
+            rootfs,
+            Some(output),
+            oci::memory_limit(spec),
+        );
         self.runtime
-            .create_container_from_bytes(&id, &service, wasm)
+            .create_container_from_bytes(&container.id, &service, wasm)
             .map_err(|error| invalid(error.to_string()))?;
-        Ok(Container {
-            id,
-            bundle: req.bundle.clone(),
-            stdio: [req.stdin.clone(), req.stdout.clone(), req.stderr.clone()],
-            rootfs: rootfs.to_path_buf(),
-            phase: Mutex::new(Phase::Created),
-            ended: Condvar::new(),
-            signal: Mutex::new(None),
-            output: Mutex::new(Some(output)),
-        })
+        Ok(container)
     }
 
     fn start_task(&self, req: &StartRequest) -> Result<StartResponse, Error> {
@@ -325,6 +349,18 @@ impl Tasks {
                 )));
             }
             *phase = Phase::Running;
+        }
+        if container.kind == Kind::Sandbox {
+            // Running from now until a kill: nothing to start.
+            self.events.send(TaskStart {
+                container_id: req.id.clone(),
+                pid: pid(),
+                ..Default::default()
+            });
+            return Ok(StartResponse {
+                pid: pid(),
+                ..Default::default()
+            });
         }
         let handle = match self.runtime.start(&container.id) {
             Ok(handle) => handle,
@@ -388,6 +424,10 @@ impl Tasks {
                     "signal {signal}: a WebAssembly container cannot be paused"
                 )))
             }
+            _ if container.kind == Kind::Sandbox => {
+                self.end_pod(&container, signal);
+                return Ok(Empty::new());
+            }
             Phase::Created => {
                 // Killed before it started: it ends here, as a process would.
                 let _ = self.runtime.stop_container(&container.id, Duration::ZERO);
@@ -417,6 +457,37 @@ impl Tasks {
             });
         }
         Ok(Empty::new())
+    }
+
+    /// The pod's sandbox is killed: it ends as the pause process would (0 on
+    /// TERM or INT, which pause catches; 128 + the signal otherwise), and
+    /// whatever of the pod still runs is stopped at once, as the kernel ends
+    /// a pod's processes with its sandbox.
+    fn end_pod(&self, sandbox: &Container, signal: u32) {
+        let others: Vec<Arc<Container>> = self
+            .containers
+            .lock()
+            .values()
+            .filter(|c| c.kind == Kind::Guest)
+            .cloned()
+            .collect();
+        for container in others {
+            match *container.phase.lock() {
+                Phase::Exited { .. } => continue,
+                Phase::Created | Phase::Running => {}
+            }
+            container.signal.lock().get_or_insert(libc::SIGKILL as u32);
+            let _ = self.runtime.stop_container(&container.id, Duration::ZERO);
+            if matches!(*container.phase.lock(), Phase::Created) {
+                container.end(128 + libc::SIGKILL as u32, None, Some(&self.events));
+            }
+        }
+        let status = if signal == libc::SIGTERM as u32 || signal == libc::SIGINT as u32 {
+            0
+        } else {
+            128 + signal
+        };
+        sandbox.end(status, None, Some(&self.events));
     }
 
     fn delete_task(&self, req: &DeleteRequest) -> Result<DeleteResponse, Error> {
@@ -492,14 +563,59 @@ impl Tasks {
         })
     }
 
+    /// A new resource limit for a container (CRI's UpdateContainerResources).
+    /// A guest's memory limit was fixed when it was created — its linear
+    /// memories were reserved against it, and a service's request instances
+    /// are sized by it — so a different limit is refused, saying so; the same
+    /// limit, or none, changes nothing and is accepted. CPU shares, quotas and
+    /// sets are not a guest's own (guests share the shim's workers in fuel
+    /// slices), so they are accepted and have no effect here.
+    fn update_task(&self, req: &UpdateTaskRequest) -> Result<Empty, Error> {
+        let container = self.get(&req.id)?;
+        let Some(any) = req.resources.as_ref() else {
+            return Ok(Empty::new());
+        };
+        let resources: oci_spec::runtime::LinuxResources = serde_json::from_slice(&any.value)
+            .map_err(|error| {
+                Error::InvalidArgument(format!(
+                    "cannot read the resources ({}): {error}",
+                    any.type_url
+                ))
+            })?;
+        let wanted = resources
+            .memory()
+            .as_ref()
+            .and_then(|memory| memory.limit())
+            .filter(|limit| *limit > 0);
+        match wanted {
+            Some(limit) if Some(limit) != container.memory_limit => {
+                Err(Error::FailedPreconditionError(format!(
+                    "container {}: a WebAssembly guest's memory limit cannot be changed while \
+                     it exists (it is {}; {limit} bytes asked): its memories were reserved \
+                     against it at create — create the container again with the new limit",
+                    req.id,
+                    match container.memory_limit {
+                        Some(limit) => format!("{limit} bytes"),
+                        None => "the runtime's default".to_string(),
+                    }
+                )))
+            }
+            _ => Ok(Empty::new()),
+        }
+    }
+
     /// cgroup v1 metrics from the runtime's own accounting: the guest has no
     /// cgroup, its CPU time and memory are what the runtime measured.
     fn stats_task(&self, req: &StatsRequest) -> Result<StatsResponse, Error> {
         let container = self.get(&req.id)?;
-        let stats = self
-            .runtime
-            .get_container_stats(&container.id)
-            .map_err(|error| Error::NotFoundError(error.to_string()))?;
+        let stats = match container.kind {
+            // The placeholder uses nothing of its own.
+            Kind::Sandbox => wasmpool::ContainerStats::default(),
+            Kind::Guest => self
+                .runtime
+                .get_container_stats(&container.id)
+                .map_err(|error| Error::NotFoundError(error.to_string()))?,
+        };
         let running = matches!(*container.phase.lock(), Phase::Running);
         let metrics = Metrics {
             pids: Some(PidsStat {
@@ -541,6 +657,27 @@ impl Tasks {
 }
 
 impl Container {
+    fn new(
+        req: &CreateTaskRequest,
+        kind: Kind,
+        rootfs: &Path,
+        output: Option<Output>,
+        memory_limit: Option<i64>,
+    ) -> Container {
+        Container {
+            id: ContainerId::new(req.id.clone(), 0),
+            kind,
+            memory_limit,
+            bundle: req.bundle.clone(),
+            stdio: [req.stdin.clone(), req.stdout.clone(), req.stderr.clone()],
+            rootfs: rootfs.to_path_buf(),
+            phase: Mutex::new(Phase::Created),
+            ended: Condvar::new(),
+            signal: Mutex::new(None),
+            output: Mutex::new(output),
+        }
+    }
+
     /// Ends the container once: its output flushed and closed first (so that
     /// `ctr run` has all of it), then — when `events` is given — `TaskExit`
     /// published, and only then its phase set and every `Wait` woken: a
@@ -572,6 +709,14 @@ impl Container {
         self.ended.notify_all();
         at
     }
+}
+
+/// Whether the spec is a pod's sandbox container (CRI's annotation).
+fn is_sandbox(spec: &Spec) -> bool {
+    spec.annotations()
+        .as_ref()
+        .and_then(|a| a.get(crate::shim::CONTAINER_TYPE_ANNOTATION))
+        .is_some_and(|kind| kind == "sandbox")
 }
 
 fn refuse_exec(exec_id: &str) -> Result<(), Error> {
@@ -656,6 +801,10 @@ impl Task for Tasks {
 
     fn stats(&self, _ctx: &TtrpcContext, req: StatsRequest) -> TtrpcResult<StatsResponse> {
         Ok(self.stats_task(&req)?)
+    }
+
+    fn update(&self, _ctx: &TtrpcContext, req: UpdateTaskRequest) -> TtrpcResult<Empty> {
+        Ok(self.update_task(&req)?)
     }
 
     fn pids(&self, _ctx: &TtrpcContext, req: PidsRequest) -> TtrpcResult<PidsResponse> {

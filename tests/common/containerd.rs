@@ -37,7 +37,19 @@ pub struct Containerd {
     pub namespace: String,
     /// More environment for containerd, and so for the shims it starts.
     env: Vec<(String, String)>,
+    /// The network namespace containerd runs in, when the test made one for
+    /// it (the CRI tests: the "node" whose bridge the pods' CNI networks use).
+    pub node_network: Option<PathBuf>,
 }
+
+/// The namespace CRI keeps its containers and images in.
+pub const CRI_NAMESPACE: &str = "k8s.io";
+/// The sandbox image the CRI config names; the tests import one (no
+/// registry is reachable), a Linux image the shim never runs.
+pub const SANDBOX_IMAGE: &str = "registry.k8s.io/pause:3.9";
+/// The pods' CNI network: a bridge in the node's namespace, its gateway the
+/// first address.
+pub const POD_SUBNET: &str = "10.88.0.0/24";
 
 impl Containerd {
     pub fn start(namespace: &str) -> Containerd {
@@ -88,9 +100,126 @@ impl Containerd {
                 .iter()
                 .map(|(k, v)| (k.to_string(), v.to_string()))
                 .collect(),
+            node_network: None,
         };
         containerd.launch();
         containerd
+    }
+
+    /// A containerd with its CRI plugin, as kubelet's node runs it: the
+    /// README's runtime entry for wasmpool (beside runc's), a sandbox image
+    /// the test imports, and CNI (Debian's bridge, host-local and loopback
+    /// plugins, fetched by `.ci/cni-plugins`) on a bridge in a network
+    /// namespace this test makes for containerd — the node — so that no pod
+    /// address or bridge touches the host's network.
+    pub fn start_cri() -> Containerd {
+        let bin = containerd_bin();
+        let cni_bin = fetched(".ci/cni-plugins");
+        let dir = tempfile::Builder::new().prefix("cri").tempdir().unwrap();
+        let shims = dir.path().join("bin");
+        std::fs::create_dir_all(&shims).unwrap();
+        std::os::unix::fs::symlink(
+            env!("CARGO_BIN_EXE_containerd-shim-wasmpool-v1"),
+            shims.join("containerd-shim-wasmpool-v1"),
+        )
+        .unwrap();
+        std::fs::create_dir_all(dir.path().join("cache")).unwrap();
+        let d = dir.path().display();
+        let conf = dir.path().join("cni/conf");
+        std::fs::create_dir_all(&conf).unwrap();
+        std::fs::write(
+            conf.join("10-pods.conflist"),
+            serde_json::to_vec_pretty(&serde_json::json!({
+                "cniVersion": "1.0.0",
+                "name": "pods",
+                "plugins": [{
+                    "type": "bridge",
+                    "bridge": "wasmpool0",
+                    "isGateway": true,
+                    "ipMasq": false,
+                    "ipam": {
+                        "type": "host-local",
+                        "ranges": [[{"subnet": POD_SUBNET}]],
+                        "dataDir": format!("{d}/cni/ipam"),
+                    }
+                }]
+            }))
+            .unwrap(),
+        )
+        .unwrap();
+        std::fs::write(
+            dir.path().join("config.toml"),
+            format!(
+                r#"version = 2
+root = "{d}/root"
+state = "{d}/state"
+[grpc]
+  address = "{d}/c.sock"
+[ttrpc]
+  address = "{d}/c.sock.ttrpc"
+[plugins."io.containerd.grpc.v1.cri"]
+  sandbox_image = "{SANDBOX_IMAGE}"
+  netns_mounts_under_state_dir = true
+  [plugins."io.containerd.grpc.v1.cri".containerd.runtimes.runc]
+    runtime_type = "io.containerd.runc.v2"
+{}
+  [plugins."io.containerd.grpc.v1.cri".cni]
+    bin_dir = "{}"
+    conf_dir = "{}"
+"#,
+                README_RUNTIME_ENTRY,
+                cni_bin.display(),
+                conf.display()
+            ),
+        )
+        .unwrap();
+        // The node: a network namespace kept by a bind mount on a file of
+        // ours (util-linux's `unshare --net=FILE`), its loopback up.
+        let node = dir.path().join("node-net");
+        std::fs::write(&node, "").unwrap();
+        let made = Command::new("unshare")
+            .arg(format!("--net={}", node.display()))
+            .arg("true")
+            .status()
+            .expect("unshare");
+        assert!(made.success(), "cannot make the node's network namespace");
+        let up = Command::new("nsenter")
+            .arg(format!("--net={}", node.display()))
+            .args(["ip", "link", "set", "lo", "up"])
+            .status()
+            .expect("nsenter ip");
+        assert!(up.success(), "cannot bring up the node's loopback");
+        let mut containerd = Containerd {
+            dir,
+            bin,
+            child: None,
+            namespace: CRI_NAMESPACE.to_string(),
+            env: Vec::new(),
+            node_network: Some(node),
+        };
+        containerd.launch();
+        containerd.import(
+            SANDBOX_IMAGE,
+            &Image::rootfs(&[("pause", b"never run")], "/pause").tar(SANDBOX_IMAGE),
+        );
+        containerd
+    }
+
+    /// containerd's socket (its gRPC API, CRI's included).
+    pub fn socket(&self) -> PathBuf {
+        self.dir.path().join("c.sock")
+    }
+
+    /// Runs `work` on a thread in the node's network namespace (where
+    /// host-network pods listen and from where pod IPs are reached).
+    pub fn on_node<T: Send + 'static>(&self, work: impl FnOnce() -> T + Send + 'static) -> T {
+        let node = self.node_network.clone().expect("a CRI containerd");
+        std::thread::spawn(move || {
+            enter_network(&node);
+            work()
+        })
+        .join()
+        .unwrap()
     }
 
     fn launch(&mut self) {
@@ -101,8 +230,27 @@ impl Containerd {
             self.bin.display(),
             std::env::var("PATH").unwrap_or_default()
         );
-        let log = std::fs::File::create(d.join("containerd.log")).unwrap();
-        let child = Command::new(self.bin.join("containerd"))
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(d.join("containerd.log"))
+            .unwrap();
+        let mut command = Command::new(self.bin.join("containerd"));
+        if let Some(node) = &self.node_network {
+            use std::os::fd::{AsRawFd, OwnedFd};
+            let namespace: OwnedFd = std::fs::File::open(node).unwrap().into();
+            // SAFETY: setns is async-signal-safe; the descriptor stays open
+            // in the parent until spawn returns.
+            unsafe {
+                command.pre_exec(move || {
+                    if libc::setns(namespace.as_raw_fd(), libc::CLONE_NEWNET) != 0 {
+                        return Err(std::io::Error::last_os_error());
+                    }
+                    Ok(())
+                });
+            }
+        }
+        let child = command
             .arg("--config")
             .arg(d.join("config.toml"))
             .env("PATH", path)
@@ -294,6 +442,36 @@ impl Drop for Containerd {
     }
 }
 
+/// The containerd config lines that register wasmpool with CRI, as the
+/// README's Kubernetes recipe gives them (a test holds the README to them).
+pub const README_RUNTIME_ENTRY: &str = r#"[plugins."io.containerd.grpc.v1.cri".containerd.runtimes.wasmpool]
+  runtime_type = "io.containerd.wasmpool.v1""#;
+
+/// Moves this thread into the network namespace at `path`.
+pub fn enter_network(path: &Path) {
+    use std::os::fd::AsRawFd;
+    let file = std::fs::File::open(path).unwrap();
+    let done = unsafe { libc::setns(file.as_raw_fd(), libc::CLONE_NEWNET) };
+    assert_eq!(
+        done,
+        0,
+        "setns {}: {}",
+        path.display(),
+        std::io::Error::last_os_error()
+    );
+}
+
+/// Runs a `.ci` fetch script and returns the folder it prints.
+fn fetched(script: &str) -> PathBuf {
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join(script);
+    let out = Command::new(&script)
+        .stderr(Stdio::inherit())
+        .output()
+        .expect("run a .ci fetch script");
+    assert!(out.status.success(), "{} failed", script.display());
+    PathBuf::from(String::from_utf8(out.stdout).unwrap().trim())
+}
+
 fn bounded(mut child: Child, limit: Duration, what: &[&str]) -> Output {
     let deadline = Instant::now() + limit;
     loop {
@@ -337,9 +515,14 @@ impl Image {
     pub fn wasm_layer(wasm: &[u8], media_type: &str, os: &str) -> Image {
         Image {
             blobs: vec![wasm.to_vec()],
+            // The layer's digest in the config, as the wasm OCI artifact
+            // config's `layerDigests` has it: CRI knows an image by its
+            // config's digest, so two images whose configs were the same
+            // bytes would be one image to it.
             config: serde_json::json!({
                 "architecture": "wasm", "os": os,
                 "config": {"Entrypoint": ["/app.wasm"]},
+                "layerDigests": [digest(wasm)],
                 "rootfs": {"type": "layers", "diff_ids": []}
             }),
             layers: vec![descriptor(media_type, wasm)],

@@ -531,6 +531,8 @@ pub const CABI_REALLOC: &str = r#"
 "#;
 #[cfg(feature = "shim")]
 pub mod containerd;
+#[cfg(feature = "shim")]
+pub mod cri;
 pub mod hostile_registry;
 pub mod imports;
 pub mod redis;
