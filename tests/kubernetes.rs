@@ -470,3 +470,14 @@ fn pods_go_on_while_containerd_restarts_and_exits_reach_cri_after_it() {
     cri.remove_pod(&pod);
     until("the pod's shim is gone", || ctrd.shims().is_empty());
 }
+
+#[test]
+fn the_readmes_recipe_is_the_configuration_these_tests_give_containerd() {
+    let readme = include_str!("../README.md");
+    assert!(
+        readme.contains(crate::common::containerd::README_RUNTIME_ENTRY),
+        "the README's containerd entry differs from the tests'"
+    );
+    assert!(readme.contains(&format!("handler: {HANDLER}")));
+    assert!(readme.contains(&format!("runtimeClassName: {HANDLER}")));
+}

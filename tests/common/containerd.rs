@@ -113,6 +113,21 @@ impl Containerd {
     /// namespace this test makes for containerd — the node — so that no pod
     /// address or bridge touches the host's network.
     pub fn start_cri() -> Containerd {
+        Containerd::start_cri_with(
+            &Image::rootfs(&[("pause", b"never run")], "/pause"),
+            &[],
+            &[],
+        )
+    }
+
+    /// A CRI containerd whose sandbox image is `sandbox`, that also finds
+    /// these shim binaries, with these more CRI runtimes (handler name,
+    /// `runtime_type`) beside runc's and wasmpool's.
+    pub fn start_cri_with(
+        sandbox: &Image,
+        more_shims: &[&Path],
+        runtimes: &[(&str, &str)],
+    ) -> Containerd {
         let bin = containerd_bin();
         let cni_bin = fetched(".ci/cni-plugins");
         let dir = tempfile::Builder::new().prefix("cri").tempdir().unwrap();
@@ -123,6 +138,17 @@ impl Containerd {
             shims.join("containerd-shim-wasmpool-v1"),
         )
         .unwrap();
+        for shim in more_shims {
+            std::os::unix::fs::symlink(shim, shims.join(shim.file_name().unwrap())).unwrap();
+        }
+        let more_runtimes: String = runtimes
+            .iter()
+            .map(|(name, kind)| {
+                format!(
+                    "[plugins.\"io.containerd.grpc.v1.cri\".containerd.runtimes.{name}]\n  runtime_type = \"{kind}\"\n"
+                )
+            })
+            .collect();
         std::fs::create_dir_all(dir.path().join("cache")).unwrap();
         let d = dir.path().display();
         let conf = dir.path().join("cni/conf");
@@ -163,6 +189,7 @@ state = "{d}/state"
   [plugins."io.containerd.grpc.v1.cri".containerd.runtimes.runc]
     runtime_type = "io.containerd.runc.v2"
 {}
+{more_runtimes}
   [plugins."io.containerd.grpc.v1.cri".cni]
     bin_dir = "{}"
     conf_dir = "{}"
@@ -198,10 +225,7 @@ state = "{d}/state"
             node_network: Some(node),
         };
         containerd.launch();
-        containerd.import(
-            SANDBOX_IMAGE,
-            &Image::rootfs(&[("pause", b"never run")], "/pause").tar(SANDBOX_IMAGE),
-        );
+        containerd.import(SANDBOX_IMAGE, &sandbox.tar(SANDBOX_IMAGE));
         containerd
     }
 
@@ -532,6 +556,13 @@ impl Image {
     /// A Linux image whose one layer (a tar) holds these files; runs `entrypoint`.
     pub fn rootfs(files: &[(&str, &[u8])], entrypoint: &str) -> Image {
         Image::rootfs_of(tar(files), entrypoint)
+    }
+
+    /// A Linux image whose one layer (a tar) holds these files; runs `argv`.
+    pub fn rootfs_argv(files: &[(&str, &[u8])], argv: &[&str]) -> Image {
+        let mut image = Image::rootfs(files, argv[0]);
+        image.config["config"]["Entrypoint"] = serde_json::json!(argv);
+        image
     }
 
     /// A Linux image whose one layer is the tar `layer`; runs `entrypoint`.
