@@ -23,13 +23,15 @@ mod cri;
 #[allow(dead_code)]
 #[path = "../tests/common/service.rs"]
 mod service;
+#[path = "common/shims.rs"]
+mod shims;
 
 use busy::BusyHost;
 use containerd::{Containerd, Image};
 use criterion::Criterion;
+use shims::{peer, pss_kib};
 use std::net::{IpAddr, SocketAddr, TcpStream};
-use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::path::Path;
 use std::time::{Duration, Instant};
 
 const WEB: &str = "docker.io/library/web:latest";
@@ -64,21 +66,6 @@ const CASES: [Case; 3] = [
         args: &["/bin/busybox", "httpd", "-f", "-p", "8080", "-h", "/www"],
     },
 ];
-
-/// Builds the peer shim outside this crate's build (its own target folder).
-fn peer() -> PathBuf {
-    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
-    let target = root.join("target/peer");
-    let status = Command::new(env!("CARGO"))
-        .args(["build", "--release", "--manifest-path"])
-        .arg(root.join("benches/runwasi-peer/Cargo.toml"))
-        .arg("--target-dir")
-        .arg(&target)
-        .status()
-        .expect("cargo build the peer");
-    assert!(status.success(), "the runwasi-model peer did not build");
-    target.join("release/containerd-shim-runwasipeer-v1")
-}
 
 /// A pod's sandbox image every runtime can run: busybox sleeping (runc and
 /// the peer's youki run it; wasmpool never does).
@@ -167,60 +154,6 @@ fn first_answer(c: &mut Criterion, cri: &mut cri::Cri, logs: &Path, label: &str)
         });
     }
     group.finish();
-}
-
-/// Proportional set size (KiB) of every process that serves this
-/// containerd's tasks: the shims (their command line names its socket) and
-/// all their children.
-fn pss_kib(ctrd: &Containerd) -> (u64, usize) {
-    let socket = ctrd.socket();
-    let socket = socket.to_str().unwrap().to_string();
-    let mut parents = std::collections::HashMap::new();
-    let mut roots = Vec::new();
-    for entry in std::fs::read_dir("/proc").unwrap().flatten() {
-        let Ok(pid) = entry.file_name().to_string_lossy().parse::<u32>() else {
-            continue;
-        };
-        let stat = std::fs::read_to_string(entry.path().join("stat")).unwrap_or_default();
-        let ppid: u32 = stat
-            .rsplit(')')
-            .next()
-            .and_then(|rest| rest.split_whitespace().nth(1))
-            .and_then(|p| p.parse().ok())
-            .unwrap_or(0);
-        parents.insert(pid, ppid);
-        let cmdline = std::fs::read(entry.path().join("cmdline")).unwrap_or_default();
-        let cmdline = String::from_utf8_lossy(&cmdline);
-        if cmdline.contains("containerd-shim") && cmdline.contains(&socket) {
-            roots.push(pid);
-        }
-    }
-    let serves = |mut pid: u32| loop {
-        if roots.contains(&pid) {
-            return true;
-        }
-        match parents.get(&pid) {
-            Some(&parent) if parent > 1 => pid = parent,
-            _ => return false,
-        }
-    };
-    let mut total = 0;
-    let mut count = 0;
-    for &pid in parents.keys() {
-        if !serves(pid) {
-            continue;
-        }
-        count += 1;
-        let rollup =
-            std::fs::read_to_string(format!("/proc/{pid}/smaps_rollup")).unwrap_or_default();
-        total += rollup
-            .lines()
-            .find(|l| l.starts_with("Pss:"))
-            .and_then(|l| l.split_whitespace().nth(1))
-            .and_then(|v| v.parse::<u64>().ok())
-            .unwrap_or(0);
-    }
-    (total, count)
 }
 
 /// Memory of 10 running, answering pods of each runtime.

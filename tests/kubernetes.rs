@@ -25,6 +25,11 @@ fn layer_image(ctrd: &Containerd, name: &str, bytes: &[u8], media_type: &str) ->
     reference
 }
 
+/// A guest that sleeps ten minutes (until it is stopped).
+fn sleeper_image(ctrd: &Containerd) -> String {
+    layer_image(ctrd, "sleeper", &wasm(&sleep_module(600_000_000_000)), WASM)
+}
+
 /// A Linux image whose rootfs holds `/app.wasm`, its entrypoint.
 fn rootfs_image(ctrd: &Containerd, name: &str, wasm: &[u8]) -> String {
     let reference = format!("docker.io/library/{name}:latest");
@@ -114,12 +119,7 @@ fn a_host_network_pod_runs_wasm_containers_through_cri_and_leaves_nothing() {
         &wasm(&print_module(&[("from the rootfs\n", 1)], None)),
     );
     let spinner = layer_image(&ctrd, "spinner", &wasm(SPIN), WASM);
-    let sleeper = layer_image(
-        &ctrd,
-        "sleeper",
-        &wasm(&sleep_module(600_000_000_000)),
-        WASM,
-    );
+    let sleeper = sleeper_image(&ctrd);
 
     let logs = tempfile::tempdir().unwrap();
     let pod_config = cri::pod_config("hostnet", logs.path(), true);
@@ -135,12 +135,7 @@ fn a_host_network_pod_runs_wasm_containers_through_cri_and_leaves_nothing() {
     let mut ids = Vec::new();
     for (name, image) in [("printer", &printer), ("rootfs", &from_rootfs)] {
         let config = cri::container_config(name, 0, image, &[], &[]);
-        let id = cri
-            .create(&pod, &config, &pod_config)
-            .unwrap_or_else(|e| panic!("CreateContainer {name}: {e}\n{}", ctrd.log()));
-        cri.start(&id)
-            .unwrap_or_else(|e| panic!("StartContainer {name}: {e}\n{}", ctrd.log()));
-        ids.push(id);
+        ids.push(cri.launch(&pod, &config, &pod_config));
     }
     let printed = cri.until_state(&ids[0], api::CONTAINER_EXITED);
     assert_eq!(printed.exit_code, 3, "{printed:?}");
@@ -170,18 +165,14 @@ fn a_host_network_pod_runs_wasm_containers_through_cri_and_leaves_nothing() {
     // A spinner stops on TERM within its grace period: it ends by the TERM
     // (143), not by the KILL that follows a grace period run out (137).
     let config = cri::container_config("spinner", 0, &spinner, &[], &[]);
-    let spin = cri.create(&pod, &config, &pod_config).unwrap();
-    cri.start(&spin).unwrap();
+    let spin = cri.launch(&pod, &config, &pod_config);
     cri.until_state(&spin, api::CONTAINER_RUNNING);
-    cri.stop(&spin, 30);
-    let stopped = cri.status(&spin);
-    assert_eq!(stopped.state, api::CONTAINER_EXITED, "{stopped:?}");
+    let stopped = cri.stop_ended(&spin, 30);
     assert_eq!(stopped.exit_code, 143, "{stopped:?}");
 
     // Killing the pod's sandbox ends what is left of the pod with it.
     let config = cri::container_config("sleeper", 0, &sleeper, &[], &[]);
-    let sleeping = cri.create(&pod, &config, &pod_config).unwrap();
-    cri.start(&sleeping).unwrap();
+    let sleeping = cri.launch(&pod, &config, &pod_config);
     cri.until_state(&sleeping, api::CONTAINER_RUNNING);
     ctrd.ctr_ok(&["task", "kill", "--signal", "SIGKILL", &pod]);
     let ended = cri.until_state(&sleeping, api::CONTAINER_EXITED);
@@ -217,11 +208,7 @@ fn a_pods_service_answers_at_its_pod_ip_only_reports_stats_and_drains_on_stop() 
     assert!(ip.to_string().starts_with(subnet), "{ip} in {POD_SUBNET}");
 
     let config = cri::container_config("web", 0, &service, &[], &[("PORT", "9090")]);
-    let web = cri
-        .create(&pod, &config, &pod_config)
-        .unwrap_or_else(|e| panic!("CreateContainer: {e}\n{}", ctrd.log()));
-    cri.start(&web)
-        .unwrap_or_else(|e| panic!("StartContainer: {e}\n{}", ctrd.log()));
+    let web = cri.launch(&pod, &config, &pod_config);
     cri.until_state(&web, api::CONTAINER_RUNNING);
 
     // The pod's shim lives in the pod's network namespace, not the node's.
@@ -337,16 +324,13 @@ fn a_pods_service_answers_at_its_pod_ip_only_reports_stats_and_drains_on_stop() 
     });
 
     // StopContainer's TERM drains the service; it ends by that TERM.
-    cri.stop(&web, 10);
-    let stopped = cri.status(&web);
-    assert_eq!(stopped.state, api::CONTAINER_EXITED, "{stopped:?}");
+    let stopped = cri.stop_ended(&web, 10);
     assert_eq!(stopped.exit_code, 143, "{stopped:?}");
 
     // A container restart: the same name, the next attempt, in the same pod
     // and shim, serving on the default port (8080) this time.
     let config = cri::container_config("web", 1, &service, &[], &[]);
-    let again = cri.create(&pod, &config, &pod_config).unwrap();
-    cri.start(&again).unwrap();
+    let again = cri.launch(&pod, &config, &pod_config);
     cri.until_state(&again, api::CONTAINER_RUNNING);
     let at_default = SocketAddr::new(ip, 8080);
     let reply = ctrd.on_node(move || get(at_default, "/restarted"));
@@ -384,12 +368,7 @@ fn twenty_pods_of_three_containers_at_once_one_shim_each() {
     const PODS: usize = 20;
     let ctrd = Containerd::start_cri();
     let mut cri = Cri::connect(&ctrd.socket());
-    let sleeper = layer_image(
-        &ctrd,
-        "sleeper",
-        &wasm(&sleep_module(600_000_000_000)),
-        WASM,
-    );
+    let sleeper = sleeper_image(&ctrd);
     let logs = tempfile::tempdir().unwrap();
     let mut pods = Vec::new();
     let mut containers = Vec::new();
@@ -400,8 +379,7 @@ fn twenty_pods_of_three_containers_at_once_one_shim_each() {
             .unwrap_or_else(|e| panic!("RunPodSandbox {p}: {e}\n{}", ctrd.log()));
         for c in 0..3 {
             let config = cri::container_config(&format!("c{c}"), 0, &sleeper, &[], &[]);
-            let id = cri.create(&pod, &config, &pod_config).unwrap();
-            cri.start(&id).unwrap();
+            let id = cri.launch(&pod, &config, &pod_config);
             containers.push(id);
         }
         pods.push(pod);
@@ -443,11 +421,9 @@ fn pods_go_on_while_containerd_restarts_and_exits_reach_cri_after_it() {
     let pod_config = cri::pod_config("restart", logs.path(), true);
     let pod = cri.run_pod(&pod_config, HANDLER).unwrap();
     let config = cri::container_config("web", 0, &service, &[], &[("PORT", "18080")]);
-    let web = cri.create(&pod, &config, &pod_config).unwrap();
-    cri.start(&web).unwrap();
+    let web = cri.launch(&pod, &config, &pod_config);
     let config = cri::container_config("napper", 0, &napper, &[], &[]);
-    let nap = cri.create(&pod, &config, &pod_config).unwrap();
-    cri.start(&nap).unwrap();
+    let nap = cri.launch(&pod, &config, &pod_config);
     cri.until_state(&web, api::CONTAINER_RUNNING);
     let node_loopback: SocketAddr = "127.0.0.1:18080".parse().unwrap();
     let reply = ctrd.on_node(move || get(node_loopback, "/before"));
@@ -464,8 +440,7 @@ fn pods_go_on_while_containerd_restarts_and_exits_reach_cri_after_it() {
     let napped = cri.until_state(&nap, api::CONTAINER_EXITED);
     assert_eq!(napped.exit_code, 0, "{napped:?}");
 
-    cri.stop(&web, 10);
-    assert_eq!(cri.status(&web).exit_code, 143);
+    assert_eq!(cri.stop_ended(&web, 10).exit_code, 143);
     cri.stop_pod(&pod);
     cri.remove_pod(&pod);
     until("the pod's shim is gone", || ctrd.shims().is_empty());

@@ -69,16 +69,7 @@ impl Containerd {
     ) -> Containerd {
         let bin = containerd_bin();
         let dir = tempfile::Builder::new().prefix("ctrd").tempdir().unwrap();
-        let shims = dir.path().join("bin");
-        std::fs::create_dir_all(&shims).unwrap();
-        std::os::unix::fs::symlink(
-            env!("CARGO_BIN_EXE_containerd-shim-wasmpool-v1"),
-            shims.join("containerd-shim-wasmpool-v1"),
-        )
-        .unwrap();
-        for shim in more_shims {
-            std::os::unix::fs::symlink(shim, shims.join(shim.file_name().unwrap())).unwrap();
-        }
+        shim_folder(dir.path(), more_shims);
         let cache = dir.path().join("cache");
         std::fs::create_dir_all(&cache).unwrap();
         let d = dir.path().display();
@@ -131,16 +122,7 @@ impl Containerd {
         let bin = containerd_bin();
         let cni_bin = fetched(".ci/cni-plugins");
         let dir = tempfile::Builder::new().prefix("cri").tempdir().unwrap();
-        let shims = dir.path().join("bin");
-        std::fs::create_dir_all(&shims).unwrap();
-        std::os::unix::fs::symlink(
-            env!("CARGO_BIN_EXE_containerd-shim-wasmpool-v1"),
-            shims.join("containerd-shim-wasmpool-v1"),
-        )
-        .unwrap();
-        for shim in more_shims {
-            std::os::unix::fs::symlink(shim, shims.join(shim.file_name().unwrap())).unwrap();
-        }
+        shim_folder(dir.path(), more_shims);
         let more_runtimes: String = runtimes
             .iter()
             .map(|(name, kind)| {
@@ -470,6 +452,21 @@ impl Drop for Containerd {
 /// README's Kubernetes recipe gives them (a test holds the README to them).
 pub const README_RUNTIME_ENTRY: &str = r#"[plugins."io.containerd.grpc.v1.cri".containerd.runtimes.wasmpool]
   runtime_type = "io.containerd.wasmpool.v1""#;
+
+/// `DIR/bin`, put first on containerd's PATH: our shim and these others, by
+/// their file names.
+fn shim_folder(dir: &Path, more_shims: &[&Path]) {
+    let shims = dir.join("bin");
+    std::fs::create_dir_all(&shims).unwrap();
+    std::os::unix::fs::symlink(
+        env!("CARGO_BIN_EXE_containerd-shim-wasmpool-v1"),
+        shims.join("containerd-shim-wasmpool-v1"),
+    )
+    .unwrap();
+    for shim in more_shims {
+        std::os::unix::fs::symlink(shim, shims.join(shim.file_name().unwrap())).unwrap();
+    }
+}
 
 /// Moves this thread into the network namespace at `path`.
 pub fn enter_network(path: &Path) {

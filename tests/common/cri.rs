@@ -510,6 +510,32 @@ impl Cri {
         self.by_id::<Nothing>("ReopenContainerLog", id).map(drop)
     }
 
+    /// Creates a container in the pod and starts it, failing the test with
+    /// containerd's word if either is refused.
+    pub fn launch(
+        &mut self,
+        pod: &str,
+        config: &ContainerConfig,
+        pod_config: &PodSandboxConfig,
+    ) -> String {
+        let name = config.metadata.as_ref().map_or("", |m| m.name.as_str());
+        let id = self
+            .create(pod, config, pod_config)
+            .unwrap_or_else(|e| panic!("CreateContainer {name}: {e}"));
+        self.start(&id)
+            .unwrap_or_else(|e| panic!("StartContainer {name}: {e}"));
+        id
+    }
+
+    /// `StopContainer` with this grace period; returns the container's status,
+    /// checked to be exited.
+    pub fn stop_ended(&mut self, id: &str, grace_seconds: i64) -> ContainerStatus {
+        self.stop(id, grace_seconds);
+        let status = self.status(id);
+        assert_eq!(status.state, CONTAINER_EXITED, "{status:?}");
+        status
+    }
+
     /// Waits (bounded) until the container is in `state`; returns its status.
     pub fn until_state(&mut self, id: &str, state: i32) -> ContainerStatus {
         let deadline = std::time::Instant::now() + Duration::from_secs(60);
