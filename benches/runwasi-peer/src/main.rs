@@ -3,7 +3,7 @@
 //! engine, the module from the OCI layer (or the rootfs file arg0 names),
 //! stdio inherited (containerd's FIFOs in the container's init), exit code
 //! returned; for a component exporting `wasi:http/incoming-handler`, a hyper
-//! server on `0.0.0.0:8080` (or `WASMTIME_HTTP_PROXY_SOCKET_ADDR`) in the
+//! server on `0.0.0.0:8080` (or the container's `WASMTIME_HTTP_PROXY_SOCKET_ADDR`) in the
 //! container's network, a fresh store and instance per request, as
 //! runwasi's `http_proxy.rs` and `wasmtime serve` do.
 
@@ -103,8 +103,12 @@ async fn serve(engine: Engine, component: Component, envs: Vec<(String, String)>
     wasmtime_wasi::p2::add_to_linker_async(&mut linker)?;
     wasmtime_wasi_http::p2::add_only_http_to_linker_async(&mut linker)?;
     let pre = ProxyPre::new(linker.instantiate_pre(&component)?)?;
-    let address = std::env::var("WASMTIME_HTTP_PROXY_SOCKET_ADDR")
-        .unwrap_or_else(|_| "0.0.0.0:8080".to_string());
+    // The container's environment names the address, as with runwasi.
+    let address = envs
+        .iter()
+        .find(|(k, _)| k == "WASMTIME_HTTP_PROXY_SOCKET_ADDR")
+        .map(|(_, v)| v.clone())
+        .unwrap_or_else(|| "0.0.0.0:8080".to_string());
     let listener = tokio::net::TcpListener::bind(&address).await?;
     let envs = std::sync::Arc::new(envs);
     loop {
