@@ -401,8 +401,32 @@ fn parse_duration(text: &str) -> Result<Duration> {
 
 #[cfg(test)]
 mod tests {
-    use super::parse_duration;
+    use super::{endpoint, parse_duration, DEFAULT_PORT};
     use std::time::Duration;
+    use wasmpool::ServiceSpec;
+
+    #[test]
+    fn a_service_listens_on_port_or_8080_on_every_address_of_its_network() {
+        let handler = "wasi:http/incoming-handler@0.2.0";
+        let mut spec = ServiceSpec {
+            network: true,
+            ..Default::default()
+        };
+        let served = endpoint(&spec, handler).unwrap();
+        assert_eq!(served.port, DEFAULT_PORT);
+        assert_eq!(served.host, Some(std::net::Ipv4Addr::UNSPECIFIED.into()));
+        spec.env.insert("PORT".into(), " 9090 ".into());
+        assert_eq!(endpoint(&spec, handler).unwrap().port, 9090);
+        for bad in ["0", "65536", "http", "-1", ""] {
+            spec.env.insert("PORT".into(), bad.into());
+            let error = format!("{:#}", endpoint(&spec, handler).unwrap_err());
+            assert!(error.contains("is not a port"), "{bad}: {error}");
+        }
+        spec.env.remove("PORT");
+        spec.network = false;
+        let error = format!("{:#}", endpoint(&spec, handler).unwrap_err());
+        assert!(error.contains("needs a network to listen on"), "{error}");
+    }
 
     #[test]
     fn durations() {
