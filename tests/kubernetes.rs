@@ -6,7 +6,7 @@
 
 use crate::common::containerd::{Containerd, Image, POD_SUBNET};
 use crate::common::cri::{self, api, Cri};
-use crate::common::service::{get, logging_handler};
+use crate::common::service::{get, logging_handler, slow_handler};
 use crate::common::{print_module, sleep_module, wasm, SPIN};
 use std::net::{SocketAddr, TcpStream};
 use std::path::Path;
@@ -441,6 +441,28 @@ fn pods_go_on_while_containerd_restarts_and_exits_reach_cri_after_it() {
     assert_eq!(napped.exit_code, 0, "{napped:?}");
 
     assert_eq!(cri.stop_ended(&web, 10).exit_code, 143);
+
+    // StopContainer's TERM lets a request in flight finish: it is answered
+    // whole, and the container ends by that TERM.
+    let slow = layer_image(&ctrd, "slow", &slow_handler(300_000_000), COMPONENT);
+    let config = cri::container_config("slow", 0, &slow, &[], &[("PORT", "18081")]);
+    let worker = cri.launch(&pod, &config, &pod_config);
+    cri.until_state(&worker, api::CONTAINER_RUNNING);
+    let at_slow: SocketAddr = "127.0.0.1:18081".parse().unwrap();
+    let node = ctrd.node_network.clone().unwrap();
+    let in_flight = std::thread::spawn(move || {
+        crate::common::containerd::enter_network(&node);
+        get(at_slow, "/slow")
+    });
+    let log_path = cri.status(&worker).log_path;
+    until("the slow request is in its handler", || {
+        cri::log_lines(Path::new(&log_path)).contains(&("stdout".to_string(), "ready".to_string()))
+    });
+    let stopped = cri.stop_ended(&worker, 10);
+    assert_eq!(stopped.exit_code, 143, "{stopped:?}");
+    let reply = in_flight.join().unwrap();
+    assert_eq!(reply.status, 200, "{reply:?}");
+    assert!(reply.complete, "{reply:?}");
     cri.stop_pod(&pod);
     cri.remove_pod(&pod);
     until("the pod's shim is gone", || ctrd.shims().is_empty());
