@@ -432,7 +432,28 @@ fn pods_go_on_while_containerd_restarts_and_exits_reach_cri_after_it() {
 
     // The napper ends while containerd is down: its exit event waits for it.
     ctrd.restart();
+    let checked = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        after_restart(&ctrd, &pod, &pod_config, &web, &nap, &shims)
+    }));
+    if let Err(panic) = checked {
+        let log = ctrd.log();
+        let tail: Vec<&str> = log.lines().rev().take(60).collect();
+        eprintln!("containerd's log, newest first:\n{}", tail.join("\n"));
+        std::panic::resume_unwind(panic);
+    }
+}
+
+fn after_restart(
+    ctrd: &Containerd,
+    pod: &str,
+    pod_config: &api::PodSandboxConfig,
+    web: &str,
+    nap: &str,
+    shims: &[u32],
+) {
+    let node_loopback: SocketAddr = "127.0.0.1:18080".parse().unwrap();
     let mut cri = Cri::connect(&ctrd.socket());
+    cri.until_ready();
     assert_eq!(ctrd.shims(), shims, "the pod's shim went on");
     let reply = ctrd.on_node(move || get(node_loopback, "/during"));
     assert_eq!(reply.status, 200, "{reply:?}");

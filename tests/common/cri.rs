@@ -370,6 +370,28 @@ impl Cri {
         })
     }
 
+    /// Waits (bounded) until CRI answers: after containerd starts, CRI
+    /// recovers its pods first and answers "server is not initialized yet".
+    pub fn until_ready(&mut self) {
+        let deadline = std::time::Instant::now() + Duration::from_secs(60);
+        loop {
+            let asked: Result<VersionResponse, _> = self.call(
+                "Version",
+                VersionRequest {
+                    version: "v1".into(),
+                },
+            );
+            match asked {
+                Ok(_) => return,
+                Err(status) => assert!(
+                    std::time::Instant::now() < deadline,
+                    "CRI is not ready after 60 s: {status:?}"
+                ),
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
     pub fn version(&mut self) -> VersionResponse {
         self.call(
             "Version",
@@ -462,16 +484,31 @@ impl Cri {
         self.by_id::<Nothing>("StartContainer", id).map(drop)
     }
 
+    /// `StopContainer`, asked again (as kubelet asks again) when containerd
+    /// answers that its connection to the shim closed under it: seen once,
+    /// right after a containerd restart, while containerd dropped the
+    /// connection of a task it had just deleted. A shim that is really gone
+    /// fails all three.
     pub fn stop(&mut self, id: &str, grace_seconds: i64) {
-        let _: Nothing = self
-            .call(
+        let mut tries = 0;
+        loop {
+            tries += 1;
+            let asked: Result<Nothing, _> = self.call(
                 "StopContainer",
                 StopContainerRequest {
                     container_id: id.into(),
                     timeout: grace_seconds,
                 },
-            )
-            .expect("StopContainer");
+            );
+            match asked {
+                Ok(_) => return,
+                Err(status) if tries < 3 && status.message().contains("ttrpc: closed") => {
+                    eprintln!("StopContainer {id}, try {tries}: {}", status.message());
+                    std::thread::sleep(Duration::from_millis(200));
+                }
+                Err(status) => panic!("StopContainer {id}: {status:?}"),
+            }
+        }
     }
 
     pub fn remove(&mut self, id: &str) {
