@@ -457,17 +457,17 @@ fn after_restart(
     assert_eq!(ctrd.shims(), shims, "the pod's shim went on");
     let reply = ctrd.on_node(move || get(node_loopback, "/during"));
     assert_eq!(reply.status, 200, "{reply:?}");
-    assert_eq!(cri.status(&web).state, api::CONTAINER_RUNNING);
-    let napped = cri.until_state(&nap, api::CONTAINER_EXITED);
+    assert_eq!(cri.status(web).state, api::CONTAINER_RUNNING);
+    let napped = cri.until_state(nap, api::CONTAINER_EXITED);
     assert_eq!(napped.exit_code, 0, "{napped:?}");
 
-    assert_eq!(cri.stop_ended(&web, 10).exit_code, 143);
+    assert_eq!(cri.stop_ended(web, 10).exit_code, 143);
 
     // StopContainer's TERM lets a request in flight finish: it is answered
     // whole, and the container ends by that TERM.
-    let slow = layer_image(&ctrd, "slow", &slow_handler(300_000_000), COMPONENT);
+    let slow = layer_image(ctrd, "slow", &slow_handler(300_000_000), COMPONENT);
     let config = cri::container_config("slow", 0, &slow, &[], &[("PORT", "18081")]);
-    let worker = cri.launch(&pod, &config, &pod_config);
+    let worker = cri.launch(pod, &config, pod_config);
     cri.until_state(&worker, api::CONTAINER_RUNNING);
     let at_slow: SocketAddr = "127.0.0.1:18081".parse().unwrap();
     let node = ctrd.node_network.clone().unwrap();
@@ -484,8 +484,8 @@ fn after_restart(
     let reply = in_flight.join().unwrap();
     assert_eq!(reply.status, 200, "{reply:?}");
     assert!(reply.complete, "{reply:?}");
-    cri.stop_pod(&pod);
-    cri.remove_pod(&pod);
+    cri.stop_pod(pod);
+    cri.remove_pod(pod);
     until("the pod's shim is gone", || ctrd.shims().is_empty());
 }
 
