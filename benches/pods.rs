@@ -230,6 +230,16 @@ fn first_answer(
     group.finish();
 }
 
+/// Prints what the `count` running `unit`s of `label` hold, once they settled.
+fn report_pss(ctrd: &Containerd, label: &str, count: u64, unit: &str) {
+    std::thread::sleep(Duration::from_millis(500));
+    let (kib, processes) = pss_kib(ctrd);
+    println!(
+        "  {label:20} {kib:>8} KiB, {processes:>3} processes: {:>6} KiB per {unit}",
+        kib / count
+    );
+}
+
 /// Memory of 10 running, answering pods of each runtime.
 fn memory(ctrd: &Containerd, cri: &mut cri::Cri, logs: &Path, cases: &[&Case]) {
     const PODS: usize = 10;
@@ -238,13 +248,7 @@ fn memory(ctrd: &Containerd, cri: &mut cri::Cri, logs: &Path, cases: &[&Case]) {
         let pods: Vec<String> = (0..PODS)
             .map(|i| start_pod(ctrd, cri, logs, case, &format!("mem-{}-{i}", case.label)).0)
             .collect();
-        std::thread::sleep(Duration::from_millis(500));
-        let (kib, processes) = pss_kib(ctrd);
-        println!(
-            "  {:20} {kib:>8} KiB, {processes:>3} processes: {:>6} KiB per pod",
-            case.label,
-            kib / PODS as u64
-        );
+        report_pss(ctrd, case.label, PODS as u64, "pod");
         for pod in &pods {
             remove_pod(cri, pod);
         }
@@ -316,13 +320,7 @@ fn ctr_memory(ctrd: &Containerd) {
                 id
             })
             .collect();
-        std::thread::sleep(Duration::from_millis(500));
-        let (kib, processes) = pss_kib(ctrd);
-        println!(
-            "  {:20} {kib:>8} KiB, {processes:>3} processes: {:>6} KiB per service",
-            case.label,
-            kib / u64::from(SERVICES)
-        );
+        report_pss(ctrd, case.label, u64::from(SERVICES), "service");
         for id in &ids {
             remove_container(ctrd, id);
         }
