@@ -430,8 +430,7 @@ impl Tasks {
             }
             Phase::Created => {
                 // Killed before it started: it ends here, as a process would.
-                let _ = self.runtime.stop_container(&container.id, Duration::ZERO);
-                container.end(128 + signal, None, Some(&self.events));
+                self.kill_at_once(&container, signal);
                 return Ok(Empty::new());
             }
             Phase::Running => {}
@@ -459,6 +458,16 @@ impl Tasks {
         Ok(Empty::new())
     }
 
+    /// Stops a guest at once for `signal`: a running one ends on its waiter
+    /// (with 128 + the first signal), one not yet started ends here.
+    fn kill_at_once(&self, container: &Container, signal: u32) {
+        container.signal.lock().get_or_insert(signal);
+        let _ = self.runtime.stop_container(&container.id, Duration::ZERO);
+        if matches!(*container.phase.lock(), Phase::Created) {
+            container.end(128 + signal, None, Some(&self.events));
+        }
+    }
+
     /// The pod's sandbox is killed: it ends as the pause process would (0 on
     /// TERM or INT, which pause catches; 128 + the signal otherwise), and
     /// whatever of the pod still runs is stopped at once, as the kernel ends
@@ -472,15 +481,10 @@ impl Tasks {
             .cloned()
             .collect();
         for container in others {
-            match *container.phase.lock() {
-                Phase::Exited { .. } => continue,
-                Phase::Created | Phase::Running => {}
+            if matches!(*container.phase.lock(), Phase::Exited { .. }) {
+                continue;
             }
-            container.signal.lock().get_or_insert(libc::SIGKILL as u32);
-            let _ = self.runtime.stop_container(&container.id, Duration::ZERO);
-            if matches!(*container.phase.lock(), Phase::Created) {
-                container.end(128 + libc::SIGKILL as u32, None, Some(&self.events));
-            }
+            self.kill_at_once(&container, libc::SIGKILL as u32);
         }
         let status = if signal == libc::SIGTERM as u32 || signal == libc::SIGINT as u32 {
             0
