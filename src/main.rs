@@ -240,6 +240,17 @@ struct ServeArgs {
     /// Serve Prometheus metrics at http://HOST:PORT/metrics, on a listener of their own (off by default)
     #[arg(long, value_name = "HOST:PORT")]
     metrics_addr: Option<std::net::SocketAddr>,
+    /// Requests one instance handles in all before it is dropped: default 128
+    /// for a wasi:http/handler@0.3 component, 1 (a fresh instance per request)
+    /// for a 0.2 one; above 1 for a 0.2 component says its handler is safe to reuse
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
+    max_instance_reuse_count: Option<u64>,
+    /// Requests one wasi:http/handler@0.3 instance handles at once (default 16)
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
+    max_instance_concurrent_reuse_count: Option<u64>,
+    /// How long an idle instance is kept for the next request (default 1s)
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
+    idle_instance_timeout: Option<Duration>,
     /// Options as for `run`; --timeout is each request's deadline (default 30s)
     #[command(flatten)]
     run: RunArgs,
@@ -889,6 +900,13 @@ fn serve(args: ServeArgs, limit: Option<u64>) -> Result<ExitCode> {
         WasmConfig {
             log_limit_bytes: 64 * 1024,
             http_max_in_flight: args.max_in_flight.unwrap_or(defaults.http_max_in_flight),
+            http_max_instance_reuse_count: args.max_instance_reuse_count.map(|n| n as usize),
+            http_max_instance_concurrent_reuse_count: args
+                .max_instance_concurrent_reuse_count
+                .map(|n| n as usize),
+            http_idle_instance_timeout: args
+                .idle_instance_timeout
+                .unwrap_or(defaults.http_idle_instance_timeout),
             compiled_cache_limit: limit.unwrap_or(defaults.compiled_cache_limit),
             ..defaults
         },

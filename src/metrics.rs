@@ -86,6 +86,8 @@ pub struct HttpMetrics {
     pub duration_sum_seconds: f64,
     /// Requests whose handler runs now (`wasmpool_http_in_flight`).
     pub in_flight: u64,
+    /// Instances made to handle requests (`wasmpool_http_instances_total`).
+    pub instances: u64,
     /// Refused requests and connections, by `reason`: `in_flight`, `busy`,
     /// `body_too_large`, `connections`, `stopping` (`wasmpool_http_refused_total{reason}`).
     pub refused: Vec<(&'static str, u64)>,
@@ -290,6 +292,13 @@ impl Collector for Snapshot {
             "Requests whose handler runs now.",
             gauge,
             services().map(|(c, http)| (id(c), http.in_flight)),
+        )?;
+        family(
+            e,
+            "wasmpool_http_instances",
+            "Instances a service made to handle requests: one a request, unless reused.",
+            counter,
+            services().map(|(c, http)| (id(c), http.instances)),
         )?;
         family(
             e,

@@ -842,6 +842,7 @@ fn served_figures(
             duration_count: figures.count,
             duration_sum_seconds: figures.sum_seconds,
             in_flight: figures.in_flight,
+            instances: figures.instances,
             refused: crate::serve::stats::REFUSALS
                 .iter()
                 .zip(figures.refused)

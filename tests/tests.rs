@@ -24,6 +24,7 @@ mod p3;
 mod registry;
 mod registry_bounds;
 mod reliability;
+mod reuse;
 mod scheduling;
 mod seed;
 mod serving;

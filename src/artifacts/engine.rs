@@ -44,6 +44,8 @@ const TABLE_ELEMENTS: usize = 100_000;
 const CORE_INSTANCES_PER_COMPONENT: u32 = 16;
 const MEMORIES_PER_COMPONENT: u32 = 8;
 const TABLES_PER_COMPONENT: u32 = 16;
+/// Core instances the pool holds per live store, on average.
+const CORE_INSTANCES_PER_STORE: u32 = 12;
 
 /// Both engines of a runtime. Every store is fuel-metered; none uses epochs.
 pub(crate) struct Engines {
@@ -100,13 +102,19 @@ fn pooled_stores(config: &WasmConfig) -> u32 {
 /// (running or parked), and every worker can run a component at once.
 fn pooling(stores: u32, workers: u32) -> PoolingAllocationConfig {
     let mut pool = PoolingAllocationConfig::new();
+    // Real components (a JS or Python runtime, its libc, the adapter, the
+    // bindings) hold around ten core instances each; slots are address space
+    // until used.
     pool.total_component_instances(stores)
-        .total_core_instances((stores * 2).max(workers * CORE_INSTANCES_PER_COMPONENT))
+        .total_core_instances(
+            (stores * CORE_INSTANCES_PER_STORE).max(workers * CORE_INSTANCES_PER_COMPONENT),
+        )
         .total_memories((stores * 2).max(workers * MEMORIES_PER_COMPONENT))
         .total_tables((stores * 2).max(workers * TABLES_PER_COMPONENT))
         // A parked guest keeps its fiber stack: as many as core instances, so
         // a module's pooled instantiation fails (and falls back) before its call would.
-        .total_stacks((stores * 2).max(workers * CORE_INSTANCES_PER_COMPONENT))
+        // and a reused WASIp3 instance holds one per request it handles at once.
+        .total_stacks((stores * 4).max(workers * CORE_INSTANCES_PER_COMPONENT))
         .max_core_instances_per_component(CORE_INSTANCES_PER_COMPONENT)
         .max_memories_per_component(MEMORIES_PER_COMPONENT)
         .max_tables_per_component(TABLES_PER_COMPONENT)

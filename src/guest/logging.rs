@@ -17,7 +17,7 @@ use wasmtime::StoreContextMut;
 pub(crate) struct GuestLog {
     pub(crate) buffer: Arc<LogBuffer>,
     /// The request whose handler logs, for a service.
-    pub(crate) request: Option<u64>,
+    pub(crate) request: Option<super::logs::CurrentRequest>,
     pub(crate) sink: Option<OutputSink>,
 }
 
@@ -88,7 +88,8 @@ pub(crate) fn add_to_linker(
             if let Some(sink) = &log.sink {
                 (sink.0)(LogStream::Stderr, format!("{level} {line}\n").as_bytes());
             }
-            log.buffer.push_logged(log.request, level, line);
+            log.buffer
+                .push_logged(log.request.as_ref().map(|r| r.get()), level, line);
             Ok(())
         },
     )?;

@@ -285,22 +285,52 @@ pub(crate) struct GuestOutput {
     pub(crate) sink: Option<OutputSink>,
     /// For a request's handler: its number and its own unfinished line, so
     /// lines of concurrent requests never mix.
-    pub(crate) request: Option<(u64, Arc<Mutex<Vec<u8>>>)>,
+    pub(crate) request: Option<(CurrentRequest, Arc<Mutex<Vec<u8>>>)>,
+}
+
+/// The number of the request a handler's output belongs to. A fresh instance
+/// serves one request; a reused one is switched to each request it takes, so
+/// its lines go to the request it handles (when it handles several at once,
+/// to the one it took last).
+#[derive(Clone, Default)]
+pub(crate) struct CurrentRequest(Arc<std::sync::atomic::AtomicU64>);
+
+impl CurrentRequest {
+    pub(crate) fn new(request: u64) -> Self {
+        CurrentRequest(Arc::new(request.into()))
+    }
+
+    pub(crate) fn get(&self) -> u64 {
+        self.0.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    fn set(&self, request: u64) {
+        self.0.store(request, std::sync::atomic::Ordering::Relaxed);
+    }
 }
 
 /// What one request's handler has written and not yet ended with a newline,
 /// per stream; shared by its two [`GuestOutput`]s.
 #[derive(Clone, Default)]
 pub(crate) struct RequestOutput {
-    pub(crate) request: u64,
+    pub(crate) request: CurrentRequest,
     partial: [Arc<Mutex<Vec<u8>>>; 2],
 }
 
 impl RequestOutput {
     pub(crate) fn new(request: u64) -> Self {
         RequestOutput {
-            request,
+            request: CurrentRequest::new(request),
             partial: Default::default(),
+        }
+    }
+
+    /// Moves the output to `request` (a reused instance took it): what the
+    /// last one left unfinished becomes its lines first.
+    pub(crate) fn switch_to(&self, request: u64, buffer: &LogBuffer) {
+        if self.request.get() != request {
+            self.flush(buffer);
+            self.request.set(request);
         }
     }
 
@@ -315,7 +345,10 @@ impl RequestOutput {
             buffer: buffer.clone(),
             stream,
             sink,
-            request: Some((self.request, self.partial[stream_slot(stream)].clone())),
+            request: Some((
+                self.request.clone(),
+                self.partial[stream_slot(stream)].clone(),
+            )),
         }
     }
 
@@ -324,7 +357,7 @@ impl RequestOutput {
         for (slot, stream) in [(0, LogStream::Stdout), (1, LogStream::Stderr)] {
             let line = std::mem::take(&mut *self.partial[slot].lock());
             if !line.is_empty() {
-                buffer.push_lines(Some(self.request), stream, vec![line]);
+                buffer.push_lines(Some(self.request.get()), stream, vec![line]);
             }
         }
     }
@@ -339,7 +372,7 @@ impl GuestOutput {
             Some((request, partial)) => {
                 let mut partial = partial.lock();
                 self.buffer
-                    .write_request(*request, self.stream, &mut partial, bytes);
+                    .write_request(request.get(), self.stream, &mut partial, bytes);
             }
             None => self.buffer.write(self.stream, bytes),
         }

@@ -85,7 +85,7 @@ pub(crate) fn build_wasi(
                 keyvalue: instance.keyvalue.clone(),
                 log: GuestLog {
                     buffer: instance.logs.clone(),
-                    request: request.map(|r| r.request),
+                    request: request.map(|r| r.request.clone()),
                     sink: plan.output.clone(),
                 },
                 tls: super::tls::context(plan.network),

@@ -11,6 +11,7 @@
 //! - [`request`]: one request as a scheduler job, and the answer it gets;
 //! - [`p2`]: a request's handler, and the `wasi:http/incoming-handler@0.2` world;
 //! - [`p3`]: the `wasi:http/handler@0.3` world (a handler world is one file);
+//! - [`reuse`]: instances that serve several requests, in turn or at once;
 //! - [`body`]: bounded request and response bodies;
 //! - [`stats`]: counters and latency percentiles;
 //! - [`watch`]: every phase of a connection timed.
@@ -20,6 +21,7 @@ pub(crate) mod gate;
 pub(crate) mod p2;
 pub(crate) mod p3;
 pub(crate) mod request;
+pub(crate) mod reuse;
 pub(crate) mod server;
 pub(crate) mod stats;
 pub(crate) mod watch;

@@ -11,6 +11,7 @@ use crate::guest::run::{guest_error, RunError};
 use crate::guest::{Artifact, Linking, Prepared};
 use hyper::Response;
 use wasmtime::{Engine, Store};
+use wasmtime_wasi_http::handler::Proxy;
 use wasmtime_wasi_http::p2::bindings::http::types::Scheme;
 use wasmtime_wasi_http::p2::bindings::ProxyPre;
 use wasmtime_wasi_http::{WasiBody, WasiHttpView};
@@ -78,6 +79,30 @@ impl Handler {
     ) -> Result<Handler, String> {
         let compiled = artifact.compiled_on_demand(engines, disk)?;
         Handler::of(compiled, linking, trap_unknown_imports)
+    }
+
+    /// Whether it is a `wasi:http/handler@0.3` handler.
+    pub(crate) fn is_p3(&self) -> bool {
+        matches!(self.world, World::P3(_))
+    }
+
+    /// An instance of the handler in `store`, to serve several requests.
+    pub(crate) async fn instantiate(
+        &self,
+        store: &mut Store<HostState>,
+    ) -> Result<Proxy, RunError> {
+        Ok(match &self.world {
+            World::P2(pre) => Proxy::P2(
+                pre.instantiate_async(&mut *store)
+                    .await
+                    .map_err(setup_error)?,
+            ),
+            World::P3(pre) => Proxy::P3(
+                pre.instantiate_async(&mut *store)
+                    .await
+                    .map_err(setup_error)?,
+            ),
+        })
     }
 
     /// Instantiates the handler in `store` and calls it with the request (taken

@@ -231,17 +231,17 @@ pub(crate) struct RequestJob {
 }
 
 impl RequestJob {
-    /// Creates the request's job and queues it on the scheduler.
-    fn start(
+    /// The request's record: its reply, its place, its logs' number.
+    fn new(
         served: &Arc<Served>,
         place: Place,
         line: String,
         reply: oneshot::Sender<Reply>,
-        request: Request<RequestBody>,
         cut: CutOff,
     ) -> Arc<RequestJob> {
         let id = served.next_request();
-        let job = Arc::new(RequestJob {
+        served.stats.entered();
+        Arc::new(RequestJob {
             id,
             served: served.clone(),
             line,
@@ -253,9 +253,28 @@ impl RequestJob {
             place: Mutex::new(Some(place)),
             cut,
             busy: Mutex::new(None),
-        });
-        served.stats.request_began(id, &job.stats);
-        served.track(id, &job);
+        })
+    }
+
+    /// Creates the request's job: a fresh instance of its own, queued on the
+    /// scheduler; or, for a service that reuses instances, handed to one.
+    fn start(
+        served: &Arc<Served>,
+        place: Place,
+        line: String,
+        reply: oneshot::Sender<Reply>,
+        request: Request<RequestBody>,
+        cut: CutOff,
+    ) -> Arc<RequestJob> {
+        let job = RequestJob::new(served, place, line, reply, cut);
+        if let Some(pool) = &served.pool {
+            served.track(job.id, &job);
+            pool.dispatch(served, job.clone(), request);
+            return job;
+        }
+        served.stats.instance_made();
+        served.stats.request_began(job.id, &job.stats);
+        served.track(job.id, &job);
         let future = run(job.clone(), request);
         let task = Arc::new(Task::new(
             job.clone(),
@@ -269,8 +288,21 @@ impl RequestJob {
         job
     }
 
+    pub(crate) fn id(&self) -> u64 {
+        self.id
+    }
+
+    pub(crate) fn cut(&self) -> &CutOff {
+        &self.cut
+    }
+
+    /// Says the service could not take it now: it is answered `503`, try again.
+    pub(crate) fn set_busy(&self, reason: String) {
+        *self.busy.lock() = Some(reason);
+    }
+
     /// What the handler set on its outparam: the first answer wins.
-    fn answered(&self, answer: Answer) {
+    pub(crate) fn answered(&self, answer: Answer) {
         if let Some(reply) = self.reply.lock().take() {
             let _ = reply.send(Reply::Answered(answer));
         }
@@ -415,6 +447,7 @@ impl Job for RequestJob {
             );
         }
         served.stats.request_ended(self.id);
+        served.stats.left();
         served.untrack(self.id);
         // The place is back before the client hears the end: its next request finds it.
         drop(self.place.lock().take());

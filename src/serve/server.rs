@@ -15,6 +15,7 @@
 use super::gate::Gate;
 use super::p2::Handler;
 use super::request::{self, RequestJob};
+use super::reuse::{Pool, Reuse};
 use super::stats::{Refusal, ServiceStats};
 use super::watch::{Activity, Busy, Watched};
 use crate::guest::host::MemoryBudget;
@@ -69,6 +70,8 @@ pub(crate) struct Served {
     stopping: AtomicBool,
     /// The tokio runtime its server runs on, where `handle_request` sends its requests.
     pub(crate) runtime: tokio::runtime::Handle,
+    /// Its reused instances, unless each request gets a fresh one.
+    pub(crate) pool: Option<Pool>,
 }
 
 /// The on-demand handler: compiled once by one request while the others that
@@ -93,6 +96,11 @@ pub(crate) enum NotReady {
 impl Served {
     pub(crate) fn next_request(&self) -> u64 {
         self.next_request.fetch_add(1, Ordering::Relaxed)
+    }
+
+    /// Whether the service stopped what runs: what starts now is stopped at once.
+    pub(crate) fn stopping(&self) -> bool {
+        self.stopping.load(Ordering::Acquire)
     }
 
     pub(crate) fn track(&self, id: u64, job: &Arc<RequestJob>) {
@@ -159,6 +167,9 @@ impl Served {
         for job in live {
             job.control.request_stop();
         }
+        if let Some(pool) = &self.pool {
+            pool.stop_all();
+        }
     }
 }
 
@@ -210,6 +221,7 @@ impl Service {
         listener.set_nonblocking(true).map_err(listen_error)?;
         let address = listener.local_addr().map_err(listen_error)?;
         let memory = Arc::new(MemoryBudget::new(config.http_service_memory));
+        let pool = Reuse::of(config, handler.is_p3()).map(Pool::new);
         let runtime =
             wasmtime_wasi::runtime::with_ambient_tokio_runtime(tokio::runtime::Handle::current);
         let served = Arc::new(Served {
@@ -234,6 +246,7 @@ impl Service {
             next_request: AtomicU64::new(1),
             stopping: AtomicBool::new(false),
             runtime,
+            pool,
         });
         let (stop, stopped) = tokio::sync::watch::channel(None);
         // Not aborted when the service is dropped (a removed container): the
@@ -414,12 +427,20 @@ async fn serve(
         }
     };
     served.gate.close();
+    if let Some(pool) = &served.pool {
+        pool.close();
+    }
     if !drained {
         served.stop_live();
     }
     // Stopped instances end at their next fuel slice or host call; a runtime
     // whose workers are gone never ends them: then the container ends anyway.
-    let all_back = pin!(served.gate.all_back());
+    let all_back = pin!(async {
+        served.gate.all_back().await;
+        if let Some(pool) = &served.pool {
+            pool.all_ended().await;
+        }
+    });
     let bound = pin!(tokio::time::sleep(config.stop_timeout));
     if let Either::Right(_) = select(all_back, bound).await {
         log::warn!(

@@ -59,6 +59,7 @@ pub(crate) struct HttpFigures {
     pub(crate) count: u64,
     pub(crate) sum_seconds: f64,
     pub(crate) in_flight: u64,
+    pub(crate) instances: u64,
     pub(crate) refused: [u64; 5],
 }
 
@@ -82,6 +83,10 @@ pub(crate) struct ServiceStats {
     live: Mutex<HashMap<u64, Arc<StatsCell>>>,
     /// The memory all its request instances share: what they hold together.
     memory: Arc<MemoryBudget>,
+    /// Requests being handled now.
+    in_flight: AtomicU64,
+    /// Instances made to handle requests.
+    instances: AtomicU64,
 }
 
 impl ServiceStats {
@@ -101,6 +106,8 @@ impl ServiceStats {
             fuel: AtomicU64::new(0),
             live: Mutex::new(HashMap::new()),
             memory,
+            in_flight: AtomicU64::new(0),
+            instances: AtomicU64::new(0),
         }
     }
 
@@ -154,7 +161,8 @@ impl ServiceStats {
             buckets,
             count: total,
             sum_seconds: self.duration_usec.load(Ordering::Relaxed) as f64 / 1e6,
-            in_flight: self.live.lock().len() as u64,
+            in_flight: self.in_flight.load(Ordering::Relaxed),
+            instances: self.instances.load(Ordering::Relaxed),
             refused: std::array::from_fn(|i| self.refused_by[i].load(Ordering::Relaxed)),
         }
     }
@@ -170,6 +178,21 @@ impl ServiceStats {
     }
 
     /// A request instance began: its figures count while it runs.
+    /// A request is being handled (it holds an in-flight place).
+    pub(crate) fn entered(&self) {
+        self.in_flight.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// A request was handled.
+    pub(crate) fn left(&self) {
+        self.in_flight.fetch_sub(1, Ordering::Relaxed);
+    }
+
+    /// An instance was made to handle requests.
+    pub(crate) fn instance_made(&self) {
+        self.instances.fetch_add(1, Ordering::Relaxed);
+    }
+
     pub(crate) fn request_began(&self, request: u64, cell: &Arc<StatsCell>) {
         self.live.lock().insert(request, cell.clone());
     }
@@ -212,7 +235,8 @@ impl ServiceStats {
             log_lines_dropped,
             http: Some(HttpStats {
                 served: self.served.load(Ordering::Relaxed),
-                in_flight: live.len() as u64,
+                in_flight: self.in_flight.load(Ordering::Relaxed),
+                instances: self.instances.load(Ordering::Relaxed),
                 refused: self.refused.load(Ordering::Relaxed),
                 by_class: std::array::from_fn(|i| self.by_class[i].load(Ordering::Relaxed)),
                 connections: self.connections(),

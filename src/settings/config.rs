@@ -93,6 +93,20 @@ pub struct WasmConfig {
     pub http_queue_timeout: Duration,
     /// The deadline of each request's handler; a spec's `wasm.request_timeout` overrides it.
     pub http_request_timeout: Duration,
+    /// How many requests one instance of a service handles in all before it
+    /// is dropped. `None` takes 128 for a `wasi:http/handler@0.3` service
+    /// and 1 — a fresh instance per request — for a
+    /// `wasi:http/incoming-handler@0.2` one (as `wasmtime serve` does). Set
+    /// above 1 for a 0.2 service, it is the operator's word that the handler
+    /// keeps nothing between requests that one client must not see of
+    /// another's. An instance that traps, runs out of fuel or memory, or
+    /// misses a request's deadline is never reused.
+    pub http_max_instance_reuse_count: Option<usize>,
+    /// How many requests one instance of a `wasi:http/handler@0.3` service
+    /// handles at once; `None` takes 16. A 0.2 handler takes one at a time.
+    pub http_max_instance_concurrent_reuse_count: Option<usize>,
+    /// How long an idle instance is kept for the next request before it is dropped.
+    pub http_idle_instance_timeout: Duration,
     /// How long a connection may go without a request in hand — before its
     /// first bytes, while it sends a request head, idle between keep-alive
     /// requests, an HTTP/2 connection with no stream open — before it is
@@ -159,6 +173,9 @@ impl Default for WasmConfig {
             http_max_queued: 256,
             http_queue_timeout: Duration::from_secs(1),
             http_request_timeout: Duration::from_secs(30),
+            http_max_instance_reuse_count: None,
+            http_max_instance_concurrent_reuse_count: None,
+            http_idle_instance_timeout: Duration::from_secs(1),
             http_header_timeout: Duration::from_secs(10),
             http_write_timeout: Duration::from_secs(10),
             http_max_headers: 100,
@@ -227,6 +244,24 @@ impl WasmConfig {
                 "a service needs at least one request in flight",
             );
         }
+        for (field, value) in [
+            (
+                "http_max_instance_reuse_count",
+                self.http_max_instance_reuse_count,
+            ),
+            (
+                "http_max_instance_concurrent_reuse_count",
+                self.http_max_instance_concurrent_reuse_count,
+            ),
+        ] {
+            if value == Some(0) {
+                return invalid(
+                    field,
+                    "0".into(),
+                    "an instance handles at least one request",
+                );
+            }
+        }
         if self.http_max_header_bytes < 8192 {
             return invalid(
                 "http_max_header_bytes",
@@ -240,6 +275,10 @@ impl WasmConfig {
         for (field, value) in [
             ("http_header_timeout", self.http_header_timeout),
             ("http_write_timeout", self.http_write_timeout),
+            (
+                "http_idle_instance_timeout",
+                self.http_idle_instance_timeout,
+            ),
         ] {
             if value > MAX_TIMEOUT {
                 return invalid(field, format!("{value:?}"), "at most 100 years");

@@ -87,6 +87,9 @@ pub struct HttpStats {
     pub served: u64,
     /// Requests being handled now.
     pub in_flight: u64,
+    /// Instances made to handle requests: one a request, unless instances
+    /// are reused (`WasmConfig::http_max_instance_reuse_count`).
+    pub instances: u64,
     /// Requests refused with `503` because the in-flight limit and its queue were full.
     pub refused: u64,
     /// Answers by status class: `[1xx, 2xx, 3xx, 4xx, 5xx]`, the service's own

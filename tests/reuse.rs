@@ -1,0 +1,223 @@
+//! Instance reuse: a `wasi:http/handler@0.3` service reuses its instances by
+//! default, a 0.2 one only when the operator declares it safe; either way an
+//! instance that traps, runs out of fuel or misses a deadline is never
+//! reused, and each request keeps its own deadline, fuel and log lines.
+
+use crate::common::service::*;
+use crate::common::*;
+use crate::serving::{serve, service_spec};
+use std::path::PathBuf;
+use std::time::Duration;
+use wasmpool::{LogStream, Runtime, ServiceSpec, WasmConfig, WasmRuntime, WasmSpec};
+
+/// Counts its requests in a global and answers the count as one digit;
+/// `/trap` traps, `/spin` spins forever, `/work` burns about 6 million
+/// units of fuel first (all after counting).
+fn counting_handler() -> Vec<u8> {
+    handler(
+        "(local $i i32) (local $c i32)",
+        r#"(global.set $count (i32.add (global.get $count) (i32.const 1)))
+           (call $path (local.get $req) (i32.const 128))
+           ;; the second byte of the path: t(rap), s(pin) or w(ork)
+           (local.set $c (i32.load8_u (i32.add (i32.load (i32.const 132)) (i32.const 1))))
+           (if (i32.eq (local.get $c) (i32.const 116)) (then unreachable))
+           (if (i32.eq (local.get $c) (i32.const 115)) (then (loop $forever (br $forever))))
+           (if (i32.eq (local.get $c) (i32.const 119))
+               (then
+                   (local.set $i (i32.const 1000000))
+                   (loop $work
+                       (local.set $i (i32.sub (local.get $i) (i32.const 1)))
+                       (br_if $work (local.get $i)))))
+           (i32.store8 (i32.const 1100) (i32.add (i32.const 48) (global.get $count)))
+           (call $respond (local.get $out) (i32.const 200) (i32.const 1100) (i32.const 1))"#,
+    )
+}
+
+fn instances(rt: &WasmRuntime, id: &wasmpool::ContainerId) -> u64 {
+    rt.get_container_stats(id).unwrap().http.unwrap().instances
+}
+
+fn counts(address: std::net::SocketAddr, paths: &[&str]) -> Vec<String> {
+    paths
+        .iter()
+        .map(|path| {
+            let reply = get(address, path);
+            assert_eq!(reply.status, 200, "{path}: {}", reply.text());
+            reply.text()
+        })
+        .collect()
+}
+
+#[test]
+fn a_0_2_handler_gets_a_fresh_instance_per_request_unless_its_reuse_is_declared() {
+    let (_dir, rt) = runtime_with(2, |_| {});
+    let (id, address) = serve(&rt, "fresh", &service_spec(), &counting_handler());
+    assert_eq!(counts(address, &["/a"; 4]), ["1"; 4]);
+    assert_eq!(instances(&rt, &id), 4);
+
+    let (_dir, rt) = runtime_with(2, |c| c.http_max_instance_reuse_count = Some(3));
+    let (id, address) = serve(&rt, "reused", &service_spec(), &counting_handler());
+    assert_eq!(
+        counts(address, &["/a"; 7]),
+        ["1", "2", "3", "1", "2", "3", "1"]
+    );
+    assert_eq!(instances(&rt, &id), 3);
+    // The stop ends the idle instance too.
+    rt.stop_container(&id, Duration::from_secs(5)).unwrap();
+    assert!(matches!(
+        wait_bounded(&rt.wait_handle(&id).unwrap()),
+        wasmpool::Outcome::Stopped
+    ));
+}
+
+#[test]
+fn a_reused_instance_that_traps_or_runs_out_of_fuel_is_never_reused_and_each_request_has_its_own_fuel(
+) {
+    let (_dir, rt) = runtime_with(2, |c| {
+        c.http_max_instance_reuse_count = Some(9);
+        c.max_fuel = Some(10_000_000);
+    });
+    let (id, address) = serve(&rt, "faulty", &service_spec(), &counting_handler());
+    assert_eq!(counts(address, &["/a", "/b"]), ["1", "2"]);
+    let trapped = get(address, "/trap");
+    assert_eq!(trapped.status, 500, "{}", trapped.text());
+    assert!(trapped.text().contains("unreachable"), "{}", trapped.text());
+    // A fresh instance; each /work takes most of one request's budget, so
+    // three in a row on one instance pass only if each got its own.
+    assert_eq!(
+        counts(address, &["/c", "/work", "/work", "/work"]),
+        ["1", "2", "3", "4"]
+    );
+    let spun = get(address, "/spin");
+    assert_eq!(spun.status, 500, "{}", spun.text());
+    assert!(spun.text().contains("fuel"), "{}", spun.text());
+    assert_eq!(counts(address, &["/d"]), ["1"]);
+    assert_eq!(instances(&rt, &id), 3);
+}
+
+#[test]
+fn a_request_past_its_deadline_gets_504_the_instance_goes_and_a_neighbour_is_served() {
+    let (_dir, rt) = runtime_with(2, |c| c.http_max_instance_reuse_count = Some(9));
+    let spec = ServiceSpec {
+        wasm: Some(WasmSpec {
+            request_timeout: Some(Duration::from_millis(800)),
+            ..Default::default()
+        }),
+        ..service_spec()
+    };
+    let (id, address) = serve(&rt, "spinning", &spec, &counting_handler());
+    assert_eq!(counts(address, &["/a"]), ["1"]);
+    let spinner = std::thread::spawn(move || get(address, "/spin"));
+    // The spinning instance takes nothing more: a neighbour's request gets another.
+    settle(|| rt.get_container_stats(&id).unwrap().http.unwrap().in_flight == 1);
+    assert_eq!(counts(address, &["/b", "/c"]), ["1", "2"]);
+    let spun = spinner.join().unwrap();
+    assert_eq!(spun.status, 504, "{}", spun.text());
+    assert_eq!(counts(address, &["/d"]), ["3"]);
+    let notes: Vec<_> = rt
+        .get_logs(&id)
+        .unwrap()
+        .into_iter()
+        .filter(|e| e.stream == LogStream::Runtime && e.request.is_some())
+        .map(|e| e.message)
+        .collect();
+    assert!(
+        notes
+            .iter()
+            .any(|m| m.contains("GET /spin") && m.contains("deadline")),
+        "{notes:?}"
+    );
+    assert_eq!(instances(&rt, &id), 2);
+}
+
+#[test]
+fn a_reused_instance_logs_each_line_under_its_own_request() {
+    let (_dir, rt) = runtime_with(2, |c| c.http_max_instance_reuse_count = Some(5));
+    let (id, address) = serve(&rt, "logging", &service_spec(), &logging_handler());
+    for path in ["/first", "/second", "/third"] {
+        assert_eq!(get(address, path).status, 200);
+    }
+    assert_eq!(instances(&rt, &id), 1);
+    let lines: Vec<_> = rt
+        .get_logs(&id)
+        .unwrap()
+        .into_iter()
+        .filter(|e| e.stream == LogStream::Stdout)
+        .collect();
+    let messages: Vec<_> = lines.iter().map(|e| e.message.as_str()).collect();
+    assert_eq!(messages, ["/first", "/second", "/third"]);
+    let requests: std::collections::HashSet<_> = lines.iter().map(|e| e.request).collect();
+    assert_eq!(requests.len(), 3, "{lines:?}");
+    assert!(requests.iter().all(Option::is_some));
+}
+
+#[test]
+fn an_idle_instance_goes_after_its_idle_time() {
+    let (_dir, rt) = runtime_with(2, |c| {
+        c.http_max_instance_reuse_count = Some(9);
+        c.http_idle_instance_timeout = Duration::from_millis(200);
+    });
+    let (id, address) = serve(&rt, "idle", &service_spec(), &counting_handler());
+    assert_eq!(counts(address, &["/a", "/b"]), ["1", "2"]);
+    std::thread::sleep(Duration::from_millis(700));
+    assert_eq!(counts(address, &["/c"]), ["1"]);
+    assert_eq!(instances(&rt, &id), 2);
+}
+
+#[test]
+fn reuse_limits_are_checked() {
+    for tweak in [
+        (|c: &mut WasmConfig| c.http_max_instance_reuse_count = Some(0)) as fn(&mut WasmConfig),
+        |c| c.http_max_instance_concurrent_reuse_count = Some(0),
+    ] {
+        let dir = tempfile::tempdir().unwrap();
+        let mut config = WasmConfig {
+            cache_dir: dir.path().to_path_buf(),
+            ..Default::default()
+        };
+        tweak(&mut config);
+        let error = WasmRuntime::new(config).err().expect("refused");
+        assert!(error.to_string().contains("reuse_count"), "{error}");
+    }
+}
+
+/// The WASI test suite's WASIp3 service (`wasi:http/handler@0.3.0`): `GET /`
+/// answers `hey`.
+fn p3_service() -> Vec<u8> {
+    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("../shared/conformance/wasip3/http-service.wasm");
+    std::fs::read(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+}
+
+#[test]
+fn a_p3_service_reuses_its_instances_in_turn_and_at_once_within_its_limits() {
+    let (_dir, rt) = runtime_with(2, |_| {});
+    let (id, address) = serve(&rt, "p3", &service_spec(), &p3_service());
+    for _ in 0..20 {
+        let reply = get(address, "/");
+        assert_eq!((reply.status, reply.text().as_str()), (200, "hey\n"));
+    }
+    assert_eq!(instances(&rt, &id), 1);
+    let clients: Vec<_> = (0..8)
+        .map(|_| {
+            std::thread::spawn(move || {
+                (0..10)
+                    .map(|_| get(address, "/").status)
+                    .collect::<Vec<_>>()
+            })
+        })
+        .collect();
+    for client in clients {
+        assert_eq!(client.join().unwrap(), [200; 10]);
+    }
+    // 80 requests at up to 8 at once: far fewer instances than requests.
+    let made = instances(&rt, &id);
+    assert!(made < 20, "{made} instances for 100 requests");
+
+    let (_dir, rt) = runtime_with(2, |c| c.http_max_instance_reuse_count = Some(1));
+    let (id, address) = serve(&rt, "p3-fresh", &service_spec(), &p3_service());
+    for _ in 0..5 {
+        assert_eq!(get(address, "/").status, 200);
+    }
+    assert_eq!(instances(&rt, &id), 5);
+}
