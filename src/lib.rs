@@ -80,7 +80,10 @@ mod scheduler;
 mod serve;
 mod settings;
 
-pub use artifacts::{detect_wasm_version_from_binary, http_handler_export, WasiVersion};
+pub use artifacts::{
+    detect_wasm_version_from_binary, http_handler_export, pre_initialize, pre_initialize_cached,
+    WasiVersion, DEFAULT_INIT_FUNC,
+};
 pub use guest::{LogEntry, LogFollower, LOG_LINE_OVERHEAD, MAX_LINE_BYTES};
 pub use inspect::{inspect, Inspection};
 pub use metrics::{ContainerMetrics, HttpMetrics, Metrics, METRICS_CONTENT_TYPE};

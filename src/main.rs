@@ -68,6 +68,10 @@ enum Command {
     Serve(ServeArgs),
     /// Run many instances of a workload through the pool and report throughput and latency
     Bench(BenchArgs),
+    /// Pre-initialise a module or component: run its init export once and
+    /// write a snapshot that starts where it left off (wasmtime's Wizer), so
+    /// start-up work is paid at build time, not by every instance
+    Wizer(WizerArgs),
     /// Say what a file is, what it imports and exports, and why it would not run
     Inspect {
         /// A .wasm module or component, or a .wat file
@@ -251,9 +255,29 @@ struct ServeArgs {
     /// How long an idle instance is kept for the next request (default 1s)
     #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
     idle_instance_timeout: Option<Duration>,
+    /// Pre-initialise the component first, as `wasmpool wizer` does, running
+    /// the export FUNC (default wizer-initialize); the snapshot is kept in the
+    /// cache folder and made again only when the file changes
+    #[arg(long, value_name = "FUNC", num_args = 0..=1, require_equals = true,
+          default_missing_value = wasmpool::DEFAULT_INIT_FUNC)]
+    pre_init: Option<String>,
     /// Options as for `run`; --timeout is each request's deadline (default 30s)
     #[command(flatten)]
     run: RunArgs,
+}
+
+#[derive(Args)]
+struct WizerArgs {
+    /// The .wasm module or component (or .wat file) to pre-initialise
+    input: PathBuf,
+    /// Where to write the snapshot
+    output: PathBuf,
+    /// The export to run: a function of no parameters and no results
+    #[arg(long, value_name = "NAME", default_value = wasmpool::DEFAULT_INIT_FUNC)]
+    init_func: String,
+    /// The most fuel the init function may burn (default: unbounded)
+    #[arg(long, value_name = "N")]
+    fuel: Option<u64>,
 }
 
 #[derive(Args)]
@@ -291,6 +315,7 @@ fn main() -> ExitCode {
         #[cfg(feature = "serve")]
         Command::Serve(args) => serve(args, cli.compiled_cache_limit),
         Command::Bench(args) => bench(args),
+        Command::Wizer(args) => wizer(&args),
         Command::Inspect { file } => inspect(&file),
         Command::Pull {
             image, registry, ..
@@ -598,6 +623,7 @@ fn create(
     mut args: RunArgs,
     endpoints: Vec<EndpointSpec>,
     mut config: WasmConfig,
+    pre_init: Option<&str>,
 ) -> Result<(Arc<WasmRuntime>, ContainerId)> {
     if let Some(store) = args.keyvalue.take() {
         config.keyvalue = store;
@@ -624,7 +650,7 @@ fn create(
         warn_of_misplaced_options(if serving { "serve" } else { "run" }, &guest_args);
     }
     let file = PathBuf::from(&target);
-    let workload = if is_reference(&target) {
+    let mut workload = if is_reference(&target) {
         Workload::Image
     } else if is_text(&file)? {
         Workload::Text(load(&file)?)
@@ -632,6 +658,29 @@ fn create(
         // A binary is read through the runtime: unchanged, it is not read again.
         Workload::Binary
     };
+    if let Some(init_func) = pre_init {
+        let bytes = match workload {
+            Workload::Image => bail!("--pre-init takes a file, not an image reference"),
+            Workload::Text(bytes) => bytes,
+            Workload::Binary => load(&file)?,
+        };
+        let started = std::time::Instant::now();
+        let (snapshot, made) = wasmpool::pre_initialize_cached(
+            &config.cache_dir.join("preinit"),
+            &bytes,
+            init_func,
+            args.fuel,
+        )
+        .with_context(|| format!("cannot pre-initialise '{}'", file.display()))?;
+        if made && !QUIET.load(Ordering::Relaxed) {
+            eprintln!(
+                "{} pre-initialised by `{init_func}` in {:.1?}",
+                file.display(),
+                started.elapsed()
+            );
+        }
+        workload = Workload::Text(snapshot);
+    }
     let image = match workload {
         Workload::Image => ImageSpec::new(target.clone()),
         _ => ImageSpec::new(guest_name(&file)),
@@ -699,6 +748,24 @@ fn create(
         }
     }
     Ok((runtime, id))
+}
+
+fn wizer(args: &WizerArgs) -> Result<ExitCode> {
+    let input = load(&args.input)?;
+    let started = std::time::Instant::now();
+    let snapshot = wasmpool::pre_initialize(&input, &args.init_func, args.fuel)
+        .with_context(|| format!("cannot pre-initialise '{}'", args.input.display()))?;
+    std::fs::write(&args.output, &snapshot)
+        .with_context(|| format!("cannot write '{}'", args.output.display()))?;
+    eprintln!(
+        "{} pre-initialised by `{}` in {:.1?}: {} ({})",
+        args.input.display(),
+        args.init_func,
+        started.elapsed(),
+        args.output.display(),
+        human(snapshot.len() as u64)
+    );
+    Ok(ExitCode::SUCCESS)
 }
 
 fn images(limit: Option<u64>) -> Result<ExitCode> {
@@ -823,6 +890,7 @@ fn run(args: RunArgs, limit: Option<u64>) -> Result<ExitCode> {
             compiled_cache_limit: limit.unwrap_or(defaults.compiled_cache_limit),
             ..defaults
         },
+        None,
     )?;
     let interrupted = Arc::new(AtomicBool::new(false));
     {
@@ -910,6 +978,7 @@ fn serve(args: ServeArgs, limit: Option<u64>) -> Result<ExitCode> {
             compiled_cache_limit: limit.unwrap_or(defaults.compiled_cache_limit),
             ..defaults
         },
+        args.pre_init.as_deref(),
     )?;
     compile_showing(&runtime, &id, file.as_deref());
     let handle = runtime.start(&id)?;

@@ -429,7 +429,7 @@ impl Hasher for Sha256Hasher {
 
 /// Refuses a folder (`is_dir`) or file that is a symbolic link, is of the
 /// other kind, belongs to another user, or that group or others may write.
-fn trusted(path: &Path, is_dir: bool) -> Result<(), String> {
+pub(crate) fn trusted(path: &Path, is_dir: bool) -> Result<(), String> {
     let meta = std::fs::symlink_metadata(path).map_err(|e| e.to_string())?;
     check_owner(&meta, path, is_dir)
 }

@@ -18,8 +18,10 @@ pub(crate) mod engine;
 pub(crate) mod fit;
 pub(crate) mod images;
 pub(crate) mod native;
+pub(crate) mod preinit;
 
 pub use detect::{detect_wasm_version_from_binary, http_handler_export, WasiVersion};
+pub use preinit::{pre_initialize, pre_initialize_cached, DEFAULT_INIT_FUNC};
 
 pub(crate) use disk_cache::DiskCache;
 pub(crate) use engine::Engines;
