@@ -46,7 +46,7 @@ fn the_readme_flag_list_matches_help() {
     };
     let documented = long_options(block);
     let mut listed = std::collections::BTreeSet::new();
-    for command in ["run", "serve", "pull", "prune", "bench", "images"] {
+    for command in ["run", "serve", "pull", "prune", "bench", "images", "wizer"] {
         listed.extend(long_options(&help(&[command, "--help"])));
     }
     listed.extend(long_options(&help(&["--help"])));

@@ -21,6 +21,7 @@ mod limits;
 mod logs;
 mod metrics;
 mod p3;
+mod preinit;
 mod registry;
 mod registry_bounds;
 mod reliability;

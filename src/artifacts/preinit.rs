@@ -11,12 +11,14 @@
 
 use super::detect::{detect_wasm_version_from_binary, WasiVersion};
 use anyhow::{anyhow, Result};
-use wasmtime::error::Context as _;
-use wasmtime::{bail, Result as WResult};
 use std::future::Future;
 use std::pin::pin;
 use std::task::{Context, Poll, Waker};
-use wasmtime::component::{Component, Instance as ComponentInstance, Lift, ResourceTable, WasmList};
+use wasmtime::component::{
+    Component, Instance as ComponentInstance, Lift, ResourceTable, WasmList,
+};
+use wasmtime::error::Context as _;
+use wasmtime::{bail, Result as WResult};
 use wasmtime::{Config, Engine, Linker, Module, Store, Val};
 use wasmtime_wasi::{WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
 use wasmtime_wizer::{ComponentInstanceState, InstanceState, SnapshotVal, ValType, Wizer};
@@ -89,9 +91,14 @@ fn module(
     let (cx, instrumented) = wizer.instrument(wasm)?;
     let module = Module::new(engine, &instrumented).context("compiling the module")?;
     match module.get_export(init_func) {
-        Some(wasmtime::ExternType::Func(ty)) if ty.params().len() == 0 && ty.results().len() == 0 => {}
-        Some(_) => bail!("the module's `{init_func}` export is not a function of no parameters and no results"),
-        None => bail!("the module has no `{init_func}` export to run (name another with --init-func)"),
+        Some(wasmtime::ExternType::Func(ty))
+            if ty.params().len() == 0 && ty.results().len() == 0 => {}
+        Some(_) => bail!(
+            "the module's `{init_func}` export is not a function of no parameters and no results"
+        ),
+        None => {
+            bail!("the module has no `{init_func}` export to run (name another with --init-func)")
+        }
     }
     let mut store = {
         // A WASIp1 context over the same rights: stdout and stderr only.
@@ -134,9 +141,11 @@ fn component(
     init_func: &str,
     max_fuel: Option<u64>,
 ) -> WResult<Vec<u8>> {
+    // The component lifts its init export: the core function stays for it.
+    let mut wizer = wizer.clone();
+    wizer.keep_init_func(true);
     let (cx, instrumented) = wizer.instrument_component(wasm)?;
-    let component =
-        Component::new(engine, &instrumented).context("compiling the component")?;
+    let component = Component::new(engine, &instrumented).context("compiling the component")?;
     let Some((item, index)) = component.get_export(None, init_func) else {
         bail!("the component has no `{init_func}` export to run (name another with --init-func)");
     };
@@ -275,7 +284,8 @@ pub fn pre_initialize_cached(
         .mode(0o700)
         .create(dir)
         .map_err(|e| anyhow!("cannot make '{}': {e}", dir.display()))?;
-    super::disk_cache::trusted(dir, true).map_err(|why| anyhow!("not using the snapshot cache: {why}"))?;
+    super::disk_cache::trusted(dir, true)
+        .map_err(|why| anyhow!("not using the snapshot cache: {why}"))?;
     let mut key = sha2::Sha256::new();
     key.update(wasm);
     key.update([0]);
