@@ -1,0 +1,19 @@
+"""A wasi:http/incoming-handler@0.2.0 handler: answers every request with a short text."""
+
+from wit_world import exports
+from wit_world.imports.types import (
+    IncomingRequest, ResponseOutparam, OutgoingResponse, Fields, OutgoingBody,
+)
+from componentize_py_types import Ok
+
+
+class IncomingHandler(exports.IncomingHandler):
+    def handle(self, request: IncomingRequest, response_out: ResponseOutparam) -> None:
+        body_text = f"hello from python {request.path_with_query()}\n".encode()
+        response = OutgoingResponse(Fields.from_list([("content-type", b"text/plain")]))
+        body = response.body()
+        ResponseOutparam.set(response_out, Ok(response))
+        stream = body.write()
+        stream.blocking_write_and_flush(body_text)
+        stream.__exit__(None, None, None)
+        OutgoingBody.finish(body, None)
