@@ -302,6 +302,11 @@ impl RequestJob {
     }
 
     /// What the handler set on its outparam: the first answer wins.
+    /// Whether its client has had its answer (or its end).
+    pub(crate) fn has_answered(&self) -> bool {
+        self.reply.lock().is_none()
+    }
+
     pub(crate) fn answered(&self, answer: Answer) {
         if let Some(reply) = self.reply.lock().take() {
             let _ = reply.send(Reply::Answered(answer));

@@ -98,8 +98,19 @@ struct Waiting {
 pub(crate) struct Pool {
     reuse: Reuse,
     state: Mutex<PoolState>,
+    /// `state.closed`, read by every instance at every poll without the lock.
+    closed: AtomicBool,
     /// Told when the last instance ended.
     ended: tokio::sync::Notify,
+}
+
+impl PoolState {
+    fn make_available(&mut self, id: u64, waker: &Waker) {
+        match self.available.iter_mut().find(|(known, _)| *known == id) {
+            Some((_, known)) => known.clone_from(waker),
+            None => self.available.push((id, waker.clone())),
+        }
+    }
 }
 
 #[derive(Default)]
@@ -120,6 +131,7 @@ impl Pool {
         Pool {
             reuse,
             state: Mutex::new(PoolState::default()),
+            closed: AtomicBool::new(false),
             ended: tokio::sync::Notify::new(),
         }
     }
@@ -150,28 +162,56 @@ impl Pool {
     }
 
     /// An instance may take a request (`can`): the first waiting one, else it
-    /// is available until it is woken. One that may not is not available;
-    /// if then no instance is and requests wait, a new instance takes one.
-    fn offer(&self, reused: &Reused, can: bool, waker: &Waker) -> Option<Waiting> {
+    /// is available until it is woken. One that will take one once its call
+    /// in hand returns (`soon`: every request it holds was answered) stays
+    /// available, so that a client's next request, sent on its answer, finds
+    /// it; if that call is parked (on its body's writes, say) a request
+    /// waiting meanwhile goes to a new instance. One that may not take any is
+    /// not available; if then no instance is and requests wait, a new
+    /// instance takes one.
+    fn offer(
+        &self,
+        reused: &Reused,
+        can: bool,
+        soon: bool,
+        parked: bool,
+        waker: &Waker,
+    ) -> Option<Waiting> {
         let mut state = self.state.lock();
-        if can && !state.closed {
-            if let Some(waiting) = state.waiting.pop_front() {
-                return Some(waiting);
-            }
-            match state.available.iter_mut().find(|(id, _)| *id == reused.id) {
-                Some((_, known)) => known.clone_from(waker),
-                None => state.available.push((reused.id, waker.clone())),
-            }
+        if state.closed {
+            state.available.retain(|(id, _)| *id != reused.id);
             return None;
         }
-        state.available.retain(|(id, _)| *id != reused.id);
-        if state.available.is_empty() && !state.closed {
-            if let Some(waiting) = state.waiting.pop_front() {
-                drop(state);
-                Reused::start(&reused.served, waiting);
+        if can || soon {
+            if can {
+                if let Some(waiting) = state.waiting.pop_front() {
+                    return Some(waiting);
+                }
+            }
+            state.make_available(reused.id, waker);
+            if can || !parked {
+                return None;
+            }
+        } else {
+            state.available.retain(|(id, _)| *id != reused.id);
+            if !state.available.is_empty() {
+                return None;
             }
         }
+        if let Some(waiting) = state.waiting.pop_front() {
+            drop(state);
+            Reused::start(&reused.served, waiting);
+        }
         None
+    }
+
+    /// The instance is about to answer the last request it holds: available
+    /// from now, before the client hears its answer.
+    fn answering(&self, reused: &Reused, waker: &Waker) {
+        let mut state = self.state.lock();
+        if !state.closed {
+            state.make_available(reused.id, waker);
+        }
     }
 
     /// Whether an idle instance may go: no request waits for it.
@@ -186,7 +226,7 @@ impl Pool {
     }
 
     fn closed(&self) -> bool {
-        self.state.lock().closed
+        self.closed.load(Ordering::Acquire)
     }
 
     /// The service stops: waiting requests are answered `503`, and idle
@@ -195,6 +235,7 @@ impl Pool {
         let (waiting, wakers) = {
             let mut state = self.state.lock();
             state.closed = true;
+            self.closed.store(true, Ordering::Release);
             let wakers: Vec<Waker> = state.available.drain(..).map(|(_, w)| w).collect();
             (std::mem::take(&mut state.waiting), wakers)
         };
@@ -281,6 +322,8 @@ pub(crate) struct Reused {
     waiting_only: AtomicBool,
     /// The wake-up armed for its next deadline.
     timer: Mutex<Option<TimerKey>>,
+    /// Its event loop's waker, as of its last turn.
+    waker: Mutex<Option<Waker>>,
 }
 
 /// How a reused instance's run ended, seen from outside its event loop.
@@ -312,12 +355,13 @@ impl Reused {
             accepting: AtomicBool::new(true),
             waiting_only: AtomicBool::new(false),
             timer: Mutex::new(None),
+            waker: Mutex::new(None),
         });
         pool.state.lock().live.insert(id, Arc::downgrade(&reused));
         served.stats.instance_made();
         served.stats.request_began(id, &reused.stats);
-        let Waiting { job, request } = first;
-        let future = run(reused.clone(), request);
+        let job = first.job.clone();
+        let future = run(reused.clone(), first);
         let task = Arc::new(Task::new(
             reused.clone(),
             Box::pin(future),
@@ -508,7 +552,7 @@ impl Reused {
     async fn serve(
         self: &Arc<Self>,
         handler: &Handler,
-        first: &mut Option<Request<RequestBody>>,
+        first: &mut Option<Waiting>,
     ) -> Result<Outcome, RunError> {
         let served = &self.served;
         let plan = &served.instance.plan;
@@ -541,7 +585,6 @@ impl Reused {
                 let first = first
                     .take()
                     .ok_or_else(|| RunError::CannotRun("the request was handed out".into()))?;
-                let first = (self.taken.lock()[0].job.clone(), first);
                 store
                     .run_concurrent(async |accessor| {
                         self.requests(accessor, &proxy, func, first, &meter).await
@@ -574,7 +617,7 @@ impl Reused {
         accessor: &Accessor<HostState>,
         proxy: &Proxy,
         func: Func,
-        first: (Arc<RequestJob>, Request<RequestBody>),
+        first: Waiting,
         meter: &Mutex<Meter>,
     ) -> wasmtime::Result<()> {
         let reuse = self.pool().reuse;
@@ -600,9 +643,9 @@ impl Reused {
                     sent,
                 )
             });
-            handle(accessor, prepared, answered, job)
+            handle(self, accessor, prepared, answered, job)
         };
-        calls.push(accept(first.0, first.1, true));
+        calls.push(accept(first.job, first.request, true));
         poll_fn(|cx| loop {
             match calls.poll_next_unpin(cx) {
                 Poll::Ready(Some(Ok(request))) => self.returned(request),
@@ -610,11 +653,21 @@ impl Reused {
                 Poll::Ready(None) | Poll::Pending => {}
             }
             let ready = accessor.poll_ready_for_concurrent_call(func, cx).is_ready();
+            let accepting = self.accepting.load(Ordering::Acquire);
+            let waiting_only = self.waiting_only.load(Ordering::Acquire);
             let can = ready
-                && self.accepting.load(Ordering::Acquire)
+                && accepting
                 && calls.len() < reuse.max_concurrent
-                && (calls.is_empty() || self.waiting_only.load(Ordering::Acquire));
-            if let Some(Waiting { job, request }) = self.pool().offer(self, can, cx.waker()) {
+                && (calls.is_empty() || waiting_only);
+            // Its calls in hand have all answered.
+            let soon = accepting && self.all_answered(None);
+            match &mut *self.waker.lock() {
+                Some(known) => known.clone_from(cx.waker()),
+                unknown => *unknown = Some(cx.waker().clone()),
+            }
+            if let Some(Waiting { job, request }) =
+                self.pool().offer(self, can, soon, waiting_only, cx.waker())
+            {
                 self.take(&job);
                 let alone = calls.is_empty();
                 calls.push(accept(job, request, alone));
@@ -632,6 +685,26 @@ impl Reused {
         .await
     }
 
+    /// Whether every request it holds (but `except`) has had its answer.
+    fn all_answered(&self, except: Option<u64>) -> bool {
+        self.taken
+            .lock()
+            .iter()
+            .filter(|taken| Some(taken.job.id()) != except)
+            .all(|taken| taken.job.has_answered())
+    }
+
+    /// `job`'s answer is about to go out: if it was the last one unanswered,
+    /// the instance is available before its client can send another request.
+    fn answering(&self, job: &RequestJob) {
+        if !self.accepting.load(Ordering::Acquire) || !self.all_answered(Some(job.id())) {
+            return;
+        }
+        if let Some(waker) = self.waker.lock().clone() {
+            self.pool().answering(self, &waker);
+        }
+    }
+
     /// Marks the instance's requests busy (`503`, try again): no instance could be made now.
     fn busy(&self, reason: &str) {
         for job in self.unfinished() {
@@ -643,6 +716,7 @@ impl Reused {
 /// One request's call of `handle`, its answer forwarded to its client as
 /// soon as the handler gives it; the request's number once `handle` returned.
 async fn handle(
+    reused: &Reused,
     accessor: &Accessor<HostState>,
     prepared: wasmtime::Result<Prepared<'_, HostState>>,
     answered: futures_channel::oneshot::Receiver<
@@ -653,6 +727,7 @@ async fn handle(
     let request = job.id();
     let forward = async move {
         if let Ok(answer) = answered.await {
+            reused.answering(&job);
             job.answered(answer.map_err(|e| format!("{e:#}")));
         }
     };
@@ -709,10 +784,10 @@ impl Meter {
 
 /// The run of a reused instance: on the on-demand engine when every pooled
 /// slot is taken; the instance's end, for the requests it still holds.
-async fn run(reused: Arc<Reused>, request: Request<RequestBody>) -> Outcome {
+async fn run(reused: Arc<Reused>, first: Waiting) -> Outcome {
     let served = reused.served.clone();
     reused.stats.begin(false);
-    let mut first = Some(request);
+    let mut first = Some(first);
     let mut outcome = reused.serve(&served.handler, &mut first).await;
     if let Err(RunError::Setup(e)) = &outcome {
         if e.downcast_ref::<PoolConcurrencyLimitError>().is_some() && first.is_some() {
