@@ -5,7 +5,7 @@
 
 use crate::common::service::*;
 use crate::common::*;
-use crate::serving::{serve, service_spec};
+use crate::serving::{request_notes, serve, service_spec};
 use std::path::PathBuf;
 use std::time::Duration;
 use wasmpool::{LogStream, Runtime, ServiceSpec, WasmConfig, WasmRuntime, WasmSpec};
@@ -114,13 +114,7 @@ fn a_request_past_its_deadline_gets_504_the_instance_goes_and_a_neighbour_is_ser
     let spun = spinner.join().unwrap();
     assert_eq!(spun.status, 504, "{}", spun.text());
     counts(address, &["/d"]);
-    let notes: Vec<_> = rt
-        .get_logs(&id)
-        .unwrap()
-        .into_iter()
-        .filter(|e| e.stream == LogStream::Runtime && e.request.is_some())
-        .map(|e| e.message)
-        .collect();
+    let notes = request_notes(&rt, &id);
     assert!(
         notes
             .iter()

@@ -267,13 +267,7 @@ fn failures_stay_in_their_request_and_are_logged_with_its_request_line() {
     assert_eq!(silent.status, 500);
     assert!(silent.text().contains("without setting a response"));
     assert_eq!(get(address, "/hello").status, 200);
-    let notes: Vec<_> = rt
-        .get_logs(&id)
-        .unwrap()
-        .into_iter()
-        .filter(|e| e.stream == LogStream::Runtime && e.request.is_some())
-        .map(|e| e.message)
-        .collect();
+    let notes = request_notes(&rt, &id);
     assert!(
         notes
             .iter()
@@ -290,6 +284,16 @@ fn failures_stay_in_their_request_and_are_logged_with_its_request_line() {
     until_in_flight(&rt, &id, 0);
     let http = rt.get_container_stats(&id).unwrap().http.unwrap();
     assert_eq!(http.by_class[4], 3);
+}
+
+/// What the runtime logged about single requests of a service (their failures).
+pub(crate) fn request_notes(rt: &WasmRuntime, id: &wasmpool::ContainerId) -> Vec<String> {
+    rt.get_logs(id)
+        .unwrap()
+        .into_iter()
+        .filter(|e| e.stream == LogStream::Runtime && e.request.is_some())
+        .map(|e| e.message)
+        .collect()
 }
 
 /// Waits (bounded) until the service has exactly `count` requests in flight.

@@ -65,20 +65,31 @@ impl WasiView for Host {
     }
 }
 
-fn store(engine: &Engine, max_fuel: Option<u64>) -> WResult<Store<Host>> {
-    let ctx = WasiCtxBuilder::new()
-        .inherit_stdout()
-        .inherit_stderr()
-        .build();
-    let mut store = Store::new(
-        engine,
-        Host {
-            ctx,
-            table: ResourceTable::new(),
-        },
-    );
+/// A store over `data` whose init run may burn `max_fuel`.
+fn store<T>(engine: &Engine, data: T, max_fuel: Option<u64>) -> WResult<Store<T>> {
+    let mut store = Store::new(engine, data);
     store.set_fuel(max_fuel.unwrap_or(u64::MAX))?;
     Ok(store)
+}
+
+/// The rights of an init function: stdout and stderr, nothing else.
+fn wasi() -> WasiCtxBuilder {
+    let mut builder = WasiCtxBuilder::new();
+    builder.inherit_stdout().inherit_stderr();
+    builder
+}
+
+/// Refuses an init export that is missing or not `func()`.
+fn check_init(kind: &str, init_func: &str, found: Option<bool>) -> WResult<()> {
+    match found {
+        Some(true) => Ok(()),
+        Some(false) => bail!(
+            "the {kind}'s `{init_func}` export is not a function of no parameters and no results"
+        ),
+        None => {
+            bail!("the {kind} has no `{init_func}` export to run (name another with --init-func)")
+        }
+    }
 }
 
 fn module(
@@ -90,26 +101,11 @@ fn module(
 ) -> WResult<Vec<u8>> {
     let (cx, instrumented) = wizer.instrument(wasm)?;
     let module = Module::new(engine, &instrumented).context("compiling the module")?;
-    match module.get_export(init_func) {
-        Some(wasmtime::ExternType::Func(ty))
-            if ty.params().len() == 0 && ty.results().len() == 0 => {}
-        Some(_) => bail!(
-            "the module's `{init_func}` export is not a function of no parameters and no results"
-        ),
-        None => {
-            bail!("the module has no `{init_func}` export to run (name another with --init-func)")
-        }
-    }
-    let mut store = {
-        // A WASIp1 context over the same rights: stdout and stderr only.
-        let ctx = WasiCtxBuilder::new()
-            .inherit_stdout()
-            .inherit_stderr()
-            .build_p1();
-        let mut store = Store::new(engine, ctx);
-        store.set_fuel(max_fuel.unwrap_or(u64::MAX))?;
-        store
-    };
+    let found = module.get_export(init_func).map(|export| {
+        matches!(export, wasmtime::ExternType::Func(ty) if ty.params().len() == 0 && ty.results().len() == 0)
+    });
+    check_init("module", init_func, found)?;
+    let mut store = store(engine, wasi().build_p1(), max_fuel)?;
     let mut linker = Linker::new(engine);
     wasmtime_wasi::p1::add_to_linker_sync(&mut linker, |ctx| ctx)?;
     linker.define_unknown_imports_as_traps(&module)?;
@@ -146,15 +142,17 @@ fn component(
     wizer.keep_init_func(true);
     let (cx, instrumented) = wizer.instrument_component(wasm)?;
     let component = Component::new(engine, &instrumented).context("compiling the component")?;
-    let Some((item, index)) = component.get_export(None, init_func) else {
-        bail!("the component has no `{init_func}` export to run (name another with --init-func)");
+    let export = component.get_export(None, init_func);
+    let found = export.as_ref().map(|(item, _)| {
+        matches!(item, wasmtime::component::types::ComponentItem::ComponentFunc(ty) if ty.params().len() == 0 && ty.results().len() == 0)
+    });
+    check_init("component", init_func, found)?;
+    let index = export.expect("checked above").1;
+    let host = Host {
+        ctx: wasi().build(),
+        table: ResourceTable::new(),
     };
-    match item {
-        wasmtime::component::types::ComponentItem::ComponentFunc(ty)
-            if ty.params().len() == 0 && ty.results().len() == 0 => {}
-        _ => bail!("the component's `{init_func}` export is not a function of no parameters and no results"),
-    }
-    let mut store = store(engine, max_fuel)?;
+    let mut store = store(engine, host, max_fuel)?;
     let mut linker = wasmtime::component::Linker::new(engine);
     wasmtime_wasi::p2::add_to_linker_sync(&mut linker)?;
     // What else it imports (wasi:http, WASIp3, keyvalue…) traps if the init function calls it.
