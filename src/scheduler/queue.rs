@@ -185,6 +185,21 @@ impl RunQueue {
         }
     }
 
+    /// Queues a task that used up its slice behind the runnable ones, waking
+    /// a sleeping worker if one is; with none runnable it is handed back to
+    /// its worker to poll again at once.
+    pub(crate) fn requeue(&self, task: Arc<Task>) -> Option<Arc<Task>> {
+        let mut state = self.state.lock();
+        if state.messages.is_empty() {
+            return Some(task);
+        }
+        state.messages.push_back(Message::Run(task));
+        if state.sleeping > 0 {
+            self.ready.notify_one();
+        }
+        None
+    }
+
     pub(crate) fn push_task(&self, task: Arc<Task>) {
         self.push(Message::Run(task));
     }

@@ -407,4 +407,43 @@ mod tests {
         drop(task);
         assert_eq!(waiter.try_wait(), Some(Outcome::Stopped));
     }
+
+    #[test]
+    fn a_yielding_task_keeps_its_worker_unless_another_is_runnable() {
+        fn yielding() -> JobFuture {
+            Box::pin(std::future::poll_fn(|cx| {
+                cx.waker().wake_by_ref();
+                Poll::<Outcome>::Pending
+            }))
+        }
+        let (task, _completion, queue, timers) = task_of(yielding(), false);
+        task.schedule();
+        assert_eq!(queue.drain_tasks().len(), 1, "taken as a worker takes it");
+        assert!(matches!(task.run_slice(&mut None), Slice::Yielded));
+        // Nothing else runnable: handed back to its worker, not queued.
+        let back = queue.requeue(task.clone()).expect("handed back");
+        assert!(Arc::ptr_eq(&back, &task));
+        assert_eq!(queue.load().0, 0);
+        // The poll it is owed was kept: it runs again.
+        assert!(matches!(task.run_slice(&mut None), Slice::Yielded));
+        // Another task is runnable: it goes behind that one.
+        let other = Arc::new(Task::new(
+            Arc::new(Probe {
+                completion: Arc::new(Completion::default()),
+                panic_after_poll: AtomicBool::new(false),
+            }),
+            yielding(),
+            &queue,
+            &timers,
+            1_000,
+        ));
+        other.schedule();
+        assert!(
+            queue.requeue(task.clone()).is_none(),
+            "queued behind the other"
+        );
+        let order = queue.drain_tasks();
+        assert_eq!(order.len(), 2);
+        assert!(Arc::ptr_eq(&order[0], &other) && Arc::ptr_eq(&order[1], &task));
+    }
 }

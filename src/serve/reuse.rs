@@ -111,6 +111,21 @@ impl PoolState {
             None => self.available.push((id, waker.clone())),
         }
     }
+
+    /// The waker of an available instance other than `except`, moved to the
+    /// back of the list: successive requests wake different instances, as
+    /// tokio's `Notify::notify_one` wakes different waiters — not the same
+    /// one again and again while the others idle.
+    fn next_available(&mut self, except: Option<u64>) -> Option<Waker> {
+        let at = self
+            .available
+            .iter()
+            .position(|(id, _)| Some(*id) != except)?;
+        let entry = self.available.remove(at);
+        let waker = entry.1.clone();
+        self.available.push(entry);
+        Some(waker)
+    }
 }
 
 #[derive(Default)]
@@ -150,8 +165,7 @@ impl Pool {
             return;
         }
         let waiting = Waiting { job, request };
-        if let Some((_, waker)) = state.available.first() {
-            let waker = waker.clone();
+        if let Some(waker) = state.next_available(None) {
             state.waiting.push_back(waiting);
             drop(state);
             waker.wake();
@@ -185,6 +199,14 @@ impl Pool {
         if can || soon {
             if can {
                 if let Some(waiting) = state.waiting.pop_front() {
+                    // More wait: another available instance takes the next.
+                    let next = (!state.waiting.is_empty())
+                        .then(|| state.next_available(Some(reused.id)))
+                        .flatten();
+                    drop(state);
+                    if let Some(waker) = next {
+                        waker.wake();
+                    }
                     return Some(waiting);
                 }
             }
@@ -872,5 +894,37 @@ impl Job for Reused {
 
     fn detach(&self) {
         self.control.detach();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ids(state: &PoolState) -> Vec<u64> {
+        state.available.iter().map(|(id, _)| *id).collect()
+    }
+
+    #[test]
+    fn successive_requests_wake_different_available_instances() {
+        let mut state = PoolState::default();
+        for id in [1, 2, 3] {
+            state.make_available(id, Waker::noop());
+        }
+        // Each wake-up moves the woken instance to the back.
+        assert!(state.next_available(None).is_some());
+        assert_eq!(ids(&state), [2, 3, 1]);
+        assert!(state.next_available(None).is_some());
+        assert_eq!(ids(&state), [3, 1, 2]);
+        // An instance that took a request wakes another for the next one.
+        assert!(state.next_available(Some(3)).is_some());
+        assert_eq!(ids(&state), [3, 2, 1]);
+        // Known instances are not listed twice.
+        state.make_available(2, Waker::noop());
+        assert_eq!(ids(&state), [3, 2, 1]);
+        // Alone, it has no other to wake.
+        state.available.retain(|(id, _)| *id == 3);
+        assert!(state.next_available(Some(3)).is_none());
+        assert!(state.next_available(None).is_some());
     }
 }
