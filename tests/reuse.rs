@@ -12,7 +12,8 @@ use wasmpool::{LogStream, Runtime, ServiceSpec, WasmConfig, WasmRuntime, WasmSpe
 
 /// Counts its requests in a global and answers the count as one digit;
 /// `/trap` traps, `/spin` spins forever, `/work` burns about 6 million
-/// units of fuel first (all after counting).
+/// units of fuel first, `/leak` keeps 1 MiB more memory (trapping if the
+/// grow is refused) — all after counting.
 fn counting_handler() -> Vec<u8> {
     handler(
         "(local $i i32) (local $c i32)",
@@ -22,6 +23,8 @@ fn counting_handler() -> Vec<u8> {
            (local.set $c (i32.load8_u (i32.add (i32.load (i32.const 132)) (i32.const 1))))
            (if (i32.eq (local.get $c) (i32.const 116)) (then unreachable))
            (if (i32.eq (local.get $c) (i32.const 115)) (then (loop $forever (br $forever))))
+           (if (i32.eq (local.get $c) (i32.const 108))
+               (then (if (i32.eq (memory.grow (i32.const 16)) (i32.const -1)) (then unreachable))))
            (if (i32.eq (local.get $c) (i32.const 119))
                (then
                    (local.set $i (i32.const 1000000))
@@ -93,6 +96,39 @@ fn a_reused_instance_that_traps_or_runs_out_of_fuel_is_never_reused_and_each_req
     assert!(spun.text().contains("fuel"), "{}", spun.text());
     assert_eq!(counts(address, &["/d"]), ["1"]);
     assert_eq!(instances(&rt, &id), 3);
+}
+
+#[test]
+fn a_reused_instance_that_leaks_ends_at_its_memory_limit_while_a_neighbour_is_served() {
+    let (_dir, rt) = runtime_with(2, |c| c.http_max_instance_reuse_count = Some(100));
+    let spec = ServiceSpec {
+        wasm: Some(WasmSpec {
+            max_memory: Some("4Mi".into()),
+            ..Default::default()
+        }),
+        ..service_spec()
+    };
+    let (id, address) = serve(&rt, "leaking", &spec, &counting_handler());
+    let (_neighbour, neighbour) = serve(&rt, "neighbour", &service_spec(), &counting_handler());
+    let mut leaked = 0;
+    let refused = loop {
+        let reply = get(address, "/leak");
+        if reply.status != 200 {
+            break reply;
+        }
+        leaked += 1;
+        assert!(leaked < 8, "4 MiB held {leaked} leaks of 1 MiB");
+        // The neighbour is served between the leaks.
+        assert_eq!(get(neighbour, "/a").status, 200);
+    };
+    // The memory limit is the instance's across its requests, not each one's.
+    assert!(leaked >= 1, "not one leak of 1 MiB fit in 4 MiB");
+    assert_eq!(refused.status, 500, "{}", refused.text());
+    assert!(refused.text().contains("unreachable"), "{}", refused.text());
+    // Never reused: the next request has a fresh instance, counting from 1.
+    assert_eq!(counts(address, &["/a"]), ["1"]);
+    assert_eq!(instances(&rt, &id), 2);
+    assert_eq!(get(neighbour, "/a").status, 200);
 }
 
 #[test]
