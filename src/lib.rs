@@ -39,7 +39,8 @@
 //! [`WasmRuntime`] is `Send + Sync`: share it behind an `Arc` and call it from
 //! any number of threads. Guests are fuel-metered and yield every
 //! [`WasmConfig::fuel_slice`] units of fuel; each worker polls one guest for
-//! slices up to a 1 ms quantum, then the next runnable one, so many guests share few workers and
+//! slices up to a 1 ms quantum, then the next runnable one (a guest just started or
+//! woken goes first at the end of a slice), so many guests share few workers and
 //! a stop or a deadline ends even a guest that never calls the host. A guest
 //! waiting in a host call (a sleep, stdin, a socket) holds no worker until its
 //! host event, a stop or its deadline. [`WasmConfig::queue_limit`] bounds how

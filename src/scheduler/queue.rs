@@ -22,7 +22,7 @@
 use super::task::Task;
 use parking_lot::{Condvar, Mutex, MutexGuard};
 use std::collections::VecDeque;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::thread;
 use std::time::Duration;
@@ -41,8 +41,10 @@ const WATCH_QUIET: Duration = Duration::from_millis(5);
 
 /// The set of instructions a worker knows how to process.
 pub(crate) enum Message {
-    /// Poll this task once.
+    /// Poll this task once: it was started or woken.
     Run(Arc<Task>),
+    /// Poll this task once more: it used up its quantum (see [`RunQueue::requeue`]).
+    Resume(Arc<Task>),
     /// Exit the worker loop.
     Shutdown,
 }
@@ -56,6 +58,8 @@ pub(crate) struct RunQueue {
     deferred: Mutex<Vec<Arc<Task>>>,
     /// Whether an idle worker watches `deferred`.
     watching: AtomicBool,
+    /// `Run` messages queued: tasks started or woken, waiting for a worker.
+    fresh: AtomicUsize,
 }
 
 struct State {
@@ -74,6 +78,7 @@ impl RunQueue {
             ready: Condvar::new(),
             deferred: Mutex::new(Vec::new()),
             watching: AtomicBool::new(false),
+            fresh: AtomicUsize::new(0),
         })
     }
 
@@ -83,7 +88,7 @@ impl RunQueue {
         let queued = state
             .messages
             .iter()
-            .filter(|m| matches!(m, Message::Run(_)))
+            .filter(|m| matches!(m, Message::Run(_) | Message::Resume(_)))
             .count();
         (queued + self.deferred.lock().len(), state.sleeping)
     }
@@ -123,7 +128,7 @@ impl RunQueue {
     /// meanwhile if no other worker does.
     pub(super) fn next_message(&self) -> Message {
         let mut state = self.state.lock();
-        if let Some(message) = state.messages.pop_front() {
+        if let Some(message) = self.pop(&mut state) {
             return message;
         }
         if self
@@ -140,7 +145,7 @@ impl RunQueue {
             state.sleeping += 1;
             let timed_out = self.ready.wait_for(&mut state, tick).timed_out();
             state.sleeping -= 1;
-            if let Some(message) = state.messages.pop_front() {
+            if let Some(message) = self.pop(&mut state) {
                 // Unlocked before the watch ends: its last look may queue.
                 drop(state);
                 drop(watch);
@@ -168,7 +173,7 @@ impl RunQueue {
     /// Waits for the next message without watching.
     fn sleep(&self, mut state: MutexGuard<'_, State>) -> Message {
         loop {
-            if let Some(message) = state.messages.pop_front() {
+            if let Some(message) = self.pop(&mut state) {
                 return message;
             }
             state.sleeping += 1;
@@ -177,8 +182,26 @@ impl RunQueue {
         }
     }
 
+    /// Takes the next message, counting a fresh task out.
+    fn pop(&self, state: &mut State) -> Option<Message> {
+        let message = state.messages.pop_front()?;
+        if let Message::Run(_) = message {
+            self.fresh.fetch_sub(1, Ordering::Relaxed);
+        }
+        Some(message)
+    }
+
+    /// Whether a task started or woken waits for a worker: a worker holding
+    /// a guest through its quantum lets it go to the queue at once then.
+    pub(crate) fn has_fresh(&self) -> bool {
+        self.fresh.load(Ordering::Relaxed) > 0
+    }
+
     fn push(&self, message: Message) {
         let mut state = self.state.lock();
+        if let Message::Run(_) = message {
+            self.fresh.fetch_add(1, Ordering::Relaxed);
+        }
         state.messages.push_back(message);
         if state.sleeping > 0 {
             self.ready.notify_one();
@@ -193,7 +216,7 @@ impl RunQueue {
         if state.messages.is_empty() {
             return Some(task);
         }
-        state.messages.push_back(Message::Run(task));
+        state.messages.push_back(Message::Resume(task));
         if state.sleeping > 0 {
             self.ready.notify_one();
         }
@@ -212,8 +235,9 @@ impl RunQueue {
     pub(crate) fn drain_tasks(&self) -> Vec<Arc<Task>> {
         let mut tasks = std::mem::take(&mut *self.deferred.lock());
         let messages = std::mem::take(&mut self.state.lock().messages);
+        self.fresh.store(0, Ordering::Relaxed);
         tasks.extend(messages.into_iter().filter_map(|message| match message {
-            Message::Run(task) => Some(task),
+            Message::Run(task) | Message::Resume(task) => Some(task),
             Message::Shutdown => None,
         }));
         tasks

@@ -318,6 +318,7 @@ fn panic_message(payload: &(dyn Any + Send)) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::scheduler::queue::Message;
     use crate::scheduler::{Completion, WaitHandle};
     use std::sync::atomic::AtomicBool;
 
@@ -409,7 +410,7 @@ mod tests {
     }
 
     #[test]
-    fn a_yielding_task_keeps_its_worker_unless_another_is_runnable() {
+    fn a_yielding_task_keeps_its_worker_until_a_started_or_woken_one_waits() {
         fn yielding() -> JobFuture {
             Box::pin(std::future::poll_fn(|cx| {
                 cx.waker().wake_by_ref();
@@ -437,13 +438,18 @@ mod tests {
             &timers,
             1_000,
         ));
+        assert!(!queue.has_fresh(), "a held task is not a fresh one");
         other.schedule();
+        // Just woken: the holder lets go at the end of its slice, not its quantum.
+        assert!(queue.has_fresh());
         assert!(
             queue.requeue(task.clone()).is_none(),
             "queued behind the other"
         );
-        let order = queue.drain_tasks();
-        assert_eq!(order.len(), 2);
-        assert!(Arc::ptr_eq(&order[0], &other) && Arc::ptr_eq(&order[1], &task));
+        assert!(matches!(queue.next_message(), Message::Run(t) if Arc::ptr_eq(&t, &other)));
+        // Only a task that used up its quantum waits now: no preemption for it.
+        assert!(!queue.has_fresh());
+        assert!(matches!(queue.next_message(), Message::Resume(t) if Arc::ptr_eq(&t, &task)));
+        assert_eq!(queue.load().0, 0);
     }
 }

@@ -1,13 +1,16 @@
 //! A worker thread's life: take the next runnable task, poll it for one slice, again.
 //!
 //! A task that used up its fuel slice keeps its worker for up to [`QUANTUM`]
-//! of wall time before it goes behind the other runnable tasks (and, with
-//! none runnable, for as long as it runs). A slice is short (100k fuel,
-//! some 30–50 µs) so that a stop, a deadline or a request's end is seen
-//! soon; a switch to another guest every slice cost each one a cold cache
-//! and TLB — a busy Python service ran its guest code 1.8x slower than
-//! `wasmtime serve` for it. Each slice still checks the guest's stop and
-//! deadline; only the hand-over to the next guest waits for the quantum.
+//! of wall time while the only other runnable tasks are ones that used up
+//! theirs too (and, with none runnable, for as long as it runs). A task just
+//! started or woken does not wait for the quantum: it goes first at the end
+//! of the slice, so a short guest or a woken service waits one slice behind
+//! a spinner, not a quantum (Linux's wake-up preemption, in short). A slice
+//! is short (100k fuel, some 30–50 µs) so that a stop, a deadline or a
+//! request's end is seen soon; a switch between spinning guests every slice
+//! cost each one a cold cache and TLB — a busy Python service ran its guest
+//! code 1.8x slower than `wasmtime serve` for it. Each slice still checks the
+//! guest's stop and deadline; only the hand-over to the next guest waits.
 
 use super::cpu_clock::CpuMark;
 use super::queue::{Message, RunQueue};
@@ -47,13 +50,14 @@ fn work(queue: &RunQueue) {
         let (task, since) = match next.take() {
             Some(held) => held,
             None => match queue.next_message() {
-                Message::Run(task) => (task, Instant::now()),
+                Message::Run(task) | Message::Resume(task) => (task, Instant::now()),
                 Message::Shutdown => return,
             },
         };
         if let Slice::Yielded = task.run_slice(&mut mark) {
             let now = Instant::now();
-            next = if now.duration_since(since) < QUANTUM {
+            let held = now.duration_since(since);
+            next = if held < QUANTUM && !queue.has_fresh() {
                 Some((task, since))
             } else {
                 queue.requeue(task).map(|task| (task, now))
