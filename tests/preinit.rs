@@ -61,22 +61,62 @@ fn a_pre_initialised_module_starts_where_its_init_function_left_off() {
     assert!(error.contains("fuel"), "{error}");
 }
 
-/// A wasi:http service whose init export sets the digit it answers (`7`);
-/// without pre-initialisation it answers `0`.
+/// A wasi:http service whose init export sets the digit it answers (`7`)
+/// and says hello on stdout (`wasi:cli/stdout@0.2.0`, served by the
+/// `@0.2.12` wasmtime-wasi links: a semver match); without
+/// pre-initialisation it answers `0`.
 fn initialised_service() -> Vec<u8> {
-    let wit = service_wit().replacen(
+    initialised_service_importing(false)
+}
+
+/// The same, importing (with `later`) an `async func` that nothing gives an
+/// init function, as a WASIp3 service's imports are: instantiated by the
+/// `*_async` entry points, and a trap only if the init function called it.
+fn initialised_service_importing(later: bool) -> Vec<u8> {
+    let mut wit = service_wit().replacen(
         "export wasi:http/incoming-handler@0.2.0;",
         "export wasi:http/incoming-handler@0.2.0;\n        export wizer-initialize: func();",
         1,
     );
+    let mut import = "";
+    if later {
+        wit = wit.replacen(
+            "export wizer-initialize: func();",
+            "export wizer-initialize: func();\n        import local:later/api;",
+            1,
+        ) + "\npackage local:later { interface api { wait: async func(); } }\n";
+        import = r#"(import "local:later/api" "wait" (func $wait))"#;
+    }
+    let never = if later {
+        r#"(func (export "never") (call $wait))"#
+    } else {
+        ""
+    };
     let core = format!(
-        r#"(module {PRELUDE}
-            (func (export "wizer-initialize") (global.set $count (i32.const 7)))
+        r#"(module {import} {PRELUDE}
+            (func (export "wizer-initialize")
+                (call $print (i32.const 1024) (i32.const 6))
+                (global.set $count (i32.const 7)))
+            {never}
             (func (export "wasi:http/incoming-handler@0.2.0#handle") (param $req i32) (param $out i32)
                 (i32.store8 (i32.const 1100) (i32.add (i32.const 48) (global.get $count)))
                 (call $respond (local.get $out) (i32.const 200) (i32.const 1100) (i32.const 1))))"#
     );
     component_of(&wit, "service", &core)
+}
+
+#[test]
+fn a_component_importing_async_functions_is_pre_initialised() {
+    let snapshot = wasmpool::pre_initialize(
+        &initialised_service_importing(true),
+        wasmpool::DEFAULT_INIT_FUNC,
+        None,
+    )
+    .unwrap();
+    assert_eq!(
+        wasmpool::detect_wasm_version_from_binary(&snapshot),
+        wasmpool::WasiVersion::Preview2
+    );
 }
 
 #[test]

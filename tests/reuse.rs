@@ -13,7 +13,8 @@ use wasmpool::{LogStream, Runtime, ServiceSpec, WasmConfig, WasmRuntime, WasmSpe
 /// Counts its requests in a global and answers the count as one digit;
 /// `/trap` traps, `/spin` spins forever, `/work` burns about 6 million
 /// units of fuel first, `/leak` keeps 1 MiB more memory (trapping if the
-/// grow is refused) — all after counting.
+/// grow is refused), `/init` burns about 600 million on an instance's first
+/// request only (a slow start-up) — all after counting.
 fn counting_handler() -> Vec<u8> {
     handler(
         "(local $i i32) (local $c i32)",
@@ -25,6 +26,13 @@ fn counting_handler() -> Vec<u8> {
            (if (i32.eq (local.get $c) (i32.const 115)) (then (loop $forever (br $forever))))
            (if (i32.eq (local.get $c) (i32.const 108))
                (then (if (i32.eq (memory.grow (i32.const 16)) (i32.const -1)) (then unreachable))))
+           (if (i32.and (i32.eq (local.get $c) (i32.const 105))
+                        (i32.eq (global.get $count) (i32.const 1)))
+               (then
+                   (local.set $i (i32.const 100000000))
+                   (loop $init
+                       (local.set $i (i32.sub (local.get $i) (i32.const 1)))
+                       (br_if $init (local.get $i)))))
            (if (i32.eq (local.get $c) (i32.const 119))
                (then
                    (local.set $i (i32.const 1000000))
@@ -129,6 +137,57 @@ fn a_reused_instance_that_leaks_ends_at_its_memory_limit_while_a_neighbour_is_se
     assert_eq!(counts(address, &["/a"]), ["1"]);
     assert_eq!(instances(&rt, &id), 2);
     assert_eq!(get(neighbour, "/a").status, 200);
+}
+
+#[test]
+fn a_burst_to_a_slow_starting_service_starts_no_more_instances_at_once_than_workers() {
+    // Each instance's first request is its slow start-up. Eight at once on
+    // two workers: two instances start, the rest wait for them (then a
+    // warm instance answers each at once); an instance each would only share
+    // the two workers eight ways and be ready late together.
+    let (_dir, rt) = runtime_with(2, |c| c.http_max_instance_reuse_count = Some(100));
+    let (id, address) = serve(&rt, "slow-start", &service_spec(), &counting_handler());
+    let replies: Vec<_> = std::thread::scope(|scope| {
+        let clients: Vec<_> = (0..8)
+            .map(|_| scope.spawn(move || get(address, "/init")))
+            .collect();
+        clients.into_iter().map(|c| c.join().unwrap()).collect()
+    });
+    for reply in &replies {
+        assert_eq!(reply.status, 200, "{}", reply.text());
+    }
+    // Two start; at most two more while the first two are busy for an instant.
+    let made = instances(&rt, &id);
+    assert!((2..=4).contains(&made), "{made} instances for 8 requests");
+    // Reused since: the counts go on past 1.
+    assert!(replies.iter().any(|r| r.text() != "1"));
+}
+
+#[test]
+fn a_request_whose_client_left_while_it_waited_for_an_instance_starts_none_and_stops_none() {
+    use std::io::Write;
+    // One worker: one instance starts at a time, and the others' requests wait.
+    let (_dir, rt) = runtime_with(1, |c| c.http_max_instance_reuse_count = Some(100));
+    let (id, address) = serve(&rt, "left", &service_spec(), &counting_handler());
+    std::thread::scope(|scope| {
+        let slow = scope.spawn(move || get(address, "/init"));
+        std::thread::sleep(Duration::from_millis(20));
+        // Three clients send a request and leave while the instance starts.
+        for _ in 0..3 {
+            let mut stream = std::net::TcpStream::connect(address).unwrap();
+            stream
+                .write_all(b"GET /gone HTTP/1.1\r\nhost: x\r\n\r\n")
+                .unwrap();
+            std::thread::sleep(Duration::from_millis(5));
+            drop(stream);
+        }
+        let reply = slow.join().unwrap();
+        assert_eq!((reply.status, reply.text()), (200, "1".to_string()));
+    });
+    // The instance skipped the requests nobody waits for: still taking
+    // requests, it answers the next one, and no other was started for them.
+    assert_eq!(counts(address, &["/next"]), ["2"]);
+    assert_eq!(instances(&rt, &id), 1);
 }
 
 #[test]

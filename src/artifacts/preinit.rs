@@ -156,19 +156,146 @@ fn component(
     let mut linker = wasmtime::component::Linker::new(engine);
     wasmtime_wasi::p2::add_to_linker_sync(&mut linker)?;
     // What else it imports (wasi:http, WASIp3, keyvalue…) traps if the init function calls it.
-    linker.define_unknown_imports_as_traps(&component)?;
-    let instance = linker
-        .instantiate(&mut store, &component)
-        .context("instantiating the component")?;
-    instance
-        .get_typed_func::<(), ()>(&mut store, index)?
-        .call(&mut store, ())
-        .with_context(|| format!("the init function `{init_func}` failed"))?;
-    let mut state = ComponentState {
-        store: &mut store,
-        instance,
-    };
-    finish(wizer.snapshot_component(&cx, &mut state))
+    stub_unknown_imports(&mut linker, engine, &component)?;
+    // A WASIp3 component (async imports) needs the `*_async` entry points;
+    // they serve a synchronous one as well. Nothing here waits on the host
+    // for long: the init function's WASI is stdout and stderr.
+    block_on(async {
+        let instance = linker
+            .instantiate_async(&mut store, &component)
+            .await
+            .context("instantiating the component")?;
+        instance
+            .get_typed_func::<(), ()>(&mut store, index)?
+            .call_async(&mut store, ())
+            .await
+            .with_context(|| format!("the init function `{init_func}` failed"))?;
+        let mut state = ComponentState {
+            store: &mut store,
+            instance,
+        };
+        wizer.snapshot_component(&cx, &mut state).await
+    })
+}
+
+/// Defines every import of `component` that `linker` cannot serve as a
+/// function that fails when called.
+///
+/// Wasmtime's `define_unknown_imports_as_traps` matches names exactly: an
+/// import of `wasi:cli/environment@0.2.9` (componentize-py's) would become a
+/// trap beside the `@0.2.12` the linker serves by semver. Here the linker's
+/// own type check names each import it cannot serve, one at a time, and
+/// only those are stubbed.
+fn stub_unknown_imports(
+    linker: &mut wasmtime::component::Linker<Host>,
+    engine: &Engine,
+    component: &Component,
+) -> WResult<()> {
+    use wasmtime::component::types::ComponentItem;
+    let ty = component.component_type();
+    let mut stubbed = std::collections::HashSet::new();
+    loop {
+        let Err(error) = linker.instantiate_pre(component) else {
+            return Ok(());
+        };
+        // "component imports instance `NAME`, but a matching implementation…"
+        let message = error.to_string();
+        let name = message.split('`').nth(1).filter(|name| {
+            message.starts_with("component imports") && stubbed.insert(name.to_string())
+        });
+        let Some((name, import)) =
+            name.and_then(|name| ty.imports(engine).find(|(n, _)| *n == name))
+        else {
+            return Err(error);
+        };
+        match import.ty {
+            ComponentItem::ComponentFunc(func) => {
+                stub_func(&mut linker.root(), name, name, func.async_())?
+            }
+            ComponentItem::ComponentInstance(instance) => {
+                // A resource an earlier import brought in (`use`d here, as
+                // wasi:http's `input-stream` from wasi:io) is that one.
+                let earlier: Vec<_> = ty
+                    .imports(engine)
+                    .take_while(|(n, _)| *n != name)
+                    .filter_map(|(_, import)| match import.ty {
+                        ComponentItem::ComponentInstance(instance) => Some(instance),
+                        _ => None,
+                    })
+                    .flat_map(|instance| {
+                        instance
+                            .exports(engine)
+                            .filter_map(|(_, export)| match export.ty {
+                                ComponentItem::Resource(resource) => Some(resource),
+                                _ => None,
+                            })
+                            .collect::<Vec<_>>()
+                    })
+                    .collect();
+                let mut stubs = linker.instance(name)?;
+                for (item, export) in instance.exports(engine) {
+                    // Refused where the linker defines the item already.
+                    let _ = match export.ty {
+                        ComponentItem::ComponentFunc(func) => {
+                            stub_func(&mut stubs, item, &format!("{name}#{item}"), func.async_())
+                        }
+                        ComponentItem::Resource(resource) if earlier.contains(&resource) => Ok(()),
+                        ComponentItem::Resource(_) => stubs.resource(
+                            item,
+                            wasmtime::component::ResourceType::host::<()>(),
+                            |_, _| Ok(()),
+                        ),
+                        _ => Ok(()),
+                    };
+                }
+            }
+            _ => return Err(error),
+        }
+    }
+}
+
+/// Defines `item` in `instance` as a function that fails with `what` unknown.
+fn stub_func(
+    instance: &mut wasmtime::component::LinkerInstance<'_, Host>,
+    item: &str,
+    what: &str,
+    is_async: bool,
+) -> WResult<()> {
+    let what = what.to_string();
+    if is_async {
+        instance.func_new_concurrent(item, move |_, _, _, _| {
+            let what = what.clone();
+            Box::pin(
+                async move { bail!("unknown import: `{what}` is not given to an init function") },
+            )
+        })
+    } else {
+        instance.func_new(item, move |_, _, _, _| {
+            bail!("unknown import: `{what}` is not given to an init function")
+        })
+    }
+}
+
+/// Runs `future` on this thread, parking it while the future waits.
+fn block_on<F: Future>(future: F) -> F::Output {
+    struct Unpark(std::thread::Thread);
+    impl std::task::Wake for Unpark {
+        fn wake(self: std::sync::Arc<Self>) {
+            self.0.unpark();
+        }
+        fn wake_by_ref(self: &std::sync::Arc<Self>) {
+            self.0.unpark();
+        }
+    }
+    let waker = Waker::from(std::sync::Arc::new(Unpark(std::thread::current())));
+    let mut cx = Context::from_waker(&waker);
+    let mut future = pin!(future);
+    loop {
+        if let Poll::Ready(output) = future.as_mut().poll(&mut cx) {
+            return output;
+        }
+        std::thread::park();
+    }
 }
 
 /// Runs a snapshot future to its end: our state reads never wait, so it
@@ -219,7 +346,7 @@ struct ComponentState<'a> {
 }
 
 impl ComponentState<'_> {
-    fn call<R: Lift + 'static>(&mut self, instance: &str, func: &str) -> R {
+    async fn call<R: Lift + Send + Sync + 'static>(&mut self, instance: &str, func: &str) -> R {
         let (_, exported) = self
             .instance
             .get_export(&mut *self.store, None, instance)
@@ -228,9 +355,12 @@ impl ComponentState<'_> {
             .instance
             .get_export(&mut *self.store, Some(&exported), func)
             .expect("Wizer's accessor is exported");
-        self.instance
+        let func = self
+            .instance
             .get_typed_func::<(), (R,)>(&mut *self.store, func)
-            .and_then(|func| func.call(&mut *self.store, ()))
+            .expect("Wizer's accessor has its type");
+        func.call_async(&mut *self.store, ())
+            .await
             .expect("Wizer's accessor runs")
             .0
     }
@@ -243,24 +373,24 @@ impl ComponentInstanceState for ComponentState<'_> {
         func: &str,
         contents: impl FnOnce(&[u8]) + Send,
     ) {
-        let list: WasmList<u8> = self.call(instance, func);
+        let list: WasmList<u8> = self.call(instance, func).await;
         contents(list.as_le_slice(&*self.store));
     }
 
     async fn call_func_ret_s32(&mut self, instance: &str, func: &str) -> i32 {
-        self.call(instance, func)
+        self.call(instance, func).await
     }
 
     async fn call_func_ret_s64(&mut self, instance: &str, func: &str) -> i64 {
-        self.call(instance, func)
+        self.call(instance, func).await
     }
 
     async fn call_func_ret_f32(&mut self, instance: &str, func: &str) -> u32 {
-        self.call::<f32>(instance, func).to_bits()
+        self.call::<f32>(instance, func).await.to_bits()
     }
 
     async fn call_func_ret_f64(&mut self, instance: &str, func: &str) -> u64 {
-        self.call::<f64>(instance, func).to_bits()
+        self.call::<f64>(instance, func).await.to_bits()
     }
 }
 

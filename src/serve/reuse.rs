@@ -36,8 +36,8 @@ use crate::settings::{Outcome, WasmConfig};
 use futures_util::future::join;
 use futures_util::stream::{FuturesUnordered, StreamExt};
 use http::Request;
-use parking_lot::Mutex;
-use std::collections::{HashMap, VecDeque};
+use parking_lot::{Mutex, MutexGuard};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::future::{poll_fn, Future};
 use std::pin::pin;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -97,6 +97,13 @@ struct Waiting {
 /// A service's reused instances, and the requests waiting for one.
 pub(crate) struct Pool {
     reuse: Reuse,
+    /// How many instances start at once (the scheduler's workers): more
+    /// could not run sooner, only share the workers — a burst of requests to
+    /// a service whose start-up is slow (a 200 ms Python one) would start an
+    /// instance each, all to be ready late together. The others wait for the
+    /// first instance to be available, as `wasmtime serve`'s wait for room in
+    /// a busy instance.
+    max_starting: usize,
     state: Mutex<PoolState>,
     /// `state.closed`, read by every instance at every poll without the lock.
     closed: AtomicBool,
@@ -106,10 +113,25 @@ pub(crate) struct Pool {
 
 impl PoolState {
     fn make_available(&mut self, id: u64, waker: &Waker) {
+        self.starting.remove(&id);
         match self.available.iter_mut().find(|(known, _)| *known == id) {
             Some((_, known)) => known.clone_from(waker),
             None => self.available.push((id, waker.clone())),
         }
+    }
+
+    /// The first waiting request whose client is still there; those gone
+    /// meanwhile go to `gone`, to be ended as stopped (no instance starts, or
+    /// stops taking requests, for a request nobody waits for).
+    fn next_waiting(&mut self, gone: &mut Vec<Arc<RequestJob>>) -> Option<Waiting> {
+        while let Some(waiting) = self.waiting.pop_front() {
+            if waiting.job.control.stop_requested() || waiting.job.has_ended() {
+                gone.push(waiting.job);
+            } else {
+                return Some(waiting);
+            }
+        }
+        None
     }
 
     /// The waker of an available instance other than `except`, moved to the
@@ -137,14 +159,18 @@ struct PoolState {
     available: Vec<(u64, Waker)>,
     /// Every instance that has not ended.
     live: HashMap<u64, Weak<Reused>>,
+    /// Instances started that have not yet been available nor waited on
+    /// I/O: busy with their start-up and first request.
+    starting: HashSet<u64>,
     /// The service stops: nothing more is taken, idle instances go.
     closed: bool,
 }
 
 impl Pool {
-    pub(crate) fn new(reuse: Reuse) -> Self {
+    pub(crate) fn new(reuse: Reuse, max_starting: usize) -> Self {
         Pool {
             reuse,
+            max_starting: max_starting.max(1),
             state: Mutex::new(PoolState::default()),
             closed: AtomicBool::new(false),
             ended: tokio::sync::Notify::new(),
@@ -171,8 +197,12 @@ impl Pool {
             waker.wake();
             return;
         }
-        drop(state);
-        Reused::start(served, waiting);
+        if state.starting.len() >= self.max_starting {
+            // The next instance available takes it.
+            state.waiting.push_back(waiting);
+            return;
+        }
+        Reused::start(served, state, waiting);
     }
 
     /// An instance may take a request (`can`): the first waiting one, else it
@@ -191,6 +221,23 @@ impl Pool {
         parked: bool,
         waker: &Waker,
     ) -> Option<Waiting> {
+        let mut gone = Vec::new();
+        let taken = self.offer_locked(reused, can, soon, parked, waker, &mut gone);
+        for job in gone {
+            Job::finish(&*job, Outcome::Stopped);
+        }
+        taken
+    }
+
+    fn offer_locked(
+        &self,
+        reused: &Reused,
+        can: bool,
+        soon: bool,
+        parked: bool,
+        waker: &Waker,
+        gone: &mut Vec<Arc<RequestJob>>,
+    ) -> Option<Waiting> {
         let mut state = self.state.lock();
         if state.closed {
             state.available.retain(|(id, _)| *id != reused.id);
@@ -198,7 +245,7 @@ impl Pool {
         }
         if can || soon {
             if can {
-                if let Some(waiting) = state.waiting.pop_front() {
+                if let Some(waiting) = state.next_waiting(gone) {
                     // More wait: another available instance takes the next.
                     let next = (!state.waiting.is_empty())
                         .then(|| state.next_available(Some(reused.id)))
@@ -220,9 +267,14 @@ impl Pool {
                 return None;
             }
         }
-        if let Some(waiting) = state.waiting.pop_front() {
-            drop(state);
-            Reused::start(&reused.served, waiting);
+        if parked {
+            state.starting.remove(&reused.id);
+        }
+        if state.starting.len() >= self.max_starting {
+            return None;
+        }
+        if let Some(waiting) = state.next_waiting(gone) {
+            Reused::start(&reused.served, state, waiting);
         }
         None
     }
@@ -296,22 +348,29 @@ impl Pool {
     }
 
     fn ended(&self, reused: &Reused) {
-        let start = {
-            let mut state = self.state.lock();
-            state.live.remove(&reused.id);
-            state.available.retain(|(id, _)| *id != reused.id);
-            if state.live.is_empty() {
-                self.ended.notify_waiters();
-            }
-            // Requests it left waiting go to a new instance.
-            if state.available.is_empty() && !state.closed {
-                state.waiting.pop_front()
-            } else {
-                None
-            }
+        let mut gone = Vec::new();
+        let mut state = self.state.lock();
+        state.live.remove(&reused.id);
+        state.starting.remove(&reused.id);
+        state.available.retain(|(id, _)| *id != reused.id);
+        if state.live.is_empty() {
+            self.ended.notify_waiters();
+        }
+        // Requests it left waiting go to a new instance.
+        let start = if state.available.is_empty()
+            && !state.closed
+            && state.starting.len() < self.max_starting
+        {
+            state.next_waiting(&mut gone)
+        } else {
+            None
         };
-        if let Some(waiting) = start {
-            Reused::start(&reused.served, waiting);
+        match start {
+            Some(waiting) => Reused::start(&reused.served, state, waiting),
+            None => drop(state),
+        }
+        for job in gone {
+            Job::finish(&*job, Outcome::Stopped);
         }
     }
 }
@@ -359,11 +418,9 @@ enum End<T> {
 }
 
 impl Reused {
-    /// A new instance, queued on the scheduler, that takes `first` first.
-    fn start(served: &Arc<Served>, first: Waiting) {
-        let Some(pool) = &served.pool else {
-            return;
-        };
+    /// A new instance, queued on the scheduler, that takes `first` first;
+    /// `state` (its pool's) is unlocked before it is queued.
+    fn start(served: &Arc<Served>, mut state: MutexGuard<'_, PoolState>, first: Waiting) {
         let id = served.next_request();
         let reused = Arc::new(Reused {
             id,
@@ -379,7 +436,9 @@ impl Reused {
             timer: Mutex::new(None),
             waker: Mutex::new(None),
         });
-        pool.state.lock().live.insert(id, Arc::downgrade(&reused));
+        state.live.insert(id, Arc::downgrade(&reused));
+        state.starting.insert(id);
+        drop(state);
         served.stats.instance_made();
         served.stats.request_began(id, &reused.stats);
         let job = first.job.clone();

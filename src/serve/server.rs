@@ -221,7 +221,7 @@ impl Service {
         listener.set_nonblocking(true).map_err(listen_error)?;
         let address = listener.local_addr().map_err(listen_error)?;
         let memory = Arc::new(MemoryBudget::new(config.http_service_memory));
-        let pool = Reuse::of(config, handler.is_p3()).map(Pool::new);
+        let pool = Reuse::of(config, handler.is_p3()).map(|reuse| Pool::new(reuse, config.workers));
         let runtime =
             wasmtime_wasi::runtime::with_ambient_tokio_runtime(tokio::runtime::Handle::current);
         let served = Arc::new(Served {
