@@ -37,7 +37,7 @@ use futures_util::future::join;
 use futures_util::stream::{FuturesUnordered, StreamExt};
 use http::Request;
 use parking_lot::{Mutex, MutexGuard};
-use std::collections::{HashMap, HashSet, VecDeque};
+use std::collections::{HashMap, VecDeque};
 use std::future::{poll_fn, Future};
 use std::pin::pin;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -53,6 +53,10 @@ use wasmtime_wasi_http::WasiHttpView;
 pub(crate) const P3_REUSE_COUNT: usize = 128;
 /// Requests a `wasi:http/handler@0.3` instance takes at once, by default (`wasmtime serve`'s).
 pub(crate) const P3_CONCURRENT_REUSE: usize = 16;
+
+/// How long an instance's start-up (with its first request) holds back
+/// others' (see `Pool::max_starting`).
+pub(crate) const STARTING_GRACE: Duration = Duration::from_millis(250);
 
 /// How a service's instances are reused.
 #[derive(Clone, Copy, Debug)]
@@ -102,7 +106,9 @@ pub(crate) struct Pool {
     /// a service whose start-up is slow (a 200 ms Python one) would start an
     /// instance each, all to be ready late together. The others wait for the
     /// first instance to be available, as `wasmtime serve`'s wait for room in
-    /// a busy instance.
+    /// a busy instance. One starting for longer than [`STARTING_GRACE`]
+    /// no longer counts: a handler that spins on its first request holds
+    /// the others back no longer than that.
     max_starting: usize,
     state: Mutex<PoolState>,
     /// `state.closed`, read by every instance at every poll without the lock.
@@ -112,6 +118,18 @@ pub(crate) struct Pool {
 }
 
 impl PoolState {
+    /// Whether fewer than `max` instances are starting, counting only those
+    /// within their grace.
+    fn may_start(&self, max: usize) -> bool {
+        let now = Instant::now();
+        let starting = self
+            .starting
+            .values()
+            .filter(|since| now.duration_since(**since) < STARTING_GRACE)
+            .count();
+        starting < max
+    }
+
     fn make_available(&mut self, id: u64, waker: &Waker) {
         self.starting.remove(&id);
         match self.available.iter_mut().find(|(known, _)| *known == id) {
@@ -160,8 +178,8 @@ struct PoolState {
     /// Every instance that has not ended.
     live: HashMap<u64, Weak<Reused>>,
     /// Instances started that have not yet been available nor waited on
-    /// I/O: busy with their start-up and first request.
-    starting: HashSet<u64>,
+    /// I/O — busy with their start-up and first request — and since when.
+    starting: HashMap<u64, Instant>,
     /// The service stops: nothing more is taken, idle instances go.
     closed: bool,
 }
@@ -197,12 +215,36 @@ impl Pool {
             waker.wake();
             return;
         }
-        if state.starting.len() >= self.max_starting {
+        if !state.may_start(self.max_starting) {
             // The next instance available takes it.
             state.waiting.push_back(waiting);
             return;
         }
         Reused::start(served, state, waiting);
+    }
+
+    /// Starts an instance for the first waiting request if none is available
+    /// and one may start now (a starting one's grace may have passed since
+    /// the request was queued). Called at every fuel slice of every instance.
+    fn start_for_waiting(&self, served: &Arc<Served>) {
+        let mut gone = Vec::new();
+        let mut state = self.state.lock();
+        let start = if !state.waiting.is_empty()
+            && state.available.is_empty()
+            && !state.closed
+            && state.may_start(self.max_starting)
+        {
+            state.next_waiting(&mut gone)
+        } else {
+            None
+        };
+        match start {
+            Some(waiting) => Reused::start(served, state, waiting),
+            None => drop(state),
+        }
+        for job in gone {
+            Job::finish(&*job, Outcome::Stopped);
+        }
     }
 
     /// An instance may take a request (`can`): the first waiting one, else it
@@ -270,7 +312,7 @@ impl Pool {
         if parked {
             state.starting.remove(&reused.id);
         }
-        if state.starting.len() >= self.max_starting {
+        if !state.may_start(self.max_starting) {
             return None;
         }
         if let Some(waiting) = state.next_waiting(gone) {
@@ -348,30 +390,17 @@ impl Pool {
     }
 
     fn ended(&self, reused: &Reused) {
-        let mut gone = Vec::new();
-        let mut state = self.state.lock();
-        state.live.remove(&reused.id);
-        state.starting.remove(&reused.id);
-        state.available.retain(|(id, _)| *id != reused.id);
-        if state.live.is_empty() {
-            self.ended.notify_waiters();
+        {
+            let mut state = self.state.lock();
+            state.live.remove(&reused.id);
+            state.starting.remove(&reused.id);
+            state.available.retain(|(id, _)| *id != reused.id);
+            if state.live.is_empty() {
+                self.ended.notify_waiters();
+            }
         }
         // Requests it left waiting go to a new instance.
-        let start = if state.available.is_empty()
-            && !state.closed
-            && state.starting.len() < self.max_starting
-        {
-            state.next_waiting(&mut gone)
-        } else {
-            None
-        };
-        match start {
-            Some(waiting) => Reused::start(&reused.served, state, waiting),
-            None => drop(state),
-        }
-        for job in gone {
-            Job::finish(&*job, Outcome::Stopped);
-        }
+        self.start_for_waiting(&reused.served);
     }
 }
 
@@ -437,7 +466,7 @@ impl Reused {
             waker: Mutex::new(None),
         });
         state.live.insert(id, Arc::downgrade(&reused));
-        state.starting.insert(id);
+        state.starting.insert(id, Instant::now());
         drop(state);
         served.stats.instance_made();
         served.stats.request_began(id, &reused.stats);
@@ -598,6 +627,7 @@ impl Reused {
             if self.pool().closed() {
                 self.accepting.store(false, Ordering::Release);
             }
+            self.pool().start_for_waiting(&self.served);
             let now = Instant::now();
             let kill = self.expire(now);
             if kill.is_some_and(|kill| now >= kill) {
