@@ -158,9 +158,9 @@ fn component(
     // What else it imports (wasi:http, WASIp3, keyvalue…) traps if the init function calls it.
     stub_unknown_imports(&mut linker, engine, &component)?;
     // A WASIp3 component (async imports) needs the `*_async` entry points;
-    // they serve a synchronous one as well. Nothing here waits on the host
-    // for long: the init function's WASI is stdout and stderr.
-    block_on(async {
+    // they serve a synchronous one as well. Nothing here waits: the init
+    // function's WASI is synchronous and the other imports fail at once.
+    finish(async {
         let instance = linker
             .instantiate_async(&mut store, &component)
             .await
@@ -276,34 +276,14 @@ fn stub_func(
     }
 }
 
-/// Runs `future` on this thread, parking it while the future waits.
-fn block_on<F: Future>(future: F) -> F::Output {
-    struct Unpark(std::thread::Thread);
-    impl std::task::Wake for Unpark {
-        fn wake(self: std::sync::Arc<Self>) {
-            self.0.unpark();
-        }
-        fn wake_by_ref(self: &std::sync::Arc<Self>) {
-            self.0.unpark();
-        }
-    }
-    let waker = Waker::from(std::sync::Arc::new(Unpark(std::thread::current())));
-    let mut cx = Context::from_waker(&waker);
-    let mut future = pin!(future);
-    loop {
-        if let Poll::Ready(output) = future.as_mut().poll(&mut cx) {
-            return output;
-        }
-        std::thread::park();
-    }
-}
-
-/// Runs a snapshot future to its end: our state reads never wait, so it
-/// finishes on its first poll.
+/// Runs an init run or a snapshot to its end: our host functions and state
+/// reads never wait, so it finishes on its first poll.
 fn finish(future: impl Future<Output = WResult<Vec<u8>>>) -> WResult<Vec<u8>> {
     match pin!(future).poll(&mut Context::from_waker(Waker::noop())) {
         Poll::Ready(snapshot) => snapshot,
-        Poll::Pending => bail!("the snapshot waited on something: it cannot finish"),
+        Poll::Pending => {
+            bail!("the init function or its snapshot waited on something: it cannot finish")
+        }
     }
 }
 

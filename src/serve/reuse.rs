@@ -223,14 +223,15 @@ impl Pool {
         Reused::start(served, state, waiting);
     }
 
-    /// Starts an instance for the first waiting request if none is available
-    /// and one may start now (a starting one's grace may have passed since
-    /// the request was queued). Called at every fuel slice of every instance.
-    fn start_for_waiting(&self, served: &Arc<Served>) {
+    /// Starts an instance for the first waiting request if none but
+    /// `except` (one whose call in hand is parked) is available and one may
+    /// start now. Called when an instance is not available, parks, ends, or
+    /// is past its start-up's grace (so no longer holds others back).
+    fn start_for_waiting(&self, served: &Arc<Served>, except: Option<u64>) {
         let mut gone = Vec::new();
         let mut state = self.state.lock();
         let start = if !state.waiting.is_empty()
-            && state.available.is_empty()
+            && state.available.iter().all(|(id, _)| Some(*id) == except)
             && !state.closed
             && state.may_start(self.max_starting)
         {
@@ -267,6 +268,11 @@ impl Pool {
         let taken = self.offer_locked(reused, can, soon, parked, waker, &mut gone);
         for job in gone {
             Job::finish(&*job, Outcome::Stopped);
+        }
+        if taken.is_none() {
+            // None available, or only this one with its call parked: a new
+            // one may start.
+            self.start_for_waiting(&reused.served, parked.then_some(reused.id));
         }
         taken
     }
@@ -311,12 +317,6 @@ impl Pool {
         }
         if parked {
             state.starting.remove(&reused.id);
-        }
-        if !state.may_start(self.max_starting) {
-            return None;
-        }
-        if let Some(waiting) = state.next_waiting(gone) {
-            Reused::start(&reused.served, state, waiting);
         }
         None
     }
@@ -400,7 +400,7 @@ impl Pool {
             }
         }
         // Requests it left waiting go to a new instance.
-        self.start_for_waiting(&reused.served);
+        self.start_for_waiting(&reused.served, None);
     }
 }
 
@@ -434,6 +434,10 @@ pub(crate) struct Reused {
     timer: Mutex<Option<TimerKey>>,
     /// Its event loop's waker, as of its last turn.
     waker: Mutex<Option<Waker>>,
+    /// When it was started: its start-up's grace runs from then.
+    started: Instant,
+    /// Its grace passed, and the pool was told.
+    grace_over: AtomicBool,
 }
 
 /// How a reused instance's run ended, seen from outside its event loop.
@@ -464,6 +468,8 @@ impl Reused {
             waiting_only: AtomicBool::new(false),
             timer: Mutex::new(None),
             waker: Mutex::new(None),
+            started: Instant::now(),
+            grace_over: AtomicBool::new(false),
         });
         state.live.insert(id, Arc::downgrade(&reused));
         state.starting.insert(id, Instant::now());
@@ -627,8 +633,14 @@ impl Reused {
             if self.pool().closed() {
                 self.accepting.store(false, Ordering::Release);
             }
-            self.pool().start_for_waiting(&self.served);
             let now = Instant::now();
+            if !self.grace_over.load(Ordering::Relaxed)
+                && now.duration_since(self.started) >= STARTING_GRACE
+            {
+                // It no longer holds back others' start: one may start now.
+                self.grace_over.store(true, Ordering::Relaxed);
+                self.pool().start_for_waiting(&self.served, None);
+            }
             let kill = self.expire(now);
             if kill.is_some_and(|kill| now >= kill) {
                 return Poll::Ready(End::Killed);
