@@ -431,3 +431,103 @@ fn a_cache_folder_swapped_while_it_is_read_never_loads_what_was_swapped_in() {
     stop.store(true, Ordering::Relaxed);
     assert!(swapper.join().unwrap() > 0);
 }
+
+#[test]
+fn an_identity_record_of_an_earlier_digest_is_not_trusted() {
+    // Earlier versions recorded an image file's SHA-256, untagged. A record
+    // naming a digest whose compiled code is in the cache — another
+    // program's — must not make the file run that code: it is read and
+    // hashed again, and its record replaced.
+    let cache = tempfile::tempdir().unwrap();
+    let elsewhere = tempfile::tempdir().unwrap();
+    let path = elsewhere.path().join("tool.wasm");
+    let other = wasm(&exit_module(21));
+    let run_file = |rt: &WasmRuntime, name: &str| {
+        let id = id(name);
+        rt.create_container_from_file(&id, &ServiceSpec::default(), &path)
+            .unwrap();
+        rt.start(&id).unwrap().wait()
+    };
+    {
+        let rt = runtime_on(cache.path());
+        let id = id("other");
+        rt.create_container_from_bytes(&id, &ServiceSpec::default(), &other)
+            .unwrap();
+        assert_eq!(rt.start(&id).unwrap().wait(), Outcome::Exited(21));
+        std::fs::write(&path, wasm(&exit_module(22))).unwrap();
+        assert_eq!(run_file(&rt, "file"), Outcome::Exited(22));
+    }
+    let records: Vec<_> = std::fs::read_dir(cache.path().join("compiled"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "identity"))
+        .collect();
+    assert_eq!(records.len(), 1, "{records:?}");
+    let text = std::fs::read_to_string(&records[0]).unwrap();
+    let lines: Vec<&str> = text.lines().collect();
+    assert_eq!(lines.len(), 3, "{text}");
+    let wrong = blake3::hash(&other).to_hex().to_string();
+    // The record as this version writes it, but pointing at the other
+    // program: trusted (the record is the runtime's own, in its 0700
+    // folder), so the other program runs — the test's control.
+    std::fs::write(
+        &records[0],
+        format!("{}\n{}\nblake3:{wrong}\n", lines[0], lines[1]),
+    )
+    .unwrap();
+    assert_eq!(
+        run_file(&runtime_on(cache.path()), "tagged"),
+        Outcome::Exited(21)
+    );
+    // Untagged, as an earlier version wrote it: not trusted.
+    std::fs::write(
+        &records[0],
+        format!("{}\n{}\n{wrong}\n", lines[0], lines[1]),
+    )
+    .unwrap();
+    assert_eq!(
+        run_file(&runtime_on(cache.path()), "untagged"),
+        Outcome::Exited(22)
+    );
+    let replaced = std::fs::read_to_string(&records[0]).unwrap();
+    let own = blake3::hash(&std::fs::read(&path).unwrap())
+        .to_hex()
+        .to_string();
+    assert!(replaced.ends_with(&format!("blake3:{own}\n")), "{replaced}");
+}
+
+#[test]
+fn a_cache_hit_marks_the_artifact_used_for_eviction() {
+    let cache = tempfile::tempdir().unwrap();
+    let image = wasm(&exit_module(23));
+    let run = |name: &str| {
+        let rt = runtime_on(cache.path());
+        let id = id(name);
+        rt.create_container_from_bytes(&id, &ServiceSpec::default(), &image)
+            .unwrap();
+        rt.start(&id).unwrap().wait()
+    };
+    assert_eq!(run("first"), Outcome::Exited(23));
+    let files = cached_files(cache.path());
+    assert_eq!(files.len(), 1);
+    let long_ago = std::time::UNIX_EPOCH + std::time::Duration::from_secs(1 << 30);
+    let file = std::fs::File::options()
+        .write(true)
+        .open(&files[0])
+        .unwrap();
+    file.set_times(std::fs::FileTimes::new().set_accessed(long_ago))
+        .unwrap();
+    drop(file);
+    let accessed = || std::fs::metadata(&files[0]).unwrap().accessed().unwrap();
+    assert_eq!(accessed(), long_ago);
+    // A new runtime loads it from the cache: least recently used no more.
+    assert_eq!(run("second"), Outcome::Exited(23));
+    let since = std::time::SystemTime::now()
+        .duration_since(accessed())
+        .unwrap_or_default();
+    assert!(
+        since < std::time::Duration::from_secs(600),
+        "{:?}",
+        accessed()
+    );
+}

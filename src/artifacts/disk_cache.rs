@@ -1,4 +1,4 @@
-//! The on-disk compiled cache: serialized artifacts keyed by the SHA-256 of
+//! The on-disk compiled cache: serialized artifacts keyed by the BLAKE3 digest of
 //! their bytes and by the engine's compatibility hash, so a new process runs a
 //! known artifact without compiling it.
 
@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 use wasmtime::component::Component;
 use wasmtime::{Engine, Module, Precompiled};
 
-/// A directory of `{sha256}-{engine}.cwasm` files that only this runtime writes.
+/// A directory of `{blake3}-{engine}.cwasm` files that only this runtime writes.
 ///
 /// The trust model: compiled artifacts are native code, so they are loaded
 /// only from a folder and files that belong to the current user and that
@@ -45,35 +45,39 @@ impl DiskCache {
         }
     }
 
-    /// Where the artifact compiled from the bytes with SHA-256 `digest` by an
-    /// engine with compatibility hash `compat` lives: `{sha256}-{compat}.cwasm`.
+    /// Where the artifact compiled from the bytes with digest `digest` by an
+    /// engine with compatibility hash `compat` lives: `{blake3}-{compat}.cwasm`.
+    /// (Files named by the SHA-256 of earlier versions are never hit and age
+    /// out as any unused artifact.)
     pub(crate) fn path(&self, compat: u64, digest: &[u8; 32]) -> PathBuf {
         self.dir
             .join(format!("{}-{compat:016x}.cwasm", hex::encode(digest)))
     }
 
-    /// What kind of artifact the trusted file at `path` holds, if there is one.
-    pub(crate) fn precompiled_kind(&self, path: &Path) -> Option<Precompiled> {
+    /// The trusted artifact at `path`, opened, if there is one: what is
+    /// loaded from it later is this descriptor, the one checked.
+    pub(crate) fn open_artifact(&self, path: &Path) -> Option<CachedFile> {
         trusted_file(path)
     }
 
-    /// The cached module at `path`; the error says why it did not load (the
-    /// file is kept: an engine with a pooling allocator refuses what does not
-    /// fit its slots, and another engine may load it).
-    pub(crate) fn module(&self, engine: &Engine, path: &Path) -> Result<Module, String> {
-        // Who may write it is checked on the descriptor that is loaded; its
-        // kind is wasmtime's to check (it refuses a component as a module).
-        let file = open_trusted(path)?;
+    /// The cached module; the error says why it did not load (the file is
+    /// kept: an engine with a pooling allocator refuses what does not fit its
+    /// slots, and another engine may load it).
+    pub(crate) fn module(&self, engine: &Engine, cached: &CachedFile) -> Result<Module, String> {
+        let file = cached.file.try_clone().map_err(|e| e.to_string())?;
         deserialize_module(engine, file)
-            .inspect(|_| touch(path))
+            .inspect(|_| cached.touch())
             .map_err(|e| format!("{e:#}"))
     }
 
-    /// The cached component at `path`, as for [`DiskCache::module`].
-    pub(crate) fn component(&self, engine: &Engine, path: &Path) -> Result<Component, String> {
-        let file = open_trusted(path)?;
-        deserialize_component(engine, &file)
-            .inspect(|_| touch(path))
+    /// The cached component, as for [`DiskCache::module`].
+    pub(crate) fn component(
+        &self,
+        engine: &Engine,
+        cached: &CachedFile,
+    ) -> Result<Component, String> {
+        deserialize_component(engine, &cached.file)
+            .inspect(|_| cached.touch())
             .map_err(|e| format!("{e:#}"))
     }
 
@@ -104,7 +108,7 @@ impl DiskCache {
         let path = self.identity_path(image);
         let hex = hex::encode(digest);
         let record = format!(
-            "{}\n{}\n{hex}\n",
+            "{}\n{}\n{DIGEST_TAG}{hex}\n",
             image.display().to_string().replace('\n', " "),
             identity.replace('\n', " ")
         );
@@ -268,35 +272,52 @@ pub(crate) struct CachedArtifact {
     pub(crate) size: u64,
     /// When it was last loaded or written: its access time.
     pub(crate) used: std::time::SystemTime,
-    /// The SHA-256 (hex) of the image bytes it was compiled from.
+    /// The digest (hex) of the image bytes it was compiled from.
     pub(crate) digest: String,
 }
 
-/// Marks an artifact used now — its access time, set explicitly (whatever the
-/// mount's atime policy) — for least-recently-used eviction.
-fn touch(path: &Path) {
-    if let Ok(file) = std::fs::OpenOptions::new().write(true).open(path) {
+/// A trusted artifact of the folder, open: checked on this descriptor (see
+/// [`open_trusted`]), its kind read from its header.
+pub(crate) struct CachedFile {
+    pub(crate) path: PathBuf,
+    pub(crate) kind: Precompiled,
+    file: std::fs::File,
+}
+
+impl CachedFile {
+    /// Marks the artifact used now, for least-recently-used eviction: its
+    /// access time, set explicitly (whatever the mount's atime policy) on
+    /// the open descriptor — one system call; its owner may set its times
+    /// whatever the descriptor was opened for.
+    fn touch(&self) {
         let now = std::fs::FileTimes::new().set_accessed(std::time::SystemTime::now());
-        let _ = file.set_times(now);
+        let _ = self.file.set_times(now);
     }
 }
 
+/// What an identity record's digest line starts with: the hash it is of.
+const DIGEST_TAG: &str = "blake3:";
+
 /// An identity record: the image path, its identity, the content digest (hex).
+/// A record of an earlier version (a SHA-256 digest, untagged) has an empty
+/// digest: it matches no artifact, so the image is hashed again and the
+/// record replaced, and a prune removes it.
 fn parse_identity(text: &str) -> Option<(&str, &str, &str)> {
     let mut lines = text.lines();
-    let (image, identity, hex) = (lines.next()?, lines.next()?, lines.next()?);
+    let (image, identity, line) = (lines.next()?, lines.next()?, lines.next()?);
+    let hex = line.strip_prefix(DIGEST_TAG).unwrap_or("");
     lines.next().is_none().then_some((image, identity, hex))
 }
 
-/// The kind of precompiled artifact `path` holds, if it exists and is trusted.
+/// The precompiled artifact at `path`, open, if it exists and is trusted.
 ///
 /// Files are trusted because of who may have written them and how they are
 /// named: the folder and the file belong to the current user and no one else
 /// may write them (checked here, and again before every load), every file was
 /// written by `store` from wasmtime's own serializer, and its name carries the
-/// SHA-256 of the exact source bytes and the engine's compatibility hash, so a
+/// BLAKE3 digest of the exact source bytes and the engine's compatibility hash, so a
 /// file is only ever loaded for the bytes and engine it was compiled from.
-fn trusted_file(path: &Path) -> Option<Precompiled> {
+fn trusted_file(path: &Path) -> Option<CachedFile> {
     let file = match open_trusted(path) {
         Ok(file) => file,
         Err(why) => {
@@ -306,21 +327,49 @@ fn trusted_file(path: &Path) -> Option<Precompiled> {
             return None;
         }
     };
-    match Engine::detect_precompiled_file(fd_path(&file)) {
-        Ok(found) => found,
-        Err(e)
-            if e.downcast_ref::<std::io::Error>().map(|e| e.kind())
-                == Some(std::io::ErrorKind::NotFound) =>
-        {
-            None
-        }
-        Err(e) => {
-            log::warn!(
-                "ignoring unreadable cached artifact '{}': {e:#}",
-                path.display()
-            );
-            None
-        }
+    let Some(kind) = header_kind(&file) else {
+        log::warn!(
+            "ignoring cached artifact '{}': not a wasmtime artifact",
+            path.display()
+        );
+        return None;
+    };
+    Some(CachedFile {
+        path: path.to_path_buf(),
+        kind,
+        file,
+    })
+}
+
+/// The kind a wasmtime artifact declares in its ELF header — the field
+/// `Engine::detect_precompiled` reads (wasmtime's OS ABI and its module or
+/// component flag) — from the header's 64 bytes alone, where parsing the
+/// object read some 65 KiB of section headers (a third of a small module's
+/// cache hit). Whether it suits the engine is wasmtime's to check at load.
+fn header_kind(file: &std::fs::File) -> Option<Precompiled> {
+    use std::os::unix::fs::FileExt;
+    const ELFOSABI_WASMTIME: u8 = 200;
+    const EF_WASMTIME_MODULE: u32 = 1 << 0;
+    const EF_WASMTIME_COMPONENT: u32 = 1 << 1;
+    let native_data = if cfg!(target_endian = "little") { 1 } else { 2 };
+    let mut header = [0u8; 64];
+    file.read_exact_at(&mut header, 0).ok()?;
+    // ELF, 64-bit, native byte order, wasmtime's ABI version 0.
+    if header[..4] != *b"\x7fELF"
+        || header[4] != 2
+        || header[5] != native_data
+        || header[7] != ELFOSABI_WASMTIME
+        || header[8] != 0
+    {
+        return None;
+    }
+    let flags = u32::from_ne_bytes(header[48..52].try_into().ok()?);
+    if flags & EF_WASMTIME_MODULE != 0 {
+        Some(Precompiled::Module)
+    } else if flags & EF_WASMTIME_COMPONENT != 0 {
+        Some(Precompiled::Component)
+    } else {
+        None
     }
 }
 
@@ -377,7 +426,7 @@ fn fd_path(file: &std::fs::File) -> PathBuf {
 fn deserialize_module(engine: &Engine, file: std::fs::File) -> wasmtime::Result<Module> {
     // SAFETY: `file` passed `open_trusted`: written by `DiskCache::store`
     // from `Module::serialize` into the runtime's own cache directory, named
-    // by the SHA-256 of its source and the engine's compatibility hash;
+    // by the digest of its source and the engine's compatibility hash;
     // wasmtime itself refuses files from other versions or settings.
     unsafe { Module::deserialize_open_file(engine, file) }
 }
@@ -465,4 +514,38 @@ fn check_owner(meta: &std::fs::Metadata, path: &Path, is_dir: bool) -> Result<()
         ));
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn kind_of(bytes: &[u8]) -> Option<Precompiled> {
+        let mut file = tempfile::tempfile().unwrap();
+        file.write_all(bytes).unwrap();
+        header_kind(&file)
+    }
+
+    #[test]
+    fn the_header_kind_is_wasmtimes_own_detection() {
+        let engine = Engine::default();
+        let module = engine
+            .precompile_module(&wat::parse_str("(module (func (export \"f\")))").unwrap())
+            .unwrap();
+        let component = engine
+            .precompile_component(&wat::parse_str("(component)").unwrap())
+            .unwrap();
+        for artifact in [&module, &component] {
+            assert!(Engine::detect_precompiled(artifact).is_some());
+            assert_eq!(kind_of(artifact), Engine::detect_precompiled(artifact));
+        }
+        assert_eq!(kind_of(&module), Some(Precompiled::Module));
+        assert_eq!(kind_of(&component), Some(Precompiled::Component));
+        // Not wasmtime's: another ELF, a truncated header, garbage.
+        let mut other_abi = module.clone();
+        other_abi[7] = 0;
+        assert_eq!(kind_of(&other_abi), None);
+        assert_eq!(kind_of(&module[..40]), None);
+        assert_eq!(kind_of(b"\0asm\x01\0\0\0"), None);
+    }
 }

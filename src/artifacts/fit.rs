@@ -3,7 +3,7 @@
 
 use super::disk_cache::DiskCache;
 use super::engine::{misfit, EngineSet, Engines};
-use super::native::{compile_native, native_code, Native};
+use super::native::{native_code, Native};
 use super::{Artifact, Code, Compiled};
 use wasmtime::Precompiled;
 
@@ -26,6 +26,18 @@ pub(crate) fn compile_with<P>(
     disk: Option<&DiskCache>,
     artifact: &Artifact<P>,
 ) -> Result<Compiled<P>, String> {
+    try_engines(pooled, on_demand, disk, artifact, true)
+}
+
+/// [`compile_with`]; `again`: whether a cached file no engine loads may be
+/// discarded and the whole tried once more from a fresh compile.
+fn try_engines<P>(
+    pooled: Option<&EngineSet>,
+    on_demand: &EngineSet,
+    disk: Option<&DiskCache>,
+    artifact: &Artifact<P>,
+    again: bool,
+) -> Result<Compiled<P>, String> {
     let mut native: Option<(u64, Native)> = None;
     for set in pooled.into_iter().chain([on_demand]) {
         let is_last = std::ptr::eq(set, on_demand);
@@ -34,7 +46,7 @@ pub(crate) fn compile_with<P>(
         }
         let Some((_, code)) = &native else { continue };
         // A cached artifact known not to fit a slot skips the pooled engine.
-        if let (false, Some(disk), Native::File(path, _)) = (is_last, disk, code) {
+        if let (false, Some(disk), Some(path)) = (is_last, disk, code.path()) {
             if disk.known_misfit(path) {
                 continue;
             }
@@ -45,18 +57,19 @@ pub(crate) fn compile_with<P>(
         };
         if !is_last {
             log::info!("artifact does not fit a pooling slot ({why}): allocating it on demand");
-            if let (Some(disk), Native::File(path, _)) = (disk, code) {
+            if let (Some(disk), Some(path)) = (disk, code.path()) {
                 disk.record_misfit(path);
             }
             continue;
         }
-        // No engine loads the cached file: it is stale or damaged; compile afresh.
-        let (Some(disk), Native::File(path, _)) = (disk, code) else {
+        // No engine loads the cached file: it is stale or damaged (its
+        // header may be whole and the rest not). Discard it, and start over
+        // once: it is compiled afresh and saved again.
+        let (Some(disk), Some(path), true) = (disk, code.path(), again) else {
             return Err(why);
         };
         disk.discard(path, &why);
-        let fresh = compile_native(set, None, artifact)?;
-        return fit(&fresh, set, Some(disk), true);
+        return try_engines(pooled, on_demand, Some(disk), artifact, false);
     }
     Err("no engine".into())
 }

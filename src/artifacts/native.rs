@@ -2,7 +2,7 @@
 //! (and saved there), once for all engines of one compatibility hash.
 
 use super::detect::{detect_wasm_version_from_binary, WasiVersion};
-use super::disk_cache::DiskCache;
+use super::disk_cache::{CachedFile, DiskCache};
 use super::engine::EngineSet;
 use super::Artifact;
 use wasmtime::component::Component;
@@ -11,14 +11,23 @@ use wasmtime::{Engine, Module, Precompiled};
 /// An artifact's native code, ready to deserialize into any engine of one
 /// compatibility hash: a file of the compiled cache, or fresh from the compiler.
 pub(crate) enum Native {
-    File(std::path::PathBuf, Precompiled),
+    File(CachedFile),
     Bytes(Vec<u8>, Precompiled),
 }
 
 impl Native {
     pub(crate) fn kind(&self) -> Precompiled {
         match self {
-            Native::File(_, kind) | Native::Bytes(_, kind) => *kind,
+            Native::File(cached) => cached.kind,
+            Native::Bytes(_, kind) => *kind,
+        }
+    }
+
+    /// Where it is in the compiled cache, if it is a file there.
+    pub(crate) fn path(&self) -> Option<&std::path::Path> {
+        match self {
+            Native::File(cached) => Some(&cached.path),
+            Native::Bytes(..) => None,
         }
     }
 
@@ -28,7 +37,7 @@ impl Native {
         disk: Option<&DiskCache>,
     ) -> Result<Module, String> {
         match (self, disk) {
-            (Native::File(path, _), Some(disk)) => disk.module(&set.engine, path),
+            (Native::File(cached), Some(disk)) => disk.module(&set.engine, cached),
             (Native::Bytes(bytes, _), _) => deserialize_module(&set.engine, bytes),
             (Native::File(..), None) => Err("no compiled cache".into()),
         }
@@ -40,7 +49,7 @@ impl Native {
         disk: Option<&DiskCache>,
     ) -> Result<Component, String> {
         match (self, disk) {
-            (Native::File(path, _), Some(disk)) => disk.component(&set.engine, path),
+            (Native::File(cached), Some(disk)) => disk.component(&set.engine, cached),
             (Native::Bytes(bytes, _), _) => deserialize_component(&set.engine, bytes),
             (Native::File(..), None) => Err("no compiled cache".into()),
         }
@@ -69,18 +78,18 @@ pub(crate) fn native_code<P>(
 ) -> Result<Native, String> {
     if let Some(disk) = disk {
         let path = disk.path(set.compat, &artifact.digest);
-        if let Some(kind) = disk.precompiled_kind(&path) {
+        if let Some(cached) = disk.open_artifact(&path) {
             set.loads
                 .hits
                 .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-            return Ok(Native::File(path, kind));
+            return Ok(Native::File(cached));
         }
     }
     compile_native(set, disk, artifact)
 }
 
 /// Compiles the artifact for `set`'s engine, saving the result in `disk` if given.
-pub(crate) fn compile_native<P>(
+fn compile_native<P>(
     set: &EngineSet,
     disk: Option<&DiskCache>,
     artifact: &Artifact<P>,
@@ -112,8 +121,8 @@ pub(crate) fn compile_native<P>(
     if let Some((disk, path)) = disk.zip(path.as_ref()) {
         disk.store(path, &compiled);
         // Mapped from the file rather than copied from memory, when it was saved.
-        if disk.precompiled_kind(path) == Some(kind) {
-            return Ok(Native::File(path.clone(), kind));
+        if let Some(cached) = disk.open_artifact(path).filter(|c| c.kind == kind) {
+            return Ok(Native::File(cached));
         }
     }
     Ok(Native::Bytes(compiled, kind))
