@@ -313,10 +313,11 @@ fn parse_identity(text: &str) -> Option<(&str, &str, &str)> {
 ///
 /// Files are trusted because of who may have written them and how they are
 /// named: the folder and the file belong to the current user and no one else
-/// may write them (checked here, and again before every load), every file was
-/// written by `store` from wasmtime's own serializer, and its name carries the
-/// BLAKE3 digest of the exact source bytes and the engine's compatibility hash, so a
-/// file is only ever loaded for the bytes and engine it was compiled from.
+/// may write them (checked here, on the descriptor that is then loaded), every
+/// file was written by `store` from wasmtime's own serializer, and its name
+/// carries the BLAKE3 digest of the exact source bytes and the engine's
+/// compatibility hash, so a file is only ever loaded for the bytes and engine
+/// it was compiled from.
 fn trusted_file(path: &Path) -> Option<CachedFile> {
     let file = match open_trusted(path) {
         Ok(file) => file,
