@@ -185,7 +185,9 @@ fn a_spinning_first_request_holds_back_a_neighbours_instance_only_for_a_grace() 
     assert_eq!(counts(address, &["/b"]), ["1"]);
     // Answered while both spinners still run (their deadline is 30 s away).
     assert!(spinners.iter().all(|spinner| !spinner.is_finished()));
-    settle(|| rt.get_container_stats(&id).unwrap().http.unwrap().in_flight == 2);
+    let in_flight = || rt.get_container_stats(&id).unwrap().http.unwrap().in_flight;
+    settle(|| in_flight() == 2);
+    assert_eq!(in_flight(), 2, "the spinners are the requests left");
     assert_eq!(instances(&rt, &id), 3);
     rt.stop_container(&id, Duration::from_secs(5)).unwrap();
     for spinner in spinners {
@@ -210,15 +212,21 @@ fn a_request_whose_client_left_while_it_waited_for_an_instance_starts_none() {
     };
     let (id, address) = serve(&rt, "left", &spec, &counting_handler());
     let spinner = std::thread::spawn(move || get(address, "/spin"));
-    settle(|| rt.get_container_stats(&id).unwrap().http.unwrap().in_flight == 1);
-    for _ in 0..3 {
-        let mut stream = std::net::TcpStream::connect(address).unwrap();
-        stream
-            .write_all(b"GET /gone HTTP/1.1\r\nhost: x\r\n\r\n")
-            .unwrap();
-        std::thread::sleep(Duration::from_millis(10));
-        drop(stream);
-    }
+    let in_flight = || rt.get_container_stats(&id).unwrap().http.unwrap().in_flight;
+    settle(|| in_flight() == 1);
+    let clients: Vec<_> = (0..3)
+        .map(|_| {
+            let mut stream = std::net::TcpStream::connect(address).unwrap();
+            stream
+                .write_all(b"GET /gone HTTP/1.1\r\nhost: x\r\n\r\n")
+                .unwrap();
+            stream
+        })
+        .collect();
+    // All three wait in the pool (each holds an in-flight place), then leave.
+    settle(|| in_flight() == 4);
+    assert_eq!(in_flight(), 4, "the three requests were taken in");
+    drop(clients);
     assert_eq!(spinner.join().unwrap().status, 504);
     // The spinner's instance went at its deadline; the next request gets
     // the second instance made, not the fifth.

@@ -229,22 +229,30 @@ impl Pool {
     /// is past its start-up's grace (so no longer holds others back).
     fn start_for_waiting(&self, served: &Arc<Served>, except: Option<u64>) {
         let mut gone = Vec::new();
-        let mut state = self.state.lock();
+        self.start_locked(served, self.state.lock(), except, &mut gone);
+        end_gone(gone);
+    }
+
+    /// [`Pool::start_for_waiting`] with the pool's lock held (and released).
+    fn start_locked(
+        &self,
+        served: &Arc<Served>,
+        mut state: MutexGuard<'_, PoolState>,
+        except: Option<u64>,
+        gone: &mut Vec<Arc<RequestJob>>,
+    ) {
         let start = if !state.waiting.is_empty()
             && state.available.iter().all(|(id, _)| Some(*id) == except)
             && !state.closed
             && state.may_start(self.max_starting)
         {
-            state.next_waiting(&mut gone)
+            state.next_waiting(gone)
         } else {
             None
         };
         match start {
             Some(waiting) => Reused::start(served, state, waiting),
             None => drop(state),
-        }
-        for job in gone {
-            Job::finish(&*job, Outcome::Stopped);
         }
     }
 
@@ -266,14 +274,7 @@ impl Pool {
     ) -> Option<Waiting> {
         let mut gone = Vec::new();
         let taken = self.offer_locked(reused, can, soon, parked, waker, &mut gone);
-        for job in gone {
-            Job::finish(&*job, Outcome::Stopped);
-        }
-        if taken.is_none() {
-            // None available, or only this one with its call parked: a new
-            // one may start.
-            self.start_for_waiting(&reused.served, parked.then_some(reused.id));
-        }
+        end_gone(gone);
         taken
     }
 
@@ -315,9 +316,12 @@ impl Pool {
                 return None;
             }
         }
+        // None available, or only this one with its call parked: a new one
+        // may start.
         if parked {
             state.starting.remove(&reused.id);
         }
+        self.start_locked(&reused.served, state, parked.then_some(reused.id), gone);
         None
     }
 
@@ -404,6 +408,13 @@ impl Pool {
     }
 }
 
+/// Ends, as stopped, waiting requests whose client left (outside the lock).
+fn end_gone(gone: Vec<Arc<RequestJob>>) {
+    for job in gone {
+        Job::finish(&*job, Outcome::Stopped);
+    }
+}
+
 /// A request an instance took.
 struct Taken {
     job: Arc<RequestJob>,
@@ -472,7 +483,7 @@ impl Reused {
             grace_over: AtomicBool::new(false),
         });
         state.live.insert(id, Arc::downgrade(&reused));
-        state.starting.insert(id, Instant::now());
+        state.starting.insert(id, reused.started);
         drop(state);
         served.stats.instance_made();
         served.stats.request_began(id, &reused.stats);
