@@ -436,6 +436,10 @@ impl WasmRuntime {
             self.shared.config.fuel_slice,
         ));
         instance.control.attach(&task);
+        // A first run that only loads cached code is short: its waiter may run it.
+        instance
+            .artifact
+            .loads_quickly(&self.shared.engines, self.shared.disk.as_ref());
         task.schedule_start();
         Ok(instance.wait_handle())
     }

@@ -17,6 +17,9 @@ use wasmtime::{Engine, Module, Precompiled};
 /// neither group nor others may write.
 pub(crate) struct DiskCache {
     dir: PathBuf,
+    /// The folder, open (not through a symlink): its files are opened
+    /// relative to it, and it is checked on this descriptor at every open.
+    folder: std::fs::File,
     /// The most bytes of artifacts kept; the least recently used go first.
     limit: u64,
 }
@@ -32,9 +35,9 @@ impl DiskCache {
             .create(&dir);
         match created
             .map_err(|e| e.to_string())
-            .and_then(|()| trusted(&dir, true))
+            .and_then(|()| open_folder(&dir))
         {
-            Ok(()) => Some(DiskCache { dir, limit }),
+            Ok(folder) => Some(DiskCache { dir, folder, limit }),
             Err(why) => {
                 log::warn!(
                     "not using the compiled cache '{}': {why}; artifacts compile in memory",
@@ -57,7 +60,7 @@ impl DiskCache {
     /// The trusted artifact at `path`, opened, if there is one: what is
     /// loaded from it later is this descriptor, the one checked.
     pub(crate) fn open_artifact(&self, path: &Path) -> Option<CachedFile> {
-        trusted_file(path)
+        self.trusted_file(path)
     }
 
     /// The cached module; the error says why it did not load (the file is
@@ -88,8 +91,9 @@ impl DiskCache {
         use std::io::Read;
         let path = self.identity_path(image);
         let mut text = String::new();
-        open_trusted(&path)
+        self.open_trusted(&path)
             .ok()?
+            .0
             .take(64 << 10)
             .read_to_string(&mut text)
             .ok()?;
@@ -264,6 +268,82 @@ impl DiskCache {
             .map(|e| e.path())
             .collect()
     }
+
+    /// The precompiled artifact at `path`, open, if it exists and is trusted.
+    ///
+    /// Files are trusted because of who may have written them and how they are
+    /// named: the folder and the file belong to the current user and no one else
+    /// may write them (checked here, on the descriptors of the folder and of the
+    /// file that is then loaded), every file was written by `store` from
+    /// wasmtime's own serializer, and its name carries the BLAKE3 digest of the
+    /// exact source bytes and the engine's compatibility hash, so a file is
+    /// only ever loaded for the bytes and engine it was compiled from.
+    fn trusted_file(&self, path: &Path) -> Option<CachedFile> {
+        let (file, meta) = match self.open_trusted(path) {
+            Ok(opened) => opened,
+            Err(why) => {
+                if path.exists() {
+                    log::warn!("not loading cached artifact '{}': {why}", path.display());
+                }
+                return None;
+            }
+        };
+        let Some(kind) = header_kind(&file) else {
+            log::warn!(
+                "ignoring cached artifact '{}': not a wasmtime artifact",
+                path.display()
+            );
+            return None;
+        };
+        Some(CachedFile {
+            path: path.to_path_buf(),
+            kind,
+            accessed: meta.accessed().ok(),
+            file,
+        })
+    }
+
+    /// Opens the file at `path`, in the folder, so that what is checked is
+    /// what is read: the folder is checked on the descriptor held since
+    /// [`DiskCache::open`] (the current user's, written by no one else), then
+    /// the file is opened relative to it (not following a symlink) and checked
+    /// on its own descriptor. Whoever can write an ancestor folder can rename
+    /// things under it, but cannot make a folder or file of ours they could
+    /// write: a swap after the check changes nothing that is loaded.
+    #[allow(unsafe_code)]
+    fn open_trusted(&self, path: &Path) -> Result<(std::fs::File, std::fs::Metadata), String> {
+        use std::os::fd::{AsRawFd, FromRawFd};
+        use std::os::unix::ffi::OsStrExt;
+        let name = match (path.parent(), path.file_name()) {
+            (Some(dir), Some(name)) if dir == self.dir => name,
+            _ => return Err(format!("'{}' is not in the cache folder", path.display())),
+        };
+        check_owner(
+            &self.folder.metadata().map_err(|e| e.to_string())?,
+            &self.dir,
+            true,
+        )?;
+        let name = std::ffi::CString::new(name.as_bytes())
+            .map_err(|_| format!("'{}' has a NUL byte", path.display()))?;
+        // SAFETY: a valid folder descriptor and NUL-terminated name; the new
+        // descriptor is owned by the `File` made from it, alone.
+        let fd = unsafe {
+            libc::openat(
+                self.folder.as_raw_fd(),
+                name.as_ptr(),
+                libc::O_RDONLY | libc::O_NOFOLLOW | libc::O_NONBLOCK | libc::O_CLOEXEC,
+            )
+        };
+        if fd < 0 {
+            let error = std::io::Error::last_os_error();
+            return Err(format!("'{}': {error}", path.display()));
+        }
+        // SAFETY: `fd` was just opened and is owned by nothing else.
+        let file = unsafe { std::fs::File::from_raw_fd(fd) };
+        let meta = file.metadata().map_err(|e| e.to_string())?;
+        check_owner(&meta, path, false)?;
+        Ok((file, meta))
+    }
 }
 
 /// One compiled artifact of the folder.
@@ -281,17 +361,33 @@ pub(crate) struct CachedArtifact {
 pub(crate) struct CachedFile {
     pub(crate) path: PathBuf,
     pub(crate) kind: Precompiled,
+    /// Its access time when opened.
+    accessed: Option<std::time::SystemTime>,
     file: std::fs::File,
 }
+
+/// How stale an artifact's access time may be before a load sets it again:
+/// eviction needs the order of use, not the instant, and setting it writes
+/// the file's inode (some 10 µs, a twentieth of a small module's load).
+const TOUCH_EVERY: std::time::Duration = std::time::Duration::from_secs(60);
 
 impl CachedFile {
     /// Marks the artifact used now, for least-recently-used eviction: its
     /// access time, set explicitly (whatever the mount's atime policy) on
     /// the open descriptor — one system call; its owner may set its times
     /// whatever the descriptor was opened for.
+    /// Not again within [`TOUCH_EVERY`] of the last time.
     fn touch(&self) {
-        let now = std::fs::FileTimes::new().set_accessed(std::time::SystemTime::now());
-        let _ = self.file.set_times(now);
+        let now = std::time::SystemTime::now();
+        let recent = self
+            .accessed
+            .and_then(|accessed| now.duration_since(accessed).ok())
+            .is_some_and(|since| since < TOUCH_EVERY);
+        if !recent {
+            let _ = self
+                .file
+                .set_times(std::fs::FileTimes::new().set_accessed(now));
+        }
     }
 }
 
@@ -307,39 +403,6 @@ fn parse_identity(text: &str) -> Option<(&str, &str, &str)> {
     let (image, identity, line) = (lines.next()?, lines.next()?, lines.next()?);
     let hex = line.strip_prefix(DIGEST_TAG).unwrap_or("");
     lines.next().is_none().then_some((image, identity, hex))
-}
-
-/// The precompiled artifact at `path`, open, if it exists and is trusted.
-///
-/// Files are trusted because of who may have written them and how they are
-/// named: the folder and the file belong to the current user and no one else
-/// may write them (checked here, on the descriptor that is then loaded), every
-/// file was written by `store` from wasmtime's own serializer, and its name
-/// carries the BLAKE3 digest of the exact source bytes and the engine's
-/// compatibility hash, so a file is only ever loaded for the bytes and engine
-/// it was compiled from.
-fn trusted_file(path: &Path) -> Option<CachedFile> {
-    let file = match open_trusted(path) {
-        Ok(file) => file,
-        Err(why) => {
-            if path.exists() {
-                log::warn!("not loading cached artifact '{}': {why}", path.display());
-            }
-            return None;
-        }
-    };
-    let Some(kind) = header_kind(&file) else {
-        log::warn!(
-            "ignoring cached artifact '{}': not a wasmtime artifact",
-            path.display()
-        );
-        return None;
-    };
-    Some(CachedFile {
-        path: path.to_path_buf(),
-        kind,
-        file,
-    })
 }
 
 /// The kind a wasmtime artifact declares in its ELF header — the field
@@ -374,46 +437,16 @@ fn header_kind(file: &std::fs::File) -> Option<Precompiled> {
     }
 }
 
-/// Opens the file at `path` so that what is checked is what is read: its
-/// folder is opened (not following a symlink) and checked on that descriptor
-/// — the current user's, written by no one else — then the file is opened
-/// relative to the folder's descriptor (not following a symlink) and checked
-/// on its own. Whoever can write an ancestor folder can rename things under
-/// it, but cannot make a folder or file of ours they could write: a swap
-/// after the check changes nothing that is loaded.
-#[allow(unsafe_code)]
-fn open_trusted(path: &Path) -> Result<std::fs::File, String> {
-    use std::os::fd::{AsRawFd, FromRawFd};
-    use std::os::unix::ffi::OsStrExt;
-    let (dir, name) = match (path.parent(), path.file_name()) {
-        (Some(dir), Some(name)) => (dir, name),
-        _ => return Err(format!("'{}' has no folder", path.display())),
-    };
+/// The folder `dir`, opened without following a symlink and checked on that
+/// descriptor: the current user's, written by no one else.
+fn open_folder(dir: &Path) -> Result<std::fs::File, String> {
     let folder = std::fs::OpenOptions::new()
         .read(true)
         .custom_flags(libc::O_DIRECTORY | libc::O_NOFOLLOW | libc::O_CLOEXEC)
         .open(dir)
         .map_err(|e| format!("'{}': {e}", dir.display()))?;
     check_owner(&folder.metadata().map_err(|e| e.to_string())?, dir, true)?;
-    let name = std::ffi::CString::new(name.as_bytes())
-        .map_err(|_| format!("'{}' has a NUL byte", path.display()))?;
-    // SAFETY: a valid folder descriptor and NUL-terminated name; the new
-    // descriptor is owned by the `File` made from it, alone.
-    let fd = unsafe {
-        libc::openat(
-            folder.as_raw_fd(),
-            name.as_ptr(),
-            libc::O_RDONLY | libc::O_NOFOLLOW | libc::O_NONBLOCK | libc::O_CLOEXEC,
-        )
-    };
-    if fd < 0 {
-        let error = std::io::Error::last_os_error();
-        return Err(format!("'{}': {error}", path.display()));
-    }
-    // SAFETY: `fd` was just opened and is owned by nothing else.
-    let file = unsafe { std::fs::File::from_raw_fd(fd) };
-    check_owner(&file.metadata().map_err(|e| e.to_string())?, path, false)?;
-    Ok(file)
+    Ok(folder)
 }
 
 /// A path that opens the very file `file` is (Linux's `/proc/self/fd`), for
@@ -525,6 +558,32 @@ mod tests {
         let mut file = tempfile::tempfile().unwrap();
         file.write_all(bytes).unwrap();
         header_kind(&file)
+    }
+
+    #[test]
+    fn a_load_sets_the_access_time_only_when_it_is_stale() {
+        let file = tempfile::NamedTempFile::new().unwrap();
+        let long_ago = std::time::UNIX_EPOCH + std::time::Duration::from_secs(1 << 30);
+        let accessed = || file.as_file().metadata().unwrap().accessed().unwrap();
+        let cached = |when| CachedFile {
+            path: file.path().to_path_buf(),
+            kind: Precompiled::Module,
+            accessed: Some(when),
+            file: file.reopen().unwrap(),
+        };
+        file.as_file()
+            .set_times(std::fs::FileTimes::new().set_accessed(long_ago))
+            .unwrap();
+        // Opened while its access time said ten seconds ago: left alone.
+        let recently = std::time::SystemTime::now() - std::time::Duration::from_secs(10);
+        cached(recently).touch();
+        assert_eq!(accessed(), long_ago);
+        // Opened while it said long ago: set to now.
+        cached(long_ago).touch();
+        let since = std::time::SystemTime::now()
+            .duration_since(accessed())
+            .unwrap_or_default();
+        assert!(since < TOUCH_EVERY, "{:?}", accessed());
     }
 
     #[test]

@@ -56,7 +56,16 @@ pub(crate) struct Artifact<P> {
     compiled: OnceLock<Result<Compiled<P>, String>>,
     /// Compiled for the on-demand engine, for a run that finds every pooled slot taken.
     on_demand: OnceLock<Result<Compiled<P>, String>>,
+    /// Whether its native code was in the compiled cache, small enough to
+    /// load quickly, when a start first looked (see [`Artifact::loads_quickly`]).
+    cached: OnceLock<bool>,
 }
+
+/// Native code up to this size loads from the compiled cache in about a
+/// millisecond or less (wasmtime maps the file and reads its tables: a
+/// 200 KiB module takes some 0.2 ms here): short enough for a host thread
+/// waiting on its own guest to load it itself rather than wait for a worker.
+const QUICK_LOAD: u64 = 4 << 20;
 
 /// Native code loaded into one engine, and what the guest prepared from it.
 pub(crate) struct Compiled<P> {
@@ -146,6 +155,27 @@ impl<P> Artifact<P> {
         self.compiled.get().is_some()
     }
 
+    /// Whether getting its compiled form is quick: compiled already, or its
+    /// native code is in the compiled cache and small ([`QUICK_LOAD`]) — looked
+    /// up once, by the first start. Only a hint of where a first run goes (a
+    /// file evicted since is compiled by whoever runs it).
+    pub(crate) fn loads_quickly(&self, engines: &Engines, disk: Option<&DiskCache>) -> bool {
+        self.is_compiled()
+            || *self.cached.get_or_init(|| {
+                let Some(disk) = disk else {
+                    return false;
+                };
+                // Both engines share one compatibility hash, so one file.
+                let path = disk.path(engines.on_demand.compat, &self.digest);
+                std::fs::metadata(path).is_ok_and(|m| m.is_file() && m.len() <= QUICK_LOAD)
+            })
+    }
+
+    /// What [`Artifact::loads_quickly`] found, without looking.
+    pub(crate) fn loaded_quickly(&self) -> bool {
+        self.is_compiled() || self.cached.get().copied().unwrap_or(false)
+    }
+
     /// The form compiled for the on-demand engine, compiling on first use.
     pub(crate) fn compiled_on_demand(
         &self,
@@ -220,6 +250,7 @@ impl<P> ArtifactCache<P> {
             source: source(),
             compiled: OnceLock::new(),
             on_demand: OnceLock::new(),
+            cached: OnceLock::new(),
         });
         entries.by_digest.insert(digest, (artifact.clone(), now));
         self.evict_unused(&mut entries);
@@ -275,5 +306,36 @@ mod tests {
         }
         assert!(kept(&cache, b"d"));
         drop(held);
+    }
+
+    #[test]
+    fn code_in_the_compiled_cache_loads_quickly_and_code_to_compile_does_not() {
+        let config = crate::settings::WasmConfig {
+            pooling: false,
+            ..Default::default()
+        };
+        let engines = Engines::new(&config).unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let disk = DiskCache::open(dir.path().join("cache"), u64::MAX).unwrap();
+        let bytes = wat::parse_str("(module (func (export \"_start\")))").unwrap();
+        let other = wat::parse_str("(module (func (export \"_start\") nop))").unwrap();
+        // Not compiled, not cached: a compile is owed.
+        let first: ArtifactCache<()> = ArtifactCache::new(4);
+        assert!(!first.intern(&bytes).loads_quickly(&engines, Some(&disk)));
+        // Another artifact of the same bytes: compiled, and saved in the cache.
+        let compiling: ArtifactCache<()> = ArtifactCache::new(4);
+        let artifact = compiling.intern(&bytes);
+        assert!(artifact.compiled(&engines, Some(&disk)).is_ok());
+        assert!(artifact.loads_quickly(&engines, Some(&disk)));
+        // A new runtime's artifact of those bytes finds them in the cache;
+        // of other bytes, or with no cache, it does not.
+        let fresh: ArtifactCache<()> = ArtifactCache::new(4);
+        let cached = fresh.intern(&bytes);
+        assert!(!cached.loaded_quickly(), "not looked up yet");
+        assert!(cached.loads_quickly(&engines, Some(&disk)));
+        assert!(cached.loaded_quickly());
+        assert!(!fresh.intern(&other).loads_quickly(&engines, Some(&disk)));
+        let uncached: ArtifactCache<()> = ArtifactCache::new(4);
+        assert!(!uncached.intern(&bytes).loads_quickly(&engines, None));
     }
 }

@@ -238,7 +238,7 @@ impl Job for Instance {
     }
 
     fn is_ready(&self) -> bool {
-        self.artifact.is_compiled()
+        self.artifact.loaded_quickly()
     }
 
     fn slice_begin(&self, mark: Option<CpuMark>) {
