@@ -17,8 +17,8 @@ mkdir -p "$work"
 cd "$work"
 [ -x node_modules/.bin/componentize-js ] ||
     npm install --no-audit --no-fund @bytecodealliance/componentize-js@0.23.0
-cargo fetch --manifest-path "$root/Cargo.toml" --quiet
-http=$(ls -d "${CARGO_HOME:-$HOME/.cargo}"/registry/src/*/wasmtime-wasi-http-48.0.8 | head -1)
+. "$here/../common/serve.sh"
+http=$(wasi_http_wit "$root/Cargo.toml")
 cargo build --release --manifest-path "$root/Cargo.toml" --quiet
 wasmpool=$root/target/release/wasmpool
 if [ ! -f js.wasm ]; then
@@ -29,27 +29,10 @@ if [ ! -f js.wasm ]; then
     printf 'package bench:js;\n\nworld service {\n  include wasi:http/proxy@0.2.10;\n}\n' > wit/world.wit
     node_modules/.bin/componentize-js -w wit -n service -o js.wasm "$here/app.js"
 fi
-busy() { for _ in 1 2 3 4; do (while :; do :; done) & done; }
-first_request() { # $1: command…; prints ms from start to the first 200
-    local start=$(date +%s%N)
-    "$@" >/dev/null 2>&1 &
-    local pid=$!
-    until curl -sf -o /dev/null http://127.0.0.1:8400/; do sleep 0.001; done
-    echo -n "$(( ($(date +%s%N) - start) / 1000000 )) "
-    kill $pid; wait $pid 2>/dev/null || true
-}
 for who in wasmpool wasmtime; do
     if [ $who = wasmpool ]; then cmd=("$wasmpool" -q serve --addr 127.0.0.1:8400 js.wasm)
     else cmd=("$wasmtime" serve -Scli --addr 127.0.0.1:8400 js.wasm); fi
     first_request "${cmd[@]}" >/dev/null # its compiled cache
     echo "== $who: first request, ms: $(for _ in 1 2 3; do first_request "${cmd[@]}"; done)"
-    "${cmd[@]}" >/dev/null 2>&1 &
-    pid=$!
-    until curl -sf -o /dev/null http://127.0.0.1:8400/; do sleep 0.01; done
-    wrk -t2 -c64 -d2s http://127.0.0.1:8400/ >/dev/null
-    echo "-- idle"; wrk -t2 -c64 -d$duration --latency http://127.0.0.1:8400/ | grep -E "Requests/sec|99%|50%|Non-2xx|errors"
-    busy; sleep 0.5
-    echo "-- beside 4 busy loops"; wrk -t2 -c64 -d$duration --latency http://127.0.0.1:8400/ | grep -E "Requests/sec|99%|50%|Non-2xx|errors"
-    kill $(jobs -p | grep -v "^$pid$") 2>/dev/null || true
-    kill $pid; wait 2>/dev/null || true
+    serve_and_load "${cmd[@]}"
 done

@@ -1,11 +1,10 @@
-"""A wasi:http/incoming-handler@0.2 handler whose start-up work is in `wizer-initialize`."""
+"""A wasi:http/incoming-handler@0.2 handler whose start-up work is in `wizer-initialize`
+(`plain` is p2.py, the plain service, copied beside it by preinit.sh)."""
 
 import wit_world
 from wit_world import exports
-from wit_world.imports.types import (
-    IncomingRequest, ResponseOutparam, OutgoingResponse, Fields, OutgoingBody,
-)
-from componentize_py_types import Ok
+from wit_world.imports.types import IncomingRequest, ResponseOutparam
+import plain
 import startup
 
 
@@ -16,11 +15,4 @@ class WitWorld(wit_world.WitWorld):
 
 class IncomingHandler(exports.IncomingHandler):
     def handle(self, request: IncomingRequest, response_out: ResponseOutparam) -> None:
-        body_text = startup.describe(request.path_with_query() or "/")
-        response = OutgoingResponse(Fields.from_list([("content-type", b"text/plain")]))
-        body = response.body()
-        ResponseOutparam.set(response_out, Ok(response))
-        stream = body.write()
-        stream.blocking_write_and_flush(body_text)
-        stream.__exit__(None, None, None)
-        OutgoingBody.finish(body, None)
+        plain.answer(response_out, startup.describe(request.path_with_query() or "/"))

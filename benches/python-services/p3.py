@@ -10,22 +10,26 @@ from wit_world.imports.wasi_http_types import Response, Fields, ErrorCode, Reque
 counter = 0
 
 
+def answer(text: bytes) -> Response:
+    """A `200 text/plain` response of `text`, written by a task of its own."""
+    tx, rx = wit_world.byte_stream()
+
+    async def write() -> None:
+        with tx:
+            await tx.write_all(text)
+
+    import componentize_py_async_support
+    componentize_py_async_support.spawn(write())
+    return Response.new(
+        Fields.from_list([("content-type", b"text/plain")]), rx, trailers()
+    )[0]
+
+
 class Handler(exports.Handler):
     async def handle(self, request: Request) -> Response:
         global counter
         counter += 1
-        tx, rx = wit_world.byte_stream()
-        body = f"hello from python {request.get_path_with_query()}\n".encode()
-
-        async def write() -> None:
-            with tx:
-                await tx.write_all(body)
-
-        import componentize_py_async_support
-        componentize_py_async_support.spawn(write())
-        return Response.new(
-            Fields.from_list([("content-type", b"text/plain")]), rx, trailers()
-        )[0]
+        return answer(f"hello from python {request.get_path_with_query()}\n".encode())
 
 
 def trailers() -> FutureReader[Result[Optional[Fields], ErrorCode]]:

@@ -21,8 +21,8 @@ if [ ! -x "$venv/bin/componentize-py" ]; then
     python3 -m venv "$venv"
     "$venv/bin/pip" install -q componentize-py==0.25.1
 fi
-cargo fetch --manifest-path "$root/Cargo.toml" --quiet
-http=$(ls -d "${CARGO_HOME:-$HOME/.cargo}"/registry/src/*/wasmtime-wasi-http-48.0.8 | head -1)
+. "$here/../common/serve.sh"
+http=$(wasi_http_wit "$root/Cargo.toml")
 cargo build --release --manifest-path "$root/Cargo.toml" --quiet
 wasmpool=$root/target/release/wasmpool
 for world in p2 p3; do
@@ -35,31 +35,20 @@ for world in p2 p3; do
         esac
         awk -v keep=$([ $world = p2 ] && echo proxy || echo service) '
             /^world / { skip = ($2 != keep) } !skip' "$here/init.wit" > wit-$world/world.wit
+        # The plain service's answer (plain.py), the start-up, and the handler using both.
         cp "$here/$world-init.py" $world/app.py && cp "$here/startup.py" $world/
+        cp "$here/$world.py" $world/plain.py
         (cd $world && "$venv/bin/componentize-py" -q -d ../wit-$world -w $w componentize app -o ../$world.wasm)
     fi
     [ -f $world-snapshot.wasm ] || "$wasmpool" wizer $world.wasm $world-snapshot.wasm
 done
-first_request() { # $1: command…; prints ms from start to the first 200
-    local start=$(date +%s%N)
-    "$@" >/dev/null 2>&1 &
-    local pid=$!
-    until curl -sf -o /dev/null http://127.0.0.1:8400/; do sleep 0.001; done
-    echo -n "$(( ($(date +%s%N) - start) / 1000000 )) "
-    kill $pid; wait $pid 2>/dev/null || true
-}
+idle_only=1 wrk_options="--timeout 10s"
 for wasm in p2 p2-snapshot p3 p3-snapshot; do
     for who in wasmpool wasmtime; do
         if [ $who = wasmpool ]; then cmd=("$wasmpool" -q serve --addr 127.0.0.1:8400 $wasm.wasm)
         else cmd=("$wasmtime" serve -Scli --addr 127.0.0.1:8400 $wasm.wasm); fi
         first_request "${cmd[@]}" >/dev/null # its compiled cache
         echo "== $wasm $who: first request, ms: $(for _ in 1 2 3; do first_request "${cmd[@]}"; done)"
-        "${cmd[@]}" >/dev/null 2>&1 &
-        pid=$!
-        until curl -sf -o /dev/null http://127.0.0.1:8400/; do sleep 0.01; done
-        wrk -t2 -c64 -d2s --timeout 10s http://127.0.0.1:8400/ >/dev/null
-        wrk -t2 -c64 -d$duration --timeout 10s --latency http://127.0.0.1:8400/ \
-            | grep -E "Requests/sec|99%|50%|Non-2xx|errors"
-        kill $pid; wait $pid 2>/dev/null || true
+        serve_and_load "${cmd[@]}"
     done
 done
