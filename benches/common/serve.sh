@@ -49,3 +49,27 @@ serve_and_load() {
     fi
     kill $pid; wait 2>/dev/null || true
 }
+
+# Four requests to `/spin` (a handler that never returns), each sent again
+# as soon as the server's deadline ends it, until `serve_beside_spinners`
+# kills them.
+spinners() {
+    for _ in 1 2 3 4; do
+        (while :; do curl -s -o /dev/null --max-time 30 http://127.0.0.1:8400/spin; done) &
+    done
+}
+
+# Serves with `$@` (a command that gives requests a deadline: a spinning
+# request holds a worker or an I/O thread until it ends) and loads it beside
+# four spinning requests, after a 2 s warm-up.
+serve_beside_spinners() {
+    local pid
+    "$@" >/dev/null 2>&1 &
+    pid=$!
+    wait_up
+    wrk -t2 -c64 -d2s ${wrk_options:-} http://127.0.0.1:8400/ >/dev/null
+    spinners; sleep 1
+    echo "-- beside 4 spinning requests"; load ${wrk_options:-}
+    kill $(jobs -p | grep -v "^$pid$") 2>/dev/null || true
+    kill $pid; wait 2>/dev/null || true
+}

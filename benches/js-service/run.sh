@@ -3,8 +3,10 @@
 # StarlingMonkey inside, 13 MB): a wasi:http 0.2 handler answering a short
 # text, served by wasmpool and by `wasmtime serve` 48 side by side in one
 # run: the first request after start (caches warm, 3 runs), then wrk, 64
-# connections on loopback, idle and beside 4 busy host loops. Needs node and
-# npm, wrk, and a wasmtime 48 CLI as $WASMTIME.
+# connections on loopback, idle, beside 4 busy host loops and beside 4
+# requests spinning in the service (`/spin`, both servers with a 5 s
+# deadline a request). Needs node and npm, wrk, and a wasmtime 48 CLI as
+# $WASMTIME.
 #
 #   WASMTIME=/path/to/wasmtime bash benches/js-service/run.sh
 set -euo pipefail
@@ -35,4 +37,8 @@ for who in wasmpool wasmtime; do
     first_request "${cmd[@]}" >/dev/null # its compiled cache
     echo "== $who: first request, ms: $(for _ in 1 2 3; do first_request "${cmd[@]}"; done)"
     serve_and_load "${cmd[@]}"
+    # Both with a 5 s deadline a request, which ends each spinning one.
+    if [ $who = wasmpool ]; then cmd=("$wasmpool" -q serve --timeout 5s --addr 127.0.0.1:8400 js.wasm)
+    else cmd=("$wasmtime" serve -Scli -W timeout=5s --addr 127.0.0.1:8400 js.wasm); fi
+    serve_beside_spinners "${cmd[@]}"
 done

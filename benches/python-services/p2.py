@@ -1,4 +1,5 @@
-"""A wasi:http/incoming-handler@0.2.0 handler: answers every request with a short text."""
+"""A wasi:http/incoming-handler@0.2.0 handler: answers every request with a short text,
+but spins on `/spin` (a request that never ends unless its server ends it)."""
 
 from wit_world import exports
 from wit_world.imports.types import (
@@ -20,4 +21,7 @@ def answer(response_out: ResponseOutparam, text: bytes) -> None:
 
 class IncomingHandler(exports.IncomingHandler):
     def handle(self, request: IncomingRequest, response_out: ResponseOutparam) -> None:
+        if request.path_with_query() == "/spin":
+            while True:
+                pass
         answer(response_out, f"hello from python {request.path_with_query()}\n".encode())

@@ -1,4 +1,5 @@
-"""A wasi:http/service@0.3.0 handler: answers every request with a short text."""
+"""A wasi:http/service@0.3.0 handler: answers every request with a short text,
+but spins on `/spin` (a request that never ends unless its server ends it)."""
 
 import wit_world
 from typing import Optional
@@ -29,6 +30,9 @@ class Handler(exports.Handler):
     async def handle(self, request: Request) -> Response:
         global counter
         counter += 1
+        if request.get_path_with_query() == "/spin":
+            while True:
+                pass
         return answer(f"hello from python {request.get_path_with_query()}\n".encode())
 
 

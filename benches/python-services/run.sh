@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Real Python services (componentize-py from PyPI) served by wasmpool and by
 # `wasmtime serve` 48, side by side in one run: wrk, 64 connections on
-# loopback, idle and beside 4 busy host loops; and the first request after
-# start. Needs: python3 with venv, wrk (Debian's), and a wasmtime 48 CLI
+# loopback, idle, beside 4 busy host loops and beside 4 requests spinning in
+# the service (`/spin`, both servers with a 5 s deadline a request); and the
+# first request after start (caches warm, 3 runs). Needs: python3 with venv, wrk (Debian's), and a wasmtime 48 CLI
 # (`cargo install wasmtime-cli --version 48.0.8 --locked`) as $WASMTIME.
 #
 #   WASMTIME=/path/to/wasmtime bash benches/python-services/run.sh
@@ -36,7 +37,12 @@ for world in p2 p3; do
     for who in wasmpool wasmtime; do
         if [ $who = wasmpool ]; then cmd=("$wasmpool" -q serve --addr 127.0.0.1:8400 $world.wasm)
         else cmd=("$wasmtime" serve -Scli --addr 127.0.0.1:8400 $world.wasm); fi
-        echo "== $world $who: first request $(first_request "${cmd[@]}")ms"
+        first_request "${cmd[@]}" >/dev/null # its compiled cache
+        echo "== $world $who: first request, ms: $(for _ in 1 2 3; do first_request "${cmd[@]}"; done)"
         serve_and_load "${cmd[@]}"
+        # Both with a 5 s deadline a request, which ends each spinning one.
+        if [ $who = wasmpool ]; then cmd=("$wasmpool" -q serve --timeout 5s --addr 127.0.0.1:8400 $world.wasm)
+        else cmd=("$wasmtime" serve -Scli -W timeout=5s --addr 127.0.0.1:8400 $world.wasm); fi
+        serve_beside_spinners "${cmd[@]}"
     done
 done
