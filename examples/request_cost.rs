@@ -21,10 +21,10 @@
 //! engine into `target/request-cost/` and loaded from there afterwards.
 
 use http_body_util::{BodyExt, Empty};
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+
 use std::time::{Duration, Instant};
 use wasmtime::component::{Component, Linker, ResourceTable};
 use wasmtime::{Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig, Store};
@@ -32,6 +32,10 @@ use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 use wasmtime_wasi_http::p2::bindings::http::types::Scheme;
 use wasmtime_wasi_http::p2::bindings::ProxyPre;
 use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpCtxView, WasiHttpView};
+
+#[allow(dead_code)]
+#[path = "../tests/common/service.rs"]
+mod service;
 
 type Error = Box<dyn std::error::Error>;
 
@@ -215,7 +219,7 @@ fn served(
     cache: &Path,
     n: usize,
 ) -> Result<(Duration, Duration), Error> {
-    let (mut child, address) = start(program, args, cache)?;
+    let (mut child, address) = service::start_server(program, args, cache)?;
     let mut stream = TcpStream::connect(address)?;
     stream.set_read_timeout(Some(Duration::from_secs(30)))?;
     stream.set_nodelay(true)?;
@@ -292,27 +296,4 @@ fn cpu_time(pid: u32) -> Result<Duration, Error> {
     // SAFETY: sysconf has no preconditions.
     let per_second = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as u64;
     Ok(Duration::from_micros(ticks * 1_000_000 / per_second))
-}
-
-/// Starts a server on a free loopback port; its address, from the line it logs.
-fn start(program: &str, args: &[&str], cache: &Path) -> Result<(Child, SocketAddr), Error> {
-    let mut child = Command::new(program)
-        .args(args)
-        .env("WASMPOOL_CACHE_DIR", cache)
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()?;
-    let mut stderr = BufReader::new(child.stderr.take().ok_or("no stderr")?);
-    let mut line = String::new();
-    loop {
-        line.clear();
-        if stderr.read_line(&mut line)? == 0 {
-            return Err(format!("{program} exited before listening").into());
-        }
-        if let Some(at) = line.find("http://") {
-            let address = line[at + 7..].trim().trim_end_matches('/').parse()?;
-            std::thread::spawn(move || for _ in stderr.lines() {});
-            return Ok((child, address));
-        }
-    }
 }

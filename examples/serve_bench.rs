@@ -12,9 +12,9 @@
 #[path = "../tests/common/service.rs"]
 mod service;
 
-use std::io::{BufRead, BufReader, Write};
+use std::io::Write;
 use std::net::{SocketAddr, TcpStream};
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -70,7 +70,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     // WASMTIME=none measures wasmpool alone.
     let skip = usize::from(wasmtime == "none");
     for (name, program, args) in servers.into_iter().skip(skip) {
-        let (mut server, address) = start(program, &args, dir.path())?;
+        let (mut server, address) = service::start_server(program, &args, dir.path())?;
         let idle = wrk(address)?;
         println!(
             "| {name} | idle | {:.0} | {} | {} |",
@@ -163,7 +163,7 @@ fn keyvalue_rows(wasmpool: &str, dir: &std::path::Path) -> Result<(), Box<dyn st
             args.extend(["--keyvalue", store]);
         }
         args.push(path);
-        let (mut server, address) = start(wasmpool, &args, dir)?;
+        let (mut server, address) = service::start_server(wasmpool, &args, dir)?;
         let (rate, p50, p99) = wrk(address)?;
         let _ = server.kill();
         let _ = server.wait();
@@ -176,35 +176,6 @@ fn keyvalue_rows(wasmpool: &str, dir: &std::path::Path) -> Result<(), Box<dyn st
         );
     }
     Ok(())
-}
-
-/// Starts a server and reads the address it prints.
-fn start(
-    program: &str,
-    args: &[&str],
-    cache: &std::path::Path,
-) -> Result<(Child, SocketAddr), Box<dyn std::error::Error>> {
-    let mut child = Command::new(program)
-        .args(args)
-        .env("WASMPOOL_CACHE_DIR", cache)
-        .env_remove("RUST_BACKTRACE")
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()?;
-    let mut stderr = BufReader::new(child.stderr.take().unwrap());
-    let mut line = String::new();
-    loop {
-        line.clear();
-        if stderr.read_line(&mut line)? == 0 {
-            return Err(format!("{program} exited before listening").into());
-        }
-        if let Some(at) = line.find("http://") {
-            let address = line[at + 7..].trim().trim_end_matches('/').parse()?;
-            // Keep draining its stderr so it never blocks on a full pipe.
-            std::thread::spawn(move || for _ in stderr.lines() {});
-            return Ok((child, address));
-        }
-    }
 }
 
 /// `wrk -t2 -c64 -d10s --latency`: requests per second, p50 and p99.

@@ -467,28 +467,21 @@ fn an_identity_record_of_an_earlier_digest_is_not_trusted() {
     let lines: Vec<&str> = text.lines().collect();
     assert_eq!(lines.len(), 3, "{text}");
     let wrong = blake3::hash(&other).to_hex().to_string();
+    // The record with `digest_line` in place of its own, then a new runtime's run of the file.
+    let run_with_record = |digest_line: &str, name: &str| {
+        let record = format!("{}\n{}\n{digest_line}\n", lines[0], lines[1]);
+        std::fs::write(&records[0], record).unwrap();
+        run_file(&runtime_on(cache.path()), name)
+    };
     // The record as this version writes it, but pointing at the other
     // program: trusted (the record is the runtime's own, in its 0700
     // folder), so the other program runs — the test's control.
-    std::fs::write(
-        &records[0],
-        format!("{}\n{}\nblake3:{wrong}\n", lines[0], lines[1]),
-    )
-    .unwrap();
     assert_eq!(
-        run_file(&runtime_on(cache.path()), "tagged"),
+        run_with_record(&format!("blake3:{wrong}"), "tagged"),
         Outcome::Exited(21)
     );
     // Untagged, as an earlier version wrote it: not trusted.
-    std::fs::write(
-        &records[0],
-        format!("{}\n{}\n{wrong}\n", lines[0], lines[1]),
-    )
-    .unwrap();
-    assert_eq!(
-        run_file(&runtime_on(cache.path()), "untagged"),
-        Outcome::Exited(22)
-    );
+    assert_eq!(run_with_record(&wrong, "untagged"), Outcome::Exited(22));
     let replaced = std::fs::read_to_string(&records[0]).unwrap();
     let own = blake3::hash(&std::fs::read(&path).unwrap())
         .to_hex()

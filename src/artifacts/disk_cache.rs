@@ -372,11 +372,11 @@ pub(crate) struct CachedFile {
 const TOUCH_EVERY: std::time::Duration = std::time::Duration::from_secs(60);
 
 impl CachedFile {
-    /// Marks the artifact used now, for least-recently-used eviction: its
-    /// access time, set explicitly (whatever the mount's atime policy) on
-    /// the open descriptor — one system call; its owner may set its times
-    /// whatever the descriptor was opened for.
-    /// Not again within [`TOUCH_EVERY`] of the last time.
+    /// Marks the artifact used now, for least-recently-used eviction, unless
+    /// it was within [`TOUCH_EVERY`]: its access time, set explicitly
+    /// (whatever the mount's atime policy) on the open descriptor — one
+    /// system call; its owner may set its times whatever the descriptor was
+    /// opened for.
     fn touch(&self) {
         let now = std::time::SystemTime::now();
         let recent = self

@@ -165,8 +165,9 @@ impl<P> Artifact<P> {
                 let Some(disk) = disk else {
                     return false;
                 };
-                // Both engines share one compatibility hash, so one file.
-                let path = disk.path(engines.on_demand.compat, &self.digest);
+                // The file the first engine tried looks for (see `fit`).
+                let first = engines.pooled.as_ref().unwrap_or(&engines.on_demand);
+                let path = disk.path(first.compat, &self.digest);
                 std::fs::metadata(path).is_ok_and(|m| m.is_file() && m.len() <= QUICK_LOAD)
             })
     }

@@ -145,8 +145,9 @@ impl WaitHandle {
     }
 
     /// Polls the container's own task on this thread while it is runnable.
-    /// Only once its artifact is compiled: a stop during a long compile must
-    /// reach this waiter at once, not after the compile.
+    /// Only once its first poll is short (compiled, or small cached code to
+    /// load): a stop during a long compile must reach this waiter at once,
+    /// not after the compile.
     fn help(&self, task: &Arc<Task>) {
         if !(task.is_runnable() && task.is_ready()) {
             return;

@@ -533,3 +533,35 @@ pub fn keyvalue_counter(read: bool) -> Vec<u8> {
     );
     component_of(&wit, "service", &core)
 }
+
+/// Starts a server (`program args`, its compiled cache in `cache`) on the
+/// port it picks, and reads the address it prints (`… http://ADDRESS/`);
+/// its stderr is drained from then on, so it never blocks on a full pipe.
+pub fn start_server(
+    program: &str,
+    args: &[&str],
+    cache: &std::path::Path,
+) -> Result<(std::process::Child, SocketAddr), Box<dyn std::error::Error>> {
+    use std::io::BufRead;
+    use std::process::{Command, Stdio};
+    let mut child = Command::new(program)
+        .args(args)
+        .env("WASMPOOL_CACHE_DIR", cache)
+        .env_remove("RUST_BACKTRACE")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()?;
+    let mut stderr = std::io::BufReader::new(child.stderr.take().ok_or("no stderr")?);
+    let mut line = String::new();
+    loop {
+        line.clear();
+        if stderr.read_line(&mut line)? == 0 {
+            return Err(format!("{program} exited before listening").into());
+        }
+        if let Some(at) = line.find("http://") {
+            let address = line[at + 7..].trim().trim_end_matches('/').parse()?;
+            std::thread::spawn(move || for _ in stderr.lines() {});
+            return Ok((child, address));
+        }
+    }
+}
