@@ -11,6 +11,7 @@
 //! cost each one a cold cache and TLB — a busy Python service ran its guest
 //! code 1.8x slower than `wasmtime serve` for it. Each slice still checks the
 //! guest's stop and deadline; only the hand-over to the next guest waits.
+//! (An HTTP request's instance yields every ten slices: see `serve::server`.)
 
 use super::cpu_clock::CpuMark;
 use super::queue::{Message, RunQueue};

@@ -281,7 +281,7 @@ impl RequestJob {
             Box::pin(future),
             &served.queue,
             &served.timers,
-            served.shared.config.fuel_slice,
+            served.fuel_slice(),
         ));
         job.control.attach(&task);
         task.schedule();
@@ -368,13 +368,8 @@ async fn attempt(
         job.stats.clone(),
     )
     .sharing(Some(served.memory.clone()));
-    let (mut store, budget) = store_with(
-        &handler.engine,
-        wasi,
-        plan,
-        limiter,
-        served.shared.config.fuel_slice,
-    )?;
+    let (mut store, budget) =
+        store_with(&handler.engine, wasi, plan, limiter, served.fuel_slice())?;
     let answer = {
         let job = job.clone();
         move |answer| job.answered(answer)

@@ -494,7 +494,7 @@ impl Reused {
             Box::pin(future),
             &served.queue,
             &served.timers,
-            served.shared.config.fuel_slice,
+            served.fuel_slice(),
         ));
         reused.control.attach(&task);
         reused.take(&job);
@@ -698,13 +698,8 @@ impl Reused {
             self.stats.clone(),
         )
         .sharing(Some(served.memory.clone()));
-        let (mut store, budget) = store_with(
-            &handler.engine,
-            wasi,
-            plan,
-            limiter,
-            served.shared.config.fuel_slice,
-        )?;
+        let (mut store, budget) =
+            store_with(&handler.engine, wasi, plan, limiter, served.fuel_slice())?;
         // Dropped before the store unless it went idle: bodies still being
         // written end in an error, not as if whole.
         let mut cut = CutAll(Some(self));

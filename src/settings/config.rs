@@ -37,7 +37,9 @@ pub struct WasmConfig {
     pub max_execution_time: Duration,
     /// The default fuel budget of a run; `None` is unlimited.
     pub max_fuel: Option<u64>,
-    /// Fuel a guest burns between two checks for stop and deadline.
+    /// Fuel a guest burns between two checks for stop and deadline; an
+    /// HTTP request's instance burns ten times this (each yield costs a
+    /// served guest's event loop a turn).
     pub fuel_slice: u64,
     /// Bytes of log lines kept per container; the oldest lines are dropped past it.
     pub log_limit_bytes: usize,
