@@ -38,8 +38,9 @@ pub struct WasmConfig {
     /// The default fuel budget of a run; `None` is unlimited.
     pub max_fuel: Option<u64>,
     /// Fuel a guest burns between two checks for stop and deadline; an
-    /// HTTP request's instance burns ten times this (each yield costs a
-    /// served guest's event loop a turn).
+    /// HTTP request's instance burns ten times this (at every yield a served
+    /// Python or JS guest's own code cost more a request: measured in
+    /// docs/performance.md).
     pub fuel_slice: u64,
     /// Bytes of log lines kept per container; the oldest lines are dropped past it.
     pub log_limit_bytes: usize,
