@@ -74,6 +74,12 @@ impl CutOff {
     fn is_set(&self) -> bool {
         self.0.load(Ordering::Acquire)
     }
+
+    /// Nobody else holds it: its body was written whole or dropped (or
+    /// never made), so setting it could change nothing.
+    pub(crate) fn is_moot(&self) -> bool {
+        Arc::strong_count(&self.0) == 1
+    }
 }
 
 /// Sets its [`CutOff`] when dropped unless the run returned: armed around a

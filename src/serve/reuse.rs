@@ -421,6 +421,26 @@ struct Taken {
     deadline: Option<Instant>,
 }
 
+/// What an instance holds since it was last idle: the requests it took that
+/// are not done — a few, whatever its reuse count — and the deadline that
+/// bounds its life.
+#[derive(Default)]
+struct Held {
+    /// Taken requests, until each has ended and its body was written (or dropped).
+    requests: Vec<Taken>,
+    /// The latest deadline of every request it took since it was last idle,
+    /// done ones included: work a guest goes on with after its answers ends by then.
+    latest: Option<Instant>,
+}
+
+impl Held {
+    /// Forgets requests that are done: ended, their bodies no longer theirs to cut.
+    fn prune(&mut self) {
+        self.requests
+            .retain(|taken| !(taken.job.has_ended() && taken.job.cut().is_moot()));
+    }
+}
+
 /// One reused instance, as the scheduler runs it.
 pub(crate) struct Reused {
     id: u64,
@@ -433,7 +453,7 @@ pub(crate) struct Reused {
     ended: AtomicBool,
     /// The requests it took since it was last idle: their deadlines bound its
     /// life, and their bodies are cut off if it ends other than by going idle.
-    taken: Mutex<Vec<Taken>>,
+    held: Mutex<Held>,
     /// Since when it has had nothing to do, while it has not.
     idle_since: Mutex<Option<Instant>>,
     /// It takes more requests (not past its count, no deadline missed, not stopping).
@@ -473,7 +493,7 @@ impl Reused {
             stats: Arc::new(StatsCell::new(Some(served.instance_memory))),
             output: RequestOutput::new(first.job.id()),
             ended: AtomicBool::new(false),
-            taken: Mutex::new(Vec::new()),
+            held: Mutex::new(Held::default()),
             idle_since: Mutex::new(None),
             accepting: AtomicBool::new(true),
             waiting_only: AtomicBool::new(false),
@@ -520,7 +540,10 @@ impl Reused {
         }
         *self.idle_since.lock() = None;
         self.output.switch_to(job.id(), &self.served.instance.logs);
-        self.taken.lock().push(Taken {
+        let mut held = self.held.lock();
+        held.prune();
+        held.latest = held.latest.max(deadline);
+        held.requests.push(Taken {
             job: job.clone(),
             deadline,
         });
@@ -528,8 +551,9 @@ impl Reused {
 
     /// The requests it holds that have not ended.
     fn unfinished(&self) -> Vec<Arc<RequestJob>> {
-        self.taken
+        self.held
             .lock()
+            .requests
             .iter()
             .filter(|taken| !taken.job.has_ended())
             .map(|taken| taken.job.clone())
@@ -542,11 +566,11 @@ impl Reused {
     fn expire(&self, now: Instant) -> Option<Instant> {
         let timeout = self.served.instance.plan.request_timeout;
         let mut ended = Vec::new();
-        let mut kill = None;
+        let kill;
         {
-            let taken = self.taken.lock();
-            for taken in taken.iter() {
-                kill = kill.max(taken.deadline);
+            let held = self.held.lock();
+            kill = held.latest;
+            for taken in held.requests.iter() {
                 if taken.job.has_ended() {
                     continue;
                 }
@@ -558,9 +582,6 @@ impl Reused {
                     continue;
                 };
                 ended.push((taken.job.clone(), outcome));
-            }
-            if taken.is_empty() {
-                return None;
             }
         }
         for (job, outcome) in ended {
@@ -577,14 +598,16 @@ impl Reused {
     /// is answered `500`); a 0.3 handler's body may still be written.
     fn returned(&self, request: u64) {
         let job = self
-            .taken
+            .held
             .lock()
+            .requests
             .iter()
             .find(|taken| taken.job.id() == request)
             .map(|taken| taken.job.clone());
         if let Some(job) = job {
             Job::finish(&*job, Outcome::Exited(0));
         }
+        self.held.lock().prune();
     }
 
     /// It has nothing to do: the requests it took are done, bodies included.
@@ -592,14 +615,14 @@ impl Reused {
         let mut idle = self.idle_since.lock();
         if idle.is_none() {
             *idle = Some(Instant::now());
-            self.taken.lock().clear();
+            *self.held.lock() = Held::default();
             self.output.flush(&self.served.instance.logs);
         }
     }
 
     /// Sets its requests' bodies as cut off: it ended other than by going idle.
     fn cut_all(&self) {
-        for taken in self.taken.lock().iter() {
+        for taken in self.held.lock().requests.iter() {
             taken.job.cut().set();
         }
     }
@@ -607,8 +630,9 @@ impl Reused {
     /// Wakes it at its next deadline: a request's, its own end's, or its idle time's.
     fn arm(&self, kill: Option<Instant>) {
         let unfinished = self
-            .taken
+            .held
             .lock()
+            .requests
             .iter()
             .filter(|taken| !taken.job.has_ended())
             .filter_map(|taken| taken.deadline)
@@ -816,8 +840,9 @@ impl Reused {
 
     /// Whether every request it holds (but `except`) has had its answer.
     fn all_answered(&self, except: Option<u64>) -> bool {
-        self.taken
+        self.held
             .lock()
+            .requests
             .iter()
             .filter(|taken| Some(taken.job.id()) != except)
             .all(|taken| taken.job.has_answered())
@@ -995,7 +1020,7 @@ impl Job for Reused {
         for job in unfinished {
             Job::finish(&*job, outcome.clone());
         }
-        self.taken.lock().clear();
+        *self.held.lock() = Held::default();
         self.pool().ended(self);
     }
 
