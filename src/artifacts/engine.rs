@@ -2,6 +2,7 @@
 //! on-demand one for artifacts that do not fit the pool's slots.
 
 use crate::settings::WasmConfig;
+use std::path::Path;
 use std::sync::atomic::AtomicU64;
 use std::sync::Arc;
 use wasmtime::{
@@ -84,7 +85,7 @@ const MAX_POOLED_STORES: usize = 256;
 
 /// Dirty bytes of a linear memory reset in place (the pages stay resident)
 /// when its slot is given back; past them the rest is `madvise`d away. With
-/// `PAGEMAP_SCAN` (Linux 6.7+, on a host without swap: [`dirty_page_scan`])
+/// `PAGEMAP_SCAN` (Linux 6.7+, where nothing is swapped: [`dirty_page_scan`])
 /// only pages the guest wrote count, wherever they are: a handler that
 /// touches a few pages is reset with no system call that flushes every
 /// core's TLB, and takes no page faults next time. At most this much per
@@ -92,7 +93,8 @@ const MAX_POOLED_STORES: usize = 256;
 const KEEP_RESIDENT: usize = 256 * 1024;
 
 /// Whether a pooled memory's reset looks for the guest's dirty pages with
-/// `PAGEMAP_SCAN`: only on a host without swap. wasmtime 48's scan asks for
+/// `PAGEMAP_SCAN`: only where no page of ours can be swapped out (a host
+/// without swap, or a cgroup with none). wasmtime 48's scan asks for
 /// pages that are present; a dirty page swapped out while its guest ran is
 /// neither reset nor `madvise`d away, and the next guest in the slot reads
 /// it (reproduced here: a guest that filled 96 MiB under an 80 MiB cgroup
@@ -106,6 +108,8 @@ fn dirty_page_scan() -> wasmtime::Enabled {
         .and_then(|meminfo| swap_total(&meminfo));
     match swap {
         Some(0) => wasmtime::Enabled::Auto,
+        // A Kubernetes pod on a node with swap, say (its default `NoSwap`).
+        Some(_) if cgroup_forbids_swap() => wasmtime::Enabled::Auto,
         Some(kib) => {
             log::info!(
                 "the host has {kib} KiB of swap: pooled memories are reset without PAGEMAP_SCAN"
@@ -113,6 +117,39 @@ fn dirty_page_scan() -> wasmtime::Enabled {
             wasmtime::Enabled::No
         }
         None => wasmtime::Enabled::No,
+    }
+}
+
+/// Whether this process's cgroup (v2), or one above it, has a
+/// `memory.swap.max` of 0: then none of its pages is swapped out, whatever
+/// the host has. cgroup v1's `memsw` limits are not looked at.
+fn cgroup_forbids_swap() -> bool {
+    let Ok(own) = std::fs::read_to_string("/proc/self/cgroup") else {
+        return false;
+    };
+    let Some(path) = own.lines().find_map(|line| line.strip_prefix("0::")) else {
+        return false;
+    };
+    ["/sys/fs/cgroup", "/sys/fs/cgroup/unified"]
+        .into_iter()
+        .any(|mount| {
+            swap_forbidden(Path::new(mount), path, |file| {
+                std::fs::read_to_string(file).ok()
+            })
+        })
+}
+
+/// Whether the cgroup at `path` under the v2 hierarchy mounted at `mount`,
+/// or one of its ancestors, has no swap (`read` gives a file's text).
+fn swap_forbidden(mount: &Path, path: &str, read: impl Fn(&Path) -> Option<String>) -> bool {
+    let mut dir = mount.join(path.trim_start_matches('/'));
+    loop {
+        if read(&dir.join("memory.swap.max")).is_some_and(|max| max.trim() == "0") {
+            return true;
+        }
+        if dir == mount || !dir.pop() {
+            return false;
+        }
     }
 }
 
@@ -191,7 +228,8 @@ pub(crate) fn misfit(needs: Option<ResourcesRequired>, component: bool) -> Optio
 
 #[cfg(test)]
 mod tests {
-    use super::swap_total;
+    use super::{swap_forbidden, swap_total};
+    use std::path::Path;
 
     #[test]
     fn swap_is_read_from_meminfo() {
@@ -201,5 +239,44 @@ mod tests {
         // Unknown, not "none": the scan stays off.
         assert_eq!(swap_total("MemTotal: 1 kB\n"), None);
         assert_eq!(swap_total("SwapTotal: lots\n"), None);
+    }
+
+    #[test]
+    fn a_cgroup_without_swap_is_seen_at_any_level_above() {
+        let mount = Path::new("/sys/fs/cgroup");
+        let files = |entries: &'static [(&'static str, &'static str)]| {
+            move |file: &Path| {
+                entries
+                    .iter()
+                    .find(|(path, _)| Path::new(path) == file)
+                    .map(|(_, text)| text.to_string())
+            }
+        };
+        let pod = "/kubepods.slice/pod1.slice/cri-abc.scope";
+        let at_pod = files(&[(
+            "/sys/fs/cgroup/kubepods.slice/pod1.slice/memory.swap.max",
+            "0\n",
+        )]);
+        assert!(swap_forbidden(mount, pod, at_pod));
+        let own = files(&[(
+            "/sys/fs/cgroup/kubepods.slice/pod1.slice/cri-abc.scope/memory.swap.max",
+            "0\n",
+        )]);
+        assert!(swap_forbidden(mount, pod, own));
+        // A namespaced container sees its own cgroup at the mount point.
+        let namespaced = files(&[("/sys/fs/cgroup/memory.swap.max", "0\n")]);
+        assert!(swap_forbidden(mount, "/", namespaced));
+        let allowed = files(&[
+            (
+                "/sys/fs/cgroup/kubepods.slice/pod1.slice/memory.swap.max",
+                "max\n",
+            ),
+            (
+                "/sys/fs/cgroup/kubepods.slice/memory.swap.max",
+                "1073741824\n",
+            ),
+        ]);
+        assert!(!swap_forbidden(mount, pod, allowed));
+        assert!(!swap_forbidden(mount, pod, files(&[])));
     }
 }
