@@ -212,6 +212,12 @@ impl MemoryCgroup {
             if !controllers.split_whitespace().any(|c| c == "memory") {
                 return None;
             }
+            // In a cgroup namespace this is our own cgroup: none of its
+            // children may swap if it may not.
+            let swap = std::fs::read_to_string(root.join("memory.swap.max")).unwrap_or_default();
+            if swap.trim() == "0" {
+                return None;
+            }
             let _ = std::fs::write(root.join("cgroup.subtree_control"), "+memory");
             (root.join(name), "memory.max")
         };
