@@ -358,3 +358,38 @@ fn a_p3_service_reuses_its_instances_in_turn_and_at_once_within_its_limits() {
     }
     assert_eq!(instances(&rt, &id), 5);
 }
+
+/// Counts its requests in memory, in three places, and answers the three
+/// counts as digits: a byte of its data segment (`h` at 1024, the module's
+/// image), a zeroed word at 1 MiB and one at 40 MiB (its memory grown past
+/// both on an instance's first request).
+fn memory_counting_handler() -> Vec<u8> {
+    handler(
+        "",
+        r#"(if (i32.lt_u (memory.size) (i32.const 700))
+               (then (if (i32.eq (memory.grow (i32.const 700)) (i32.const -1)) (then unreachable))))
+           (i32.store8 (i32.const 1024) (i32.add (i32.load8_u (i32.const 1024)) (i32.const 1)))
+           (i32.store (i32.const 1048576) (i32.add (i32.load (i32.const 1048576)) (i32.const 1)))
+           (i32.store (i32.const 41943040) (i32.add (i32.load (i32.const 41943040)) (i32.const 1)))
+           (i32.store8 (i32.const 1100) (i32.add (i32.const 48)
+               (i32.sub (i32.load8_u (i32.const 1024)) (i32.const 104))))
+           (i32.store8 (i32.const 1101) (i32.add (i32.const 48) (i32.load (i32.const 1048576))))
+           (i32.store8 (i32.const 1102) (i32.add (i32.const 48) (i32.load (i32.const 41943040))))
+           (call $respond (local.get $out) (i32.const 200) (i32.const 1100) (i32.const 3))"#,
+    )
+}
+
+/// A reused instance's memory is reset whole when it goes — its image, the
+/// pages it zeroed within what its slot keeps resident, and those past —
+/// so the next instance, in the same pooled slot, starts from the module's
+/// own contents.
+#[test]
+fn the_next_instance_starts_from_the_modules_memory_not_the_last_ones() {
+    let (_dir, rt) = runtime_with(1, |c| c.http_max_instance_reuse_count = Some(3));
+    let (id, address) = serve(&rt, "memory", &service_spec(), &memory_counting_handler());
+    assert_eq!(
+        counts(address, &["/"; 8]),
+        ["111", "222", "333", "111", "222", "333", "111", "222"]
+    );
+    assert_eq!(instances(&rt, &id), 3);
+}

@@ -56,6 +56,8 @@ pub(crate) struct Artifact<P> {
     compiled: OnceLock<Result<Compiled<P>, String>>,
     /// Compiled for the on-demand engine, for a run that finds every pooled slot taken.
     on_demand: OnceLock<Result<Compiled<P>, String>>,
+    /// Compiled for the reused instances' engine when it fits a slot, else on demand.
+    reused: OnceLock<Result<Compiled<P>, String>>,
     /// Whether its native code was in the compiled cache, small enough to
     /// load quickly, when a start first looked (see [`Artifact::loads_quickly`]).
     cached: OnceLock<bool>,
@@ -188,6 +190,19 @@ impl<P> Artifact<P> {
             .as_ref()
             .map_err(Clone::clone)
     }
+
+    /// The form compiled for instances that serve many requests
+    /// ([`Engines::reused`]), compiling on first use.
+    pub(crate) fn compiled_for_reuse(
+        &self,
+        engines: &Engines,
+        disk: Option<&DiskCache>,
+    ) -> Result<&Compiled<P>, String> {
+        self.reused
+            .get_or_init(|| compile_with(engines.reused(), &engines.on_demand, disk, self))
+            .as_ref()
+            .map_err(Clone::clone)
+    }
 }
 
 /// Every artifact this runtime knows, by content: equal bytes share one compilation.
@@ -251,6 +266,7 @@ impl<P> ArtifactCache<P> {
             source: source(),
             compiled: OnceLock::new(),
             on_demand: OnceLock::new(),
+            reused: OnceLock::new(),
             cached: OnceLock::new(),
         });
         entries.by_digest.insert(digest, (artifact.clone(), now));

@@ -50,10 +50,12 @@ impl Linkers {
     }
 }
 
-/// The linkers of both engines of a runtime.
+/// The linkers of a runtime's engines.
 pub(crate) struct Linking {
     pooled: Option<(Engine, Linkers)>,
-    on_demand: Linkers,
+    on_demand: (Engine, Linkers),
+    /// The reused instances' engine's, made with it.
+    reused: OnceLock<Option<(Engine, Linkers)>>,
 }
 
 impl Linking {
@@ -62,17 +64,35 @@ impl Linking {
             Some(set) => Some((set.engine.clone(), Linkers::new(&set.engine)?)),
             None => None,
         };
+        let on_demand = &engines.on_demand.engine;
         Ok(Linking {
             pooled,
-            on_demand: Linkers::new(&engines.on_demand.engine)?,
+            on_demand: (on_demand.clone(), Linkers::new(on_demand)?),
+            reused: OnceLock::new(),
         })
     }
 
-    /// The linkers of `engine`, one of the runtime's two.
+    /// The linkers of `engine`, one of the runtime's: any but the first two
+    /// is the reused instances' engine, whose linkers are made on first need.
     fn of(&self, engine: &Engine) -> &Linkers {
-        match &self.pooled {
-            Some((pooled, linkers)) if Engine::same(pooled, engine) => linkers,
-            _ => &self.on_demand,
+        if let Some((pooled, linkers)) = &self.pooled {
+            if Engine::same(pooled, engine) {
+                return linkers;
+            }
+        }
+        if Engine::same(&self.on_demand.0, engine) {
+            return &self.on_demand.1;
+        }
+        let reused = self.reused.get_or_init(|| {
+            Linkers::new(engine)
+                .map(|linkers| (engine.clone(), linkers))
+                .map_err(|e| log::warn!("no linkers for the reused instances' engine: {e:#}"))
+                .ok()
+        });
+        match reused {
+            Some((reused, linkers)) if Engine::same(reused, engine) => linkers,
+            // Linked against another engine, instantiation fails and says so.
+            _ => &self.on_demand.1,
         }
     }
 }

@@ -221,12 +221,27 @@ impl Service {
             .artifact
             .compiled(&shared.engines, shared.disk.as_ref())
             .map_err(failed)?;
-        let handler = Handler::of(
+        let mut handler = Handler::of(
             compiled,
             &shared.linking,
             instance.plan.trap_unknown_imports,
         )
         .map_err(failed)?;
+        let reuse = Reuse::of(config, handler.is_p3());
+        if reuse.is_some() {
+            // Instances that live for many requests run on the engine whose
+            // pool resets their memories whole (see `Engines::reused`).
+            let compiled = instance
+                .artifact
+                .compiled_for_reuse(&shared.engines, shared.disk.as_ref())
+                .map_err(failed)?;
+            handler = Handler::of(
+                compiled,
+                &shared.linking,
+                instance.plan.trap_unknown_imports,
+            )
+            .map_err(failed)?;
+        }
         let listen_error = |e: std::io::Error| Error::Listen {
             id: instance.id.clone(),
             address,
@@ -236,7 +251,7 @@ impl Service {
         listener.set_nonblocking(true).map_err(listen_error)?;
         let address = listener.local_addr().map_err(listen_error)?;
         let memory = Arc::new(MemoryBudget::new(config.http_service_memory));
-        let pool = Reuse::of(config, handler.is_p3()).map(|reuse| Pool::new(reuse, config.workers));
+        let pool = reuse.map(|reuse| Pool::new(reuse, config.workers));
         let runtime =
             wasmtime_wasi::runtime::with_ambient_tokio_runtime(tokio::runtime::Handle::current);
         let served = Arc::new(Served {
