@@ -5,7 +5,7 @@ use super::disk_cache::DiskCache;
 use super::engine::{misfit, EngineSet, Engines};
 use super::native::{native_code, Native};
 use super::{Artifact, Code, Compiled};
-use wasmtime::Precompiled;
+use wasmtime::{Engine, Precompiled};
 
 /// Compiles (or loads from `disk`) an artifact for the pooled engine, or for
 /// the on-demand engine when it does not fit a pooling slot.
@@ -98,4 +98,24 @@ fn fit<P>(
             }
         }
     }
+}
+
+/// `compiled`'s code for `to`'s engine, without compiling it again: as it is
+/// if it runs on demand (it fits no slot), else serialized and loaded into
+/// `to` (same compatibility hash); `None` if it cannot be.
+pub(crate) fn moved<P>(
+    compiled: &Compiled<P>,
+    to: &EngineSet,
+    on_demand: &EngineSet,
+) -> Option<Compiled<P>> {
+    if Engine::same(compiled.engine(), &on_demand.engine) {
+        return Some(Compiled::new(compiled.code.clone()));
+    }
+    let native = match &compiled.code {
+        Code::Component(component) => {
+            Native::Bytes(component.serialize().ok()?, Precompiled::Component)
+        }
+        Code::Module(module) => Native::Bytes(module.serialize().ok()?, Precompiled::Module),
+    };
+    fit(&native, to, None, false).ok()
 }

@@ -77,6 +77,7 @@ pub(crate) struct Compiled<P> {
 }
 
 /// A compiled module or component.
+#[derive(Clone)]
 pub(crate) enum Code {
     Module(Module),
     Component(Component),
@@ -199,7 +200,19 @@ impl<P> Artifact<P> {
         disk: Option<&DiskCache>,
     ) -> Result<&Compiled<P>, String> {
         self.reused
-            .get_or_init(|| compile_with(engines.reused(), &engines.on_demand, disk, self))
+            .get_or_init(|| {
+                let reused = engines.reused();
+                // Without the compiled cache, code compiled already moves over
+                // rather than being compiled again.
+                if let (None, Some(reused), Some(Ok(compiled))) =
+                    (disk, reused, self.compiled.get())
+                {
+                    if let Some(moved) = fit::moved(compiled, reused, &engines.on_demand) {
+                        return Ok(moved);
+                    }
+                }
+                compile_with(reused, &engines.on_demand, disk, self)
+            })
             .as_ref()
             .map_err(Clone::clone)
     }
@@ -354,5 +367,40 @@ mod tests {
         assert!(!fresh.intern(&other).loads_quickly(&engines, Some(&disk)));
         let uncached: ArtifactCache<()> = ArtifactCache::new(4);
         assert!(!uncached.intern(&bytes).loads_quickly(&engines, None));
+    }
+
+    #[test]
+    fn code_for_reused_instances_is_on_their_engine_and_compiled_once() {
+        use std::sync::atomic::Ordering;
+        let engines = Engines::new(&crate::settings::WasmConfig::default()).unwrap();
+        let reused = engines
+            .reused()
+            .expect("a pooling runtime has a reused engine");
+        let bytes = wat::parse_str("(module (memory 1) (func (export \"_start\")))").unwrap();
+        let misses = || engines.on_demand.loads.misses.load(Ordering::Relaxed);
+        // With the compiled cache: the reused engine loads the file the first compile saved.
+        let dir = tempfile::tempdir().unwrap();
+        let disk = DiskCache::open(dir.path().join("cache"), u64::MAX).unwrap();
+        let cache: ArtifactCache<()> = ArtifactCache::new(4);
+        let artifact = cache.intern(&bytes);
+        let pooled = artifact.compiled(&engines, Some(&disk)).unwrap();
+        let for_reuse = artifact.compiled_for_reuse(&engines, Some(&disk)).unwrap();
+        assert!(Engine::same(
+            pooled.engine(),
+            &engines.pooled.as_ref().unwrap().engine
+        ));
+        assert!(Engine::same(for_reuse.engine(), &reused.engine));
+        assert_eq!(misses(), 1);
+        // Without it: the code compiled for the pooled engine moves over.
+        let cache: ArtifactCache<()> = ArtifactCache::new(4);
+        let artifact = cache.intern(&bytes);
+        artifact.compiled(&engines, None).unwrap();
+        let for_reuse = artifact.compiled_for_reuse(&engines, None).unwrap();
+        assert!(Engine::same(for_reuse.engine(), &reused.engine));
+        assert_eq!(
+            misses(),
+            2,
+            "compiled once more for the second artifact, not twice"
+        );
     }
 }
