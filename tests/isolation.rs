@@ -234,29 +234,75 @@ impl Drop for MemoryCgroup {
     }
 }
 
+/// A swap file of its own, on while it lives (the tests run as root): in the
+/// cargo target folder, a real file system (a swap file cannot be on tmpfs).
+struct SwapFile(std::path::PathBuf);
+
+impl SwapFile {
+    fn on(dir: &std::path::Path, bytes: usize) -> Result<SwapFile, String> {
+        use std::io::Write;
+        use std::os::unix::fs::OpenOptionsExt;
+        let path = dir.join(format!("swap-{}", std::process::id()));
+        // Written whole: `swapon` refuses a file with holes.
+        let mut file = std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(&path)
+            .map_err(|e| format!("{}: {e}", path.display()))?;
+        let swap = SwapFile(path);
+        let zeros = vec![0u8; 1 << 20];
+        for _ in 0..bytes >> 20 {
+            file.write_all(&zeros).map_err(|e| e.to_string())?;
+        }
+        file.sync_all().map_err(|e| e.to_string())?;
+        for (program, args) in [("mkswap", &["-q"][..]), ("swapon", &[][..])] {
+            let status = std::process::Command::new(program)
+                .args(args)
+                .arg(&swap.0)
+                .status()
+                .map_err(|e| format!("{program}: {e}"))?;
+            if !status.success() {
+                return Err(format!("{program} {}: {status}", swap.0.display()));
+            }
+        }
+        Ok(swap)
+    }
+}
+
+impl Drop for SwapFile {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("swapoff").arg(&self.0).status();
+        let _ = std::fs::remove_file(&self.0);
+    }
+}
+
+fn swap_kib() -> u64 {
+    std::fs::read_to_string("/proc/meminfo")
+        .unwrap_or_default()
+        .lines()
+        .find_map(|line| line.strip_prefix("SwapTotal:"))
+        .and_then(|kib| kib.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap_or(0)
+}
+
 /// On a host with swap, a guest's pages swapped out under memory pressure
 /// are reset like the others when its pooled slot is given back: the next
 /// guest in the slot (the same module, so the same slot) sees none of them.
 /// wasmtime 48's `PAGEMAP_SCAN` reset skipped such pages, and 200+ reached
 /// the next guest here; the runtime turns the scan off on a host with swap.
-/// Skipped (and said so) where the host has no swap or no memory cgroup to
-/// make: there no page of a guest is ever swapped out.
+/// A host without swap gets a swap file for the test's length; the guests
+/// run in a memory cgroup smaller than what they write (both need root, as
+/// the README's tests do).
 #[test]
 fn a_swapped_out_page_never_reaches_the_next_guest_in_its_slot() {
-    let meminfo = std::fs::read_to_string("/proc/meminfo").unwrap_or_default();
-    let swap = meminfo
-        .lines()
-        .find_map(|line| line.strip_prefix("SwapTotal:"))
-        .and_then(|kib| kib.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
-        .unwrap_or(0);
+    let _swap = (swap_kib() < 256 << 10).then(|| {
+        SwapFile::on(std::path::Path::new(env!("CARGO_TARGET_TMPDIR")), 256 << 20)
+            .unwrap_or_else(|e| panic!("no swap file for the test (it needs root): {e}"))
+    });
     // Below the guest's 96 MiB: most of its pages go to swap as it writes them.
-    let cgroup = (swap >= 256 << 10)
-        .then(|| MemoryCgroup::new(80 << 20))
-        .flatten();
-    let Some(cgroup) = cgroup else {
-        eprintln!("skipped: needs 256 MiB of swap and a memory cgroup it may create (root)");
-        return;
-    };
+    let cgroup = MemoryCgroup::new(80 << 20)
+        .expect("a memory cgroup of the test's own (it needs root, and cgroup v1 or v2 with the memory controller)");
     let dir = tempfile::tempdir().unwrap();
     let guest = dir.path().join("fills.wat");
     std::fs::write(&guest, FILLS_ITS_MEMORY).unwrap();
